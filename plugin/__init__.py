@@ -1,0 +1,1 @@
+"""batchlaw.plugin: megatron-core training plugin (ramps, noise scale, HDF5 logs). Needs the [train] extra."""

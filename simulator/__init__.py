@@ -1,0 +1,1 @@
+"""batchlaw.simulator: pure numpy/scipy core (specs, ramps, laws, fits, performance model, grid)."""

@@ -1,0 +1,1 @@
+"""batchlaw.tools: command line and log analysis (numpy, scipy, h5py, matplotlib; never torch)."""
