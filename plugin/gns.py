@@ -1,0 +1,143 @@
+"""Gradient noise scale: the two-batch unbiased estimator inside a megatron-core training step.
+
+McCandlish et al. 2018 ("An Empirical Model of Large-Batch Training"), appendix A: with
+|G_small|^2 the squared norm of a gradient over B_small samples and |G_big|^2 over B_big samples,
+
+    |G|^2     = (B_big |G_big|^2 - B_small |G_small|^2) / (B_big - B_small)      (eq. A.3)
+    tr(Sigma) = (|G_small|^2 - |G_big|^2) / (1 / B_small - 1 / B_big)            (eq. A.4)
+
+are unbiased; B_simple = tr(Sigma) / |G|^2 must be formed from separately smoothed numerator and
+denominator, never by smoothing the per-step ratio (done offline, ``simulator/noise.py``).
+
+Where the numbers come from in megatron-core:
+- DP >= 2: B_small = one DP rank's batch, |G_small|^2 = mean over DP ranks of the local (pre-DP-
+  reduction) squared norm. The local gradient is read in a wrapper of each DDP bucket group's
+  ``start_grad_sync`` *before* it scales ``grad_data`` by 1/dp and launches the collective; the
+  wrapper does no collective itself (safe with ``overlap_grad_reduce``, where it runs inside a
+  backward hook). The reductions over the model-parallel and DP groups happen in ``end_step``.
+- DP = 1: the trainer runs one micro-batch at a time (``MicroBatchProbe``); B_small = micro batch.
+- |G_big|^2 = (the optimizer's grad norm)^2: fully reduced, each parameter counted once, loss scale
+  removed, correct with the distributed optimizer (which leaves only a shard of main_grad reduced).
+- Squared norms count each parameter once (not a TP duplicate, not a shared tied copy) and are
+  summed over the model-parallel group (TP x PP). With tied embeddings and PP > 1 the first stage's
+  embedding gradient lacks the output layer's part until megatron all-reduces it after the DP sync;
+  the wrapper keeps a local copy, which ``end_step`` all-reduces over the embedding group first.
+- fp16: local gradients carry the loss scale; ``end_step`` divides |G_small|^2 by its square.
+All sequences have the same length, so the batch sizes count sequences (no harmonic mean needed).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from batchlaw.plugin import _mcore
+
+__all__ = ["GnsTracker", "two_batch_estimates"]
+
+
+def two_batch_estimates(small_sq: float, big_sq: float, b_small: float, b_big: float) -> tuple[float, float]:
+    """Unbiased (|G|^2, tr(Sigma)) from the two-batch squared norms (McCandlish et al. eqs. A.3-A.4)."""
+    if not b_big > b_small > 0 or not (math.isfinite(small_sq) and math.isfinite(big_sq)):
+        return math.nan, math.nan
+    g2 = (b_big * big_sq - b_small * small_sq) / (b_big - b_small)
+    trace = (small_sq - big_sq) / (1.0 / b_small - 1.0 / b_big)
+    return g2, trace
+
+
+def _ddp_buffers(ddp) -> list[Any]:
+    return list(getattr(ddp, "buffers", [])) + list(getattr(ddp, "expert_parallel_buffers", []))
+
+
+class GnsTracker:
+    """Measures the local squared gradient norm each step and turns it into the ``gns_*`` columns.
+
+    Usage per step: ``begin_step()``, the forward-backward (which triggers the hooks), then
+    ``end_step(b_small, b_big, grad_norm, loss_scale)`` on every rank (it does collectives).
+
+    Args:
+        ddp_modules: the megatron DDP-wrapped model chunks of this rank.
+        dp_group: data-parallel process group; mp_group: model-parallel (TP x PP) group;
+        embedding_group: the tied-embedding group (or None when untied or PP = 1).
+    """
+
+    def __init__(self, ddp_modules, *, dp_group, mp_group, embedding_group=None):
+        self.ddp_modules = list(ddp_modules)
+        self.dp_group, self.mp_group, self.embedding_group = dp_group, mp_group, embedding_group
+        self._local_sq = 0.0
+        self._embedding_copies: list[tuple[torch.Tensor, bool]] = []
+        self._originals: list[tuple[Any, Any]] = []
+
+    # hooks -------------------------------------------------------------------------------------
+    def _account(self, params) -> None:
+        sq = 0.0
+        for p in params:
+            g = p.main_grad
+            if self.embedding_group is not None and getattr(p, "shared_embedding", False):
+                self._embedding_copies.append((g.detach().clone(), _mcore.param_counts_once(p)))
+            elif _mcore.param_counts_once(p):
+                sq += float(g.detach().double().square().sum())
+        self._local_sq += sq
+
+    def install(self) -> None:
+        """Wrap every bucket group's ``start_grad_sync`` to read the local gradient first."""
+        for ddp in self.ddp_modules:
+            for bg in getattr(ddp, "bucket_groups", []) + getattr(ddp, "expert_parallel_bucket_groups", []):
+                original = bg.start_grad_sync
+                params = [p for b in bg.buckets for p in b.params]
+
+                def wrapped(*a, _orig=original, _params=params, **k):
+                    self._account(_params)
+                    return _orig(*a, **k)
+
+                bg.start_grad_sync = wrapped
+                self._originals.append((bg, original))
+
+    def remove(self) -> None:
+        """Undo ``install``."""
+        for bg, original in self._originals:
+            bg.start_grad_sync = original
+        self._originals = []
+
+    def begin_step(self) -> None:
+        """Reset the per-step accumulators."""
+        self._local_sq = 0.0
+        self._embedding_copies = []
+
+    def local_sq_now(self) -> float:
+        """Local squared norm of the current grad buffers, counted once, reduced over TP x PP.
+
+        Used by the DP = 1 micro-batch probe; does collectives.
+        """
+        self.begin_step()
+        for ddp in self.ddp_modules:
+            self._account([p for buf in _ddp_buffers(ddp) for p in buf.params])
+        return self._reduce_local()
+
+    def _reduce_local(self) -> float:
+        local = torch.tensor([self._local_sq], dtype=torch.float64)
+        for copy, counted in self._embedding_copies:
+            dist.all_reduce(copy, group=self.embedding_group)
+            if counted:
+                local += copy.double().square().sum()
+        dist.all_reduce(local, group=self.mp_group)
+        return float(local)
+
+    def end_step(self, *, b_small: float, b_big: float, grad_norm: float, loss_scale: float = 1.0,
+                 small_sq: float | None = None) -> dict[str, float]:
+        """Reduce and return the ``gns_*`` columns and ``grad_norm`` (collective on every rank).
+
+        ``small_sq`` overrides the hook measurement (the DP = 1 micro-batch path passes its mean).
+        """
+        if small_sq is None:
+            local = self._reduce_local() / loss_scale**2
+            mean = torch.tensor([local], dtype=torch.float64)
+            dist.all_reduce(mean, group=self.dp_group)
+            small_sq = float(mean) / dist.get_world_size(self.dp_group)
+        big_sq = float(grad_norm) ** 2
+        g2, trace = two_batch_estimates(small_sq, big_sq, b_small, b_big)
+        return {"gns_b_small": float(b_small), "gns_b_big": float(b_big), "gns_small_sq": small_sq,
+                "gns_big_sq": big_sq, "gns_g2": g2, "gns_trace": trace, "grad_norm": float(grad_norm)}

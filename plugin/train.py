@@ -1,0 +1,68 @@
+"""Rank entry point: ``torchrun --nproc_per_node=N -m batchlaw.plugin.train RUN.toml [--set k=v ...]``.
+
+Parse, build, run, always close. NCCL on GPUs; gloo and the CPU patches when CUDA is unavailable.
+Exit status 0 on completion and on a signal-triggered checkpoint (the job may be requeued).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m batchlaw.plugin.train", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="run TOML (configs/runs/*.toml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    from batchlaw.plugin.runconfig import load_run_config
+
+    try:
+        cfg = load_run_config(args.config, args.overrides)
+    except ValueError as exc:
+        print(f"batchlaw train: error: {exc}", file=sys.stderr)
+        return 2
+    import torch
+    import torch.distributed as dist
+
+    on_cpu = not torch.cuda.is_available()
+    if on_cpu:
+        from batchlaw.plugin.cpu import apply_cpu_patches
+
+        apply_cpu_patches()
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    else:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("megatron").setLevel(logging.WARNING)
+    dist.init_process_group("gloo" if on_cpu else "nccl")
+    status = "failed"
+    try:
+        from batchlaw.plugin._mcore import parallel_state
+        from batchlaw.plugin.loop import Trainer
+
+        try:
+            trainer = Trainer(cfg, on_cpu=on_cpu)
+        except ValueError as exc:
+            print(f"batchlaw train: error: {exc}", file=sys.stderr)
+            return 2
+        status = trainer.run()
+        if status == "completed" and cfg.log.done_marker and dist.get_rank() == 0:
+            Path(cfg.log.done_marker).parent.mkdir(parents=True, exist_ok=True)
+            Path(cfg.log.done_marker).write_text("completed\n")
+        return 0
+    finally:
+        if dist.is_initialized():
+            try:
+                parallel_state.destroy_model_parallel()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

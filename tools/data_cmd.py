@@ -1,0 +1,47 @@
+"""``batchlaw data build``: Megatron indexed datasets from text files (numpy only, no torch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from batchlaw.tools.indexed_data import ByteTokenizer, demo_corpus_files, tokenize_files, write_indexed_dataset
+
+
+class _HFTokenizer:
+    def __init__(self, path: str):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise ImportError("--tokenizer PATH needs the tokenizers package: pip install tokenizers") from exc
+        self._tok = Tokenizer.from_file(path)
+        self.eod = self._tok.token_to_id("<|endoftext|>") or 0
+
+    def encode(self, data: bytes):
+        import numpy as np
+        return np.array(self._tok.encode(data.decode("utf-8", "replace")).ids, dtype=np.int64)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", required=True)
+    b = sub.add_parser("build", help="tokenize text files into PREFIX.bin / PREFIX.idx")
+    b.add_argument("--input", nargs="*", default=[], help="text files (one document each)")
+    b.add_argument("--demo", action="store_true", help="use the Python standard library's .py files")
+    b.add_argument("--out", required=True, help="output prefix")
+    b.add_argument("--tokenizer", default="byte", help="'byte' or a tokenizers JSON file")
+    b.add_argument("--max-bytes", type=int, default=4_000_000, help="cap of the demo corpus")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.demo == bool(args.input):
+        raise ValueError("data build: give either --input FILE... or --demo")
+    files = demo_corpus_files(args.max_bytes) if args.demo else [Path(p) for p in args.input]
+    for f in files:
+        if not Path(f).is_file():
+            raise ValueError(f"--input {str(f)!r}: no such file")
+    tok = ByteTokenizer() if args.tokenizer == "byte" else _HFTokenizer(args.tokenizer)
+    dtype = "uint16" if args.tokenizer == "byte" else "int32"
+    import numpy as np
+    docs, tokens = write_indexed_dataset(args.out, tokenize_files(files, tok), dtype=np.dtype(dtype).type)
+    print(f"wrote {args.out}.bin/.idx: {docs} documents, {tokens} tokens from {len(files)} files")
+    return 0
