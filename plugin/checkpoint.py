@@ -4,8 +4,10 @@ Layout: ``DIR/step_00000012/rank_00003.pt`` plus ``meta.json`` written by rank 0
 saved; the directory is written as ``step_X.tmp`` and renamed only then, so a half-written
 checkpoint is never picked up. Each rank saves its model shard, its optimizer state (with the
 distributed optimizer, megatron's ``save_parameter_state`` gathers the sharded state on DP rank 0),
-the torch RNG state and the loop state (step, consumed samples, ramp and smoothing state). Resume
-requires the same layout (checked against meta.json).
+the torch RNG state and the loop state (step, consumed samples, ramp and smoothing state). With
+the distributed optimizer each rank saves its own shard (fp32 main parameters and Adam moments of
+the inner torch optimizer) rather than megatron's gathered format, whose 0.16 loader fails without
+apex (KeyError 'step'). Resume requires the same layout (checked against meta.json).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+
+
+def _inner_optimizers(optimizer) -> list:
+    """The torch optimizers holding this rank's shard of main parameters and Adam moments."""
+    return [o.optimizer for o in getattr(optimizer, "chained_optimizers", [optimizer])]
 
 
 def _step_dir(root: Path, step: int) -> Path:
@@ -48,8 +55,9 @@ def save_checkpoint(root: str | Path, *, step: int, model, optimizer, loop_state
     dist.barrier()
     state = {"model": model.state_dict(), "rng": torch.get_rng_state(), "loop": loop_state}
     if distributed_optimizer:
-        state["optimizer"] = optimizer.state_dict()
-        optimizer.save_parameter_state(str(tmp / f"param_state_rank{rank:05d}.pt"))
+        state["optimizer_shards"] = [
+            {"torch": inner.state_dict(), "params": [p.detach().clone() for g in inner.param_groups for p in g["params"]]}
+            for inner in _inner_optimizers(optimizer)]
     else:
         state["optimizer"] = optimizer.state_dict()
     torch.save(state, tmp / f"rank_{rank:05d}.pt")
@@ -65,6 +73,7 @@ def save_checkpoint(root: str | Path, *, step: int, model, optimizer, loop_state
     return final
 
 
+@torch.no_grad()
 def load_checkpoint(path: Path, *, model, optimizer, layout: dict[str, int],
                     distributed_optimizer: bool) -> dict[str, Any]:
     """Restore this rank's part; returns the loop state. Raises ValueError on a layout mismatch."""
@@ -75,8 +84,12 @@ def load_checkpoint(path: Path, *, model, optimizer, layout: dict[str, int],
     rank = dist.get_rank()
     state = torch.load(path / f"rank_{rank:05d}.pt", weights_only=False)
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
     if distributed_optimizer:
-        optimizer.load_parameter_state(str(path / f"param_state_rank{rank:05d}.pt"))
+        for inner, saved in zip(_inner_optimizers(optimizer), state["optimizer_shards"], strict=True):
+            for p, value in zip([p for g in inner.param_groups for p in g["params"]], saved["params"], strict=True):
+                p.copy_(value)
+            inner.load_state_dict(saved["torch"])
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
     return state["loop"]

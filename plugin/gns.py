@@ -28,24 +28,15 @@ All sequences have the same length, so the batch sizes count sequences (no harmo
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from batchlaw.plugin import _mcore
+from batchlaw.simulator.noise import two_batch_estimates
 
 __all__ = ["GnsTracker", "two_batch_estimates"]
-
-
-def two_batch_estimates(small_sq: float, big_sq: float, b_small: float, b_big: float) -> tuple[float, float]:
-    """Unbiased (|G|^2, tr(Sigma)) from the two-batch squared norms (McCandlish et al. eqs. A.3-A.4)."""
-    if not b_big > b_small > 0 or not (math.isfinite(small_sq) and math.isfinite(big_sq)):
-        return math.nan, math.nan
-    g2 = (b_big * big_sq - b_small * small_sq) / (b_big - b_small)
-    trace = (small_sq - big_sq) / (1.0 / b_small - 1.0 / b_big)
-    return g2, trace
 
 
 def _ddp_buffers(ddp) -> list[Any]:

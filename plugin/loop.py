@@ -75,10 +75,12 @@ def _git_sha() -> str:
 
 
 class _StopFlag:
-    """SIGTERM / SIGUSR1 set a flag; the loop acts on it at the next step boundary."""
+    """SIGTERM / SIGUSR1 (or a stop file) set a flag; the loop acts on it at the next step boundary,
+    after all ranks agree (one all-reduce of a scalar per step)."""
 
-    def __init__(self):
+    def __init__(self, stop_file: str = ""):
         self.raised = False
+        self.stop_file = Path(stop_file) if stop_file else None
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._handler)
 
@@ -86,6 +88,8 @@ class _StopFlag:
         self.raised = True
 
     def agreed(self) -> bool:
+        if self.stop_file is not None and self.stop_file.exists():
+            self.raised = True
         flag = torch.tensor([1.0 if self.raised else 0.0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
@@ -131,7 +135,7 @@ class Trainer:
         self.layout = {"world_size": world, "tp": par.tp, "pp": par.pp, "vpp": par.vpp, "dp": self.dp_size,
                        "micro_batch": par.micro_batch}
         self.num_params = self._count_params()
-        self.stop = _StopFlag()
+        self.stop = _StopFlag(cfg.checkpoint.stop_file)
         self.forward_backward = _mcore.get_forward_backward_func()
         self._mask = torch.tril(torch.ones(1, 1, shape.seq_len, shape.seq_len)) < 0.5
 
@@ -191,11 +195,21 @@ class Trainer:
 
         return out, loss_func
 
-    def _run_schedule(self, mbs) -> list[dict]:
+    def _run_schedule(self, mbs, forward_only: bool = False) -> list[dict]:
         cfg = self.cfg
         return self.forward_backward(forward_step_func=self._forward_step, data_iterator=iter(mbs),
                                      model=self.model, num_microbatches=len(mbs), seq_length=cfg.model.seq_len,
-                                     micro_batch_size=cfg.parallel.micro_batch, forward_only=False)
+                                     micro_batch_size=cfg.parallel.micro_batch, forward_only=forward_only)
+
+    def evaluate(self) -> float:
+        """Mean validation loss over ``train.eval_batches`` micro-batches per DP rank (same samples
+        every time, so values along the run are comparable)."""
+        mb = self.cfg.parallel.micro_batch
+        mbs = micro_batches(self.data, consumed=0, global_batch=self.cfg.train.eval_batches * mb * self.dp_size,
+                            dp_rank=self.g.dp_rank, dp_size=self.dp_size, micro_batch=mb, valid=True)
+        with torch.no_grad():
+            losses = self._run_schedule(mbs, forward_only=True)
+        return self._mean_loss(losses)
 
     def _microbatch_probe(self, mbs) -> tuple[list[dict], float]:
         """DP = 1, PP = 1: one micro-batch at a time; mean over micro-batches of |g_i|^2."""
@@ -296,6 +310,8 @@ class Trainer:
         resume_step = self._resume()
         sinks = self._sinks(resume_step)
         status = "failed"
+        first_step = self.step
+        exit_after = self.cfg.train.exit_after_steps
         try:
             while not self._done():
                 row = self.train_step()
@@ -305,10 +321,14 @@ class Trainer:
                     if decision:
                         sinks.log_event("ramp", decision)
                 sinks.log_step(row)
+                eval_every = self.cfg.train.eval_every
+                if eval_every and (self.step % eval_every == 0 or self._done()):
+                    sinks.log_event("eval", {"step": self.step, "tokens": row["tokens"], "val_loss": self.evaluate()})
                 every = self.cfg.checkpoint.every
                 if every and self.step % every == 0 and not self._done():
                     self._checkpoint()
-                if self.stop.agreed():
+                if self.stop.agreed() or (exit_after and self.step - first_step >= exit_after
+                                          and not self._done()):
                     self._checkpoint()
                     status = "interrupted"
                     return status

@@ -51,9 +51,12 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto = bf16 on GPU, fp32 on CPU."""
     eval_every: int = 0
-    """Steps between validation passes (0 = only at the end if data has a validation split)."""
+    """Steps between validation passes (and one at the end); 0 = no validation."""
     eval_batches: int = 2
     """Micro-batches per validation pass."""
+    exit_after_steps: int = 0
+    """Checkpoint and exit (status 'interrupted') after this many steps of this launch; 0 = never
+    (Megatron-LM's --exit-interval)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -98,6 +101,9 @@ class CheckpointConfig:
     """Checkpoints kept."""
     resume: bool = True
     """Resume from the newest checkpoint in ``dir`` when there is one."""
+    stop_file: str = ""
+    """If this file appears, checkpoint at the next step boundary and exit 0 (the sbatch script's
+    signal trap creates it: torchrun itself dies on SIGTERM/SIGUSR1 instead of forwarding them)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -12,7 +12,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EmaNoiseScale", "b_simple_series"]
+__all__ = ["EmaNoiseScale", "b_simple_series", "two_batch_estimates"]
+
+
+def two_batch_estimates(small_sq, big_sq, b_small, b_big):
+    """Unbiased |G|^2 and tr(Sigma) from two batch sizes (McCandlish et al. 2018, eqs. A.3-A.4).
+
+    |G|^2 = (B_big |G_big|^2 - B_small |G_small|^2) / (B_big - B_small),
+    tr(Sigma) = (|G_small|^2 - |G_big|^2) / (1/B_small - 1/B_big). Scalars or arrays; NaN where
+    B_big <= B_small (no second batch size to compare).
+    """
+    s, b = np.asarray(small_sq, dtype=float), np.asarray(big_sq, dtype=float)
+    bs, bb = np.asarray(b_small, dtype=float), np.asarray(b_big, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = (bb > bs) & (bs > 0)
+        g2 = np.where(ok, (bb * b - bs * s) / np.where(ok, bb - bs, 1.0), np.nan)
+        trace = np.where(ok, (s - b) / np.where(ok, 1.0 / bs - 1.0 / bb, 1.0), np.nan)
+    if g2.ndim == 0:
+        return float(g2), float(trace)
+    return g2, trace
 
 
 @dataclass(kw_only=True, slots=True)

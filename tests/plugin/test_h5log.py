@@ -1,0 +1,75 @@
+"""Tier (a), pure (h5py, no torch): the HDF5 run log writer.
+
+A process killed with SIGKILL leaves a file readable up to the last flush; on resume rows past
+the restored step are dropped, so each step appears once; events are truncated alike.
+"""
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from batchlaw.plugin import logschema
+from batchlaw.plugin.h5log import RunLogWriter
+
+
+def _row(step):
+    return {"step": step, "loss": 10.0 / step, "global_batch_size": 8, "consumed_samples": 8 * step}
+
+
+def test_sigkill_leaves_readable_file_up_to_last_flush(tmp_path):
+    path = tmp_path / "log.h5"
+    code = f"""
+import os, signal
+from batchlaw.plugin.h5log import RunLogWriter
+w = RunLogWriter({str(path)!r}, attrs={{"config": {{"a": 1}}}}, flush_every=4)
+for s in range(1, 11):
+    w.append({{"step": s, "loss": 1.0 / s}})
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == -9
+    with h5py.File(path, "r") as f:
+        assert list(f["steps/step"][:]) == list(range(1, 9))  # flushed at 4 and 8; 9, 10 lost
+        assert f.attrs["status"] == "running"
+        assert json.loads(f.attrs["config"]) == {"a": 1}
+        assert f.attrs["schema_version"] == logschema.SCHEMA_VERSION
+
+
+def test_resume_truncates_rows_past_restored_step(tmp_path):
+    path = tmp_path / "log.h5"
+    w = RunLogWriter(path, attrs={"config": {"x": 1}}, flush_every=2)
+    for s in range(1, 7):
+        w.append(_row(s))
+        if s in (2, 5):
+            w.event("eval", {"step": s, "val_loss": 1.0 / s})
+    w.close("interrupted")
+    w = RunLogWriter(path, attrs={"config": {"x": 2}}, flush_every=2, resume_step=4)
+    for s in range(5, 9):
+        w.append(_row(s))
+    w.close()
+    with h5py.File(path, "r") as f:
+        assert list(f["steps/step"][:]) == list(range(1, 9))
+        np.testing.assert_allclose(f["steps/loss"][:], 10.0 / np.arange(1, 9))
+        assert list(f["events/eval/step"][:]) == [2]
+        assert f.attrs["restart_count"] == 1 and f.attrs["status"] == "completed"
+        assert json.loads(f.attrs["config"]) == {"x": 1}  # the original config is kept
+        assert f["steps/step"].chunks == (logschema.CHUNK_ROWS,) and f["steps/step"].maxshape == (None,)
+
+
+def test_new_run_refuses_existing_file_and_columns_stay_aligned(tmp_path):
+    path = tmp_path / "log.h5"
+    w = RunLogWriter(path, flush_every=1)
+    w.append({"step": 1, "loss": 1.0})
+    w.append({"step": 2, "loss": 0.5, "mfu": 0.4})  # a column that appears later
+    w.close()
+    with h5py.File(path, "r") as f:
+        assert f["steps/mfu"].shape == (2,) and np.isnan(f["steps/mfu"][0])
+    with pytest.raises(ValueError, match="file exists; resume the run or remove it"):
+        RunLogWriter(path)
+    with pytest.raises(ValueError, match="log.flush_every = 0"):
+        RunLogWriter(tmp_path / "b.h5", flush_every=0)
+    assert not (tmp_path / "b.h5").exists()
