@@ -107,7 +107,7 @@ class Parallelism:
     micro_batch: int = 1
     """Sequences per micro-batch per DP rank."""
     sequence_parallel: bool = False
-    """Megatron sequence parallelism (needs tp > 1)."""
+    """Megatron sequence parallelism (a no-op at tp = 1, as in Megatron-LM)."""
     distributed_optimizer: bool = False
     """Shard optimizer state (and main grads) over DP ranks (ZeRO-1)."""
     overlap_grad_reduce: bool = False
@@ -143,9 +143,7 @@ def validate_run(model: ModelShape, parallel: Parallelism, *, world_size: int,
         raise Infeasible(f"layers {model.layers} not divisible by pp x vpp = {pp * vpp}")
     if vpp > 1 and pp < 2:
         raise Infeasible(f"vpp {vpp} needs pp >= 2")
-    if parallel.sequence_parallel and tp < 2:
-        raise Infeasible("sequence_parallel needs tp >= 2")
-    if parallel.sequence_parallel and model.seq_len % tp:
+    if parallel.sequence_parallel and tp > 1 and model.seq_len % tp:
         raise Infeasible(f"seq_len {model.seq_len} not divisible by tp {tp} (sequence parallel)")
     per_step = parallel.micro_batch * dp
     if global_batch < 1 or global_batch % per_step:
@@ -164,7 +162,7 @@ def model_names(root: Path | None = None) -> list[str]:
 def load_model(name_or_path: str | Path, overrides: tuple[str, ...] = ()) -> ModelShape:
     """Load a model shape by name (``gpt-180m``) or from a TOML path; the file holds ``[model]``."""
     path = Path(name_or_path)
-    if not path.suffix:
+    if path.suffix != ".toml":
         path = CONFIG_ROOT / "models" / f"{name_or_path}.toml"
         if not path.is_file():
             raise ValueError(f"model = {str(name_or_path)!r}: unknown; shipped models are "

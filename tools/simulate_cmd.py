@@ -1,0 +1,72 @@
+"""``batchlaw simulate``: predictions for a table of runs (``--runs``), a grid file, or the model list."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grid", nargs="?", help="grid TOML (configs/grids/*.toml) to expand and prune")
+    parser.add_argument("--runs", help="CSV with the columns of published_throughput.csv")
+    parser.add_argument("--out", help="output CSV")
+    parser.add_argument("--system", help="system profile for every row (default: the gpu column)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a grid key, e.g. --set grid.nodes=[16]")
+    parser.add_argument("--models", action="store_true", help="list the shipped models with exact parameter counts")
+
+
+def _models() -> int:
+    from batchlaw.simulator.params import num_params
+    from batchlaw.simulator.spec import load_model, model_names
+
+    print(f"{'model':10s} {'layers':>6s} {'hidden':>6s} {'heads':>5s} {'ffn':>6s} {'params':>14s}")
+    for name in model_names():
+        m = load_model(name)
+        print(f"{name:10s} {m.layers:6d} {m.hidden:6d} {m.heads:5d} {m.ffn:6d} {num_params(m):14,d}")
+    return 0
+
+
+def _runs(args) -> int:
+    from batchlaw.simulator.csvio import read_csv, write_csv
+    from batchlaw.simulator.table import predict_table
+
+    table = read_csv(args.runs)
+    out = predict_table(table, args.system)
+    if args.out:
+        write_csv(args.out, out)
+        print(f"wrote {args.out}: {len(out['feasible'])} rows, {int(np.sum(out['feasible']))} feasible")
+    else:
+        for i in range(len(out["feasible"])):
+            print(f"{out.get('model', np.arange(len(out['feasible'])))[i]}: {out['pred_iter_time_s'][i]:.3f} s,"
+                  f" {out['pred_tflops_per_gpu'][i]:.0f} TFLOP/s, MFU {out['pred_mfu'][i]:.2f},"
+                  f" {out['pred_mem_gib'][i]:.1f} GiB {out['reason'][i]}")
+    return 0
+
+
+def _grid(args) -> int:
+    from pathlib import Path
+
+    from batchlaw.simulator.config import to_json
+    from batchlaw.simulator.csvio import write_csv
+    from batchlaw.simulator.grid import load_grid, run_grid, summary
+
+    g = load_grid(args.grid, args.overrides)
+    table = run_grid(g)
+    print(summary(table, g))
+    if args.out:
+        write_csv(args.out, table)
+        Path(args.out).with_suffix(".resolved.json").write_text(to_json(g) + "\n")
+        print(f"wrote {args.out} ({len(table['survives'])} rows, survivors first) and its resolved config")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.models:
+        return _models()
+    if args.runs:
+        return _runs(args)
+    if args.grid:
+        return _grid(args)
+    raise ValueError("simulate: give a grid TOML, --runs CSV or --models")
