@@ -163,7 +163,8 @@ class Trainer:
         if log_cfg.path:
             from batchlaw.plugin.h5log import RunLogWriter
 
-            attrs = {"config": _config.to_json(self.cfg), "git_sha": _git_sha(), "layout": self.layout,
+            config = {**_config.to_dict(self.cfg), "_device": "cpu" if self.on_cpu else "cuda"}
+            attrs = {"config": config, "git_sha": _git_sha(), "layout": self.layout,
                      "versions": {"torch": torch.__version__, "megatron_core": _mcore.VERSION},
                      "model_name": self.cfg.model.name, "num_params": self.num_params,
                      "seq_len": self.cfg.model.seq_len, "ramp": self.ramp.describe()}

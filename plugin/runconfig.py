@@ -28,8 +28,8 @@ class TrainConfig:
     """Batch ramp: '' / 'start,incr,ramp_samples' / '0:8 1K:16' / a table (see docs/ramps.md)."""
     steps: int = 0
     """Optimizer steps; 0 means derive from ``tokens``."""
-    tokens: str = "0"
-    """Token budget (K/M/B/T suffixes) used when ``steps`` is 0."""
+    tokens: int | str = 0
+    """Token budget (an integer, or a string with a K/M/B/T suffix) used when ``steps`` is 0."""
     seed: int = 1234
     """Seed of weights, data order and RNG."""
     lr: float = 1e-3
@@ -125,7 +125,7 @@ class RunConfig:
 
     def total_samples(self) -> int:
         """Sample budget: ``tokens / seq_len`` (0 when the run is bounded by ``steps``)."""
-        return -(-parse_count(self.train.tokens, "train.tokens") // self.model.seq_len)
+        return -(-parse_count(str(self.train.tokens), "train.tokens") // self.model.seq_len)
 
 
 def _resolve_model(data: dict[str, Any]) -> dict[str, Any]:
