@@ -27,7 +27,7 @@ from batchlaw.plugin.data import TokenWindows, micro_batches
 from batchlaw.plugin.gns import GnsTracker
 from batchlaw.plugin.metrics import HDF5Sink, NullSink, SinkContainer, StdoutSink, TensorBoardSink, is_metrics_rank
 from batchlaw.plugin.model import build_model
-from batchlaw.plugin.runconfig import RunConfig
+from batchlaw.simulator.runconfig import RunConfig
 from batchlaw.simulator import config as _config
 from batchlaw.simulator.noise import EmaNoiseScale
 from batchlaw.simulator.ramp import AdaptiveRamp, lr_scale, parse_ramp, segments

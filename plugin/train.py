@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="run TOML (configs/runs/*.toml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    from batchlaw.plugin.runconfig import load_run_config
+    from batchlaw.simulator.runconfig import load_run_config
 
     try:
         cfg = load_run_config(args.config, args.overrides)

@@ -25,6 +25,7 @@ __all__ = [
     "parse_override",
     "to_dict",
     "to_json",
+    "to_toml",
 ]
 
 
@@ -182,6 +183,30 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def _toml_scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_scalar(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_scalar(x)}" for k, x in v.items()) + "}"
+    if v is None:
+        raise ValueError("TOML has no null; leave the key out instead")
+    return json.dumps(str(v))  # a JSON string literal is a valid TOML basic string
+
+
+def to_toml(data: Any) -> str:
+    """Serialise a (dataclass or) dict of tables of scalars to TOML; ``tomllib`` reads it back."""
+    data = to_dict(data)
+    lines = [f"{k} = {_toml_scalar(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
+    for name, table in data.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{name}]"] + [f"{k} = {_toml_scalar(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"
 
 
 def to_json(obj: Any) -> str:
