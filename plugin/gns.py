@@ -15,7 +15,9 @@ Where the numbers come from in megatron-core:
   ``start_grad_sync`` *before* it scales ``grad_data`` by 1/dp and launches the collective; the
   wrapper does no collective itself (safe with ``overlap_grad_reduce``, where it runs inside a
   backward hook). The reductions over the model-parallel and DP groups happen in ``end_step``.
-- DP = 1: the trainer runs one micro-batch at a time (``MicroBatchProbe``); B_small = micro batch.
+- DP = 1 (PP = 1): the trainer runs the step as two halves of its micro-batches (or one micro-batch
+  at a time when their number is odd) and reads the squared norm of each part's gradient;
+  B_small = the part's batch.
 - |G_big|^2 = (the optimizer's grad norm)^2: fully reduced, each parameter counted once, loss scale
   removed, correct with the distributed optimizer (which leaves only a shard of main_grad reduced).
 - Squared norms count each parameter once (not a TP duplicate, not a shared tied copy) and are
@@ -63,25 +65,29 @@ class GnsTracker:
         self._originals: list[tuple[Any, Any]] = []
 
     # hooks -------------------------------------------------------------------------------------
-    def _account(self, params) -> None:
-        sq = 0.0
-        for p in params:
-            g = p.main_grad
-            if self.embedding_group is not None and getattr(p, "shared_embedding", False):
-                self._embedding_copies.append((g.detach().clone(), _mcore.param_counts_once(p)))
-            elif _mcore.param_counts_once(p):
-                sq += float(g.detach().double().square().sum())
-        self._local_sq += sq
+    def _split(self, params) -> tuple[list, list]:
+        """(parameters counted in the local norm, tied-embedding copies to reduce first)."""
+        tied = [p for p in params if self.embedding_group is not None and getattr(p, "shared_embedding", False)]
+        counted = [p for p in params if _mcore.param_counts_once(p) and not any(p is t for t in tied)]
+        return counted, tied
+
+    def _account(self, counted, tied) -> None:
+        """Add the local squared norm as a tensor: no host sync inside a backward hook."""
+        for p in tied:
+            self._embedding_copies.append((p.main_grad.detach().clone(), _mcore.param_counts_once(p)))
+        if counted:
+            norms = torch._foreach_norm([p.main_grad.detach() for p in counted])
+            self._local_sq = self._local_sq + torch.stack(norms).double().square().sum()
 
     def install(self) -> None:
         """Wrap every bucket group's ``start_grad_sync`` to read the local gradient first."""
         for ddp in self.ddp_modules:
             for bg in getattr(ddp, "bucket_groups", []) + getattr(ddp, "expert_parallel_bucket_groups", []):
                 original = bg.start_grad_sync
-                params = [p for b in bg.buckets for p in b.params]
+                split = self._split([p for b in bg.buckets for p in b.params])
 
-                def wrapped(*a, _orig=original, _params=params, **k):
-                    self._account(_params)
+                def wrapped(*a, _orig=original, _split=split, **k):
+                    self._account(*_split)
                     return _orig(*a, **k)
 
                 bg.start_grad_sync = wrapped
@@ -105,11 +111,11 @@ class GnsTracker:
         """
         self.begin_step()
         for ddp in self.ddp_modules:
-            self._account([p for buf in _ddp_buffers(ddp) for p in buf.params])
+            self._account(*self._split([p for buf in _ddp_buffers(ddp) for p in buf.params]))
         return self._reduce_local()
 
     def _reduce_local(self) -> float:
-        local = torch.tensor([self._local_sq], dtype=torch.float64)
+        local = torch.as_tensor(self._local_sq, dtype=torch.float64).reshape(1).clone()
         for copy, counted in self._embedding_copies:
             dist.all_reduce(copy, group=self.embedding_group)
             if counted:

@@ -212,20 +212,23 @@ class Trainer:
             losses = self._run_schedule(mbs, forward_only=True)
         return self._mean_loss(losses)
 
-    def _microbatch_probe(self, mbs) -> tuple[list[dict], float]:
-        """DP = 1, PP = 1: one micro-batch at a time; mean over micro-batches of |g_i|^2."""
+    def _microbatch_probe(self, mbs) -> tuple[list[dict], float, int]:
+        """DP = 1, PP = 1: the step as k equal parts (k = 2, or one micro-batch each when their number
+        is odd); returns losses, the mean over parts of |g_part|^2, and the sequences per part."""
+        k = 2 if len(mbs) % 2 == 0 else len(mbs)
+        parts = [mbs[i * len(mbs) // k:(i + 1) * len(mbs) // k] for i in range(k)]
         buffers = [b.grad_data for b in self.model.buffers]
         acc = [torch.zeros_like(b) for b in buffers]
         losses, sq = [], []
-        for mb in mbs:
+        for part in parts:
             self.model.zero_grad_buffer()
-            losses += self._run_schedule([mb])
+            losses += self._run_schedule(part)
             sq.append(self.tracker.local_sq_now())
             for a, b in zip(acc, buffers):
                 a.add_(b)
         for a, b in zip(acc, buffers):
-            b.copy_(a / len(mbs))
-        return losses, sum(sq) / len(sq)
+            b.copy_(a / k)
+        return losses, sum(sq) / k, len(parts[0]) * self.cfg.parallel.micro_batch
 
     def train_step(self) -> dict[str, float]:
         batch = self.ramp(self.consumed)
@@ -243,7 +246,7 @@ class Trainer:
             self.tracker.begin_step()
         probe = self.tracker is not None and self.dp_size == 1 and self.g.pp_size == 1 and len(mbs) > 1
         if probe:
-            losses, small_sq = self._microbatch_probe(mbs)
+            losses, small_sq, probe_batch = self._microbatch_probe(mbs)
         else:
             losses = self._run_schedule(mbs)
         if self.cfg.train.clip_grad <= 0:
@@ -261,7 +264,7 @@ class Trainer:
                "tokens_per_s": batch * self.cfg.model.seq_len / dt, "loss": self._mean_loss(losses),
                "grad_norm": grad_norm, "loss_scale": float(self.optimizer.get_loss_scale())}
         if self.tracker:
-            b_small = self.cfg.parallel.micro_batch if probe else per_rank
+            b_small = probe_batch if probe else per_rank
             row.update(self.tracker.end_step(b_small=b_small, b_big=batch, grad_norm=grad_norm,
                                              loss_scale=row["loss_scale"], small_sq=small_sq))
         return row

@@ -49,7 +49,7 @@ class StdoutSink(NullSink):
             b = row.get("gns_trace", math.nan) / row.get("gns_g2", math.nan) if row.get("gns_g2") else math.nan
             print(f"step {int(row['step']):>6d} | batch {int(row['global_batch_size']):>5d} | "
                   f"loss {row['loss']:.4f} | lr {row['lr']:.3e} | |g| {row['grad_norm']:.3f} | "
-                  f"B_simple(step) {b:.3g} | {row['step_time_s'] * 1e3:.0f} ms", flush=True)
+                  f"B_simple(step) {b:.3g} | {row['step_time_s'] * 1e3:.2f} ms", flush=True)
 
 
 class HDF5Sink(NullSink):

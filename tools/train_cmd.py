@@ -1,0 +1,50 @@
+"""``batchlaw train RUN.toml [--nproc N] [--set k=v ...]``: a local run through torchrun.
+
+Builds ``torchrun --standalone --nproc_per_node=N -m batchlaw.plugin.train RUN.toml ...`` and runs
+it (this process never imports torch). On a cluster, use ``batchlaw submit`` / slurm/train.sbatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="run TOML (e.g. configs/runs/tiny-cpu.toml)")
+    parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs, or CPU ranks under gloo)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--print-command", action="store_true", help="print the torchrun command and exit")
+
+
+def command(args: argparse.Namespace) -> list[str]:
+    """The torchrun command line for ``args`` (validated first, so errors come before any launch)."""
+    from batchlaw.simulator.runconfig import load_run_config
+    from batchlaw.simulator.spec import validate_run
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc = {args.nproc}: must be >= 1")
+    if not Path(args.config).is_file():
+        raise ValueError(f"config {args.config!r}: no such file")
+    cfg = load_run_config(args.config, args.overrides)
+    validate_run(cfg.model, cfg.parallel, world_size=args.nproc, global_batch=cfg.train.global_batch)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "batchlaw.plugin.train", args.config]
+    for item in args.overrides:
+        cmd += ["--set", item]
+    return cmd
+
+
+def run(args: argparse.Namespace) -> int:
+    cmd = command(args)
+    if args.print_command:
+        import shlex
+
+        print(shlex.join(cmd))
+        return 0
+    env = {**os.environ}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run(cmd, env=env).returncode
