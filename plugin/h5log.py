@@ -99,6 +99,24 @@ class RunLogWriter:
         if len(self._rows) >= self.flush_every:
             self.flush()
 
+    def append_columns(self, columns: Mapping[str, np.ndarray]) -> None:
+        """Append many rows at once from equal-length column arrays (bulk import, benchmarks)."""
+        self.flush()
+        n = len(columns["step"])
+        assert all(len(v) == n for v in columns.values()), "columns must have equal lengths"
+        grp = self._file[S.STEPS_GROUP]
+        n_old = grp["step"].shape[0] if "step" in grp else 0
+        for name, values in columns.items():
+            values = np.asarray(values, dtype=_dtype(name, values[0] if n else 0.0))
+            if name not in grp:
+                grp.create_dataset(name, shape=(n_old,), maxshape=(None,), dtype=values.dtype, chunks=(S.CHUNK_ROWS,))
+            ds = grp[name]
+            ds.resize((n_old + n,))
+            ds[n_old:] = values
+        for name in set(grp) - set(columns):
+            grp[name].resize((n_old + n,))
+        self._file.flush()
+
     def event(self, group: str, row: Mapping[str, float]) -> None:
         """Buffer one sparse event under ``/events/<group>`` (must contain ``step``)."""
         assert "step" in row, "an event needs its step"
