@@ -7,10 +7,8 @@ megatron's parallel_state in ``_Groups`` and passed explicitly from there on.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import signal
 import subprocess
 import time
@@ -30,7 +28,7 @@ from batchlaw.plugin.model import build_model
 from batchlaw.simulator.runconfig import RunConfig
 from batchlaw.simulator import config as _config
 from batchlaw.simulator.noise import EmaNoiseScale
-from batchlaw.simulator.ramp import AdaptiveRamp, lr_scale, parse_ramp, segments
+from batchlaw.simulator.ramp import AdaptiveRamp, lr_scale, parse_ramp
 from batchlaw.simulator.spec import validate_run
 
 __all__ = ["Trainer"]

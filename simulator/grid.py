@@ -11,7 +11,6 @@ budget; predicted loss more than ``max_loss_excess`` above the model's best; not
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence

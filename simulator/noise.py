@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EmaNoiseScale", "b_simple_series", "two_batch_estimates"]
+__all__ = ["EmaNoiseScale", "b_simple_series", "ema_series", "two_batch_estimates"]
+
+
+def ema_series(x, beta: float = 0.9) -> np.ndarray:
+    """Bias-corrected EMA after every finite value of ``x`` (Kingma and Ba 2015, alg. 1); NaN rows are
+    skipped and carry the last value forward."""
+    return b_simple_series(np.ones(np.shape(x)), x, beta=beta)
 
 
 def two_batch_estimates(small_sq, big_sq, b_small, b_big):

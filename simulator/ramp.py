@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
 
 from batchlaw.simulator import config as _config
 

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from batchlaw.plugin import logschema as S
-from batchlaw.simulator.noise import b_simple_series
+from batchlaw.simulator.noise import ema_series
 
 __all__ = ["RunSummary", "find_logs", "read_columns", "summarise_run", "summaries_table", "load_runs"]
 
@@ -99,7 +99,7 @@ def summarise_run(path: str | Path, *, tail: float = 0.2, seed: int = 0) -> RunS
         raise ValueError(f"{path}: the log has no steps")
     k = max(1, int(round(n * tail)))
     loss = c["loss"]
-    smooth = b_simple_series(np.ones(n), np.where(np.isfinite(loss), loss, np.nan), beta=0.9)  # EMA of loss
+    smooth = ema_series(loss, beta=0.9)
     b_point, lo, hi = _tail_ratio_ci(c["gns_g2"][-k:], c["gns_trace"][-k:], np.random.default_rng(seed))
     cfg = json.loads(a.get("config", "{}"))
     return RunSummary(

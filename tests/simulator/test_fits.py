@@ -1,7 +1,6 @@
 """Tier (a), pure: laws and fits recover known parameters; presets carry their published values."""
 
 import json
-import warnings
 
 import numpy as np
 import pytest

@@ -48,7 +48,6 @@ def test_activation_memory_matches_korthikanti_fig7_ratios():
         c = normalise({k: np.array([v]) for k, v in {**base, **kw}.items()})
         c["pp"] = np.array([2.0])  # remove the logits term (p > 1) and compare layers only
         c["layers"] = np.array([96.0])
-        zero = normalise({k: np.array([v]) for k, v in {**base, **kw, "micro_batch": 4}.items()})
         return memory_gib(c, load_system("a100-80gb")) - memory_gib({**c, "micro_batch": np.array([1e-9])},
                                                                       load_system("a100-80gb"))
     ref = acts()

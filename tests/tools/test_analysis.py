@@ -1,7 +1,6 @@
 """Tier (a), pure (h5py, numpy, matplotlib; no torch): log summaries, optimal batch, laws, plots,
 report, inspect and calibrate, on logs written by the project's own writer from a known law."""
 
-import json
 
 import numpy as np
 import pytest
