@@ -108,11 +108,13 @@ def feasibility(c: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised twin of ``spec.validate_run`` (same rules, same messages): (ok, reason)."""
     n = len(c["layers"])
     reason = np.full(n, "", dtype=object)
+    assigned = np.zeros(n, dtype=bool)
 
     def rule(bad, text):
-        hit = bad & (reason == "")
+        hit = bad & ~assigned
         for i in np.flatnonzero(hit):
             reason[i] = text(i)
+        assigned[:] |= hit
 
     tp, pp, vpp, dp, mb, gb = c["tp"], c["pp"], c["vpp"], c["dp"], c["micro_batch"], c["global_batch"]
     rule((dp < 1) | (dp != np.floor(dp)), lambda i: f"world size {c['tp'][i] * c['pp'][i] * dp[i]:g} is not"
@@ -126,7 +128,7 @@ def feasibility(c: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
          lambda i: f"global batch {gb[i]:g} not divisible by micro_batch x dp = {per_step[i]:g}")
     rule(~np.isnan(mb) & (vpp > 1) & ((gb / np.where(per_step > 0, per_step, 1)) % pp != 0),
          lambda i: f"interleaved schedule needs micro-batches {gb[i] / per_step[i]:g} divisible by pp {pp[i]:g}")
-    return reason == "", reason
+    return ~assigned, reason
 
 
 def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
