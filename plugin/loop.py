@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -25,10 +24,13 @@ from batchlaw.plugin.data import TokenWindows, micro_batches
 from batchlaw.plugin.gns import GnsTracker
 from batchlaw.plugin.metrics import HDF5Sink, NullSink, SinkContainer, StdoutSink, TensorBoardSink, is_metrics_rank
 from batchlaw.plugin.model import build_model
-from batchlaw.simulator.runconfig import RunConfig
+from batchlaw.plugin.optim import LrSchedule, build_optimizer, set_lr
+from batchlaw.plugin.signals import StopFlag
 from batchlaw.simulator import config as _config
 from batchlaw.simulator.noise import EmaNoiseScale
-from batchlaw.simulator.ramp import AdaptiveRamp, lr_scale, parse_ramp
+from batchlaw.simulator.params import flops_per_step
+from batchlaw.simulator.ramp import AdaptiveRamp, parse_ramp
+from batchlaw.simulator.runconfig import RunConfig
 from batchlaw.simulator.spec import validate_run
 
 __all__ = ["Trainer"]
@@ -72,25 +74,18 @@ def _git_sha() -> str:
         return "unknown"
 
 
-class _StopFlag:
-    """SIGTERM / SIGUSR1 (or a stop file) set a flag; the loop acts on it at the next step boundary,
-    after all ranks agree (one all-reduce of a scalar per step)."""
+def _peak_flops() -> float:
+    """Dense 16-bit peak FLOP/s of this GPU from configs/systems (NaN when unknown or on CPU)."""
+    if not torch.cuda.is_available():
+        return math.nan
+    from batchlaw.simulator.system import load_system
 
-    def __init__(self, stop_file: str = ""):
-        self.raised = False
-        self.stop_file = Path(stop_file) if stop_file else None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handler)
-
-    def _handler(self, signum, frame):
-        self.raised = True
-
-    def agreed(self) -> bool:
-        if self.stop_file is not None and self.stop_file.exists():
-            self.raised = True
-        flag = torch.tensor([1.0 if self.raised else 0.0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    name = torch.cuda.get_device_name().upper()
+    for key, system in (("H200", "h200"), ("H100", "h100-sxm"), ("A100-SXM4-80GB", "a100-80gb"),
+                        ("A100", "a100-40gb")):
+        if key in name:
+            return load_system(system).peak_tflops * 1e12
+    return math.nan
 
 
 class Trainer:
@@ -98,6 +93,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, *, on_cpu: bool):
         self.cfg, self.on_cpu = cfg, on_cpu
+        self.device = torch.device("cpu") if on_cpu else torch.device("cuda", torch.cuda.current_device())
         world = dist.get_world_size()
         par, shape = cfg.parallel, cfg.model
         self.dp_size = validate_run(shape, par, world_size=world, global_batch=cfg.train.global_batch)
@@ -114,28 +110,31 @@ class Trainer:
         self.model = _mcore.DistributedDataParallel(config=self.tcfg, ddp_config=ddp_cfg, module=module)
         self.tcfg.finalize_model_grads_func = _mcore.finalize_model_grads
         self.tcfg.no_sync_func = self.model.no_sync
-        self.optimizer = _mcore.get_megatron_optimizer(_mcore.OptimizerConfig(
-            optimizer="adam", lr=cfg.train.lr, min_lr=cfg.train.min_lr, weight_decay=cfg.train.weight_decay,
-            adam_beta2=cfg.train.adam_beta2, clip_grad=cfg.train.clip_grad, bf16=precision == "bf16",
-            fp16=precision == "fp16", use_distributed_optimizer=par.distributed_optimizer), [self.model])
-        self.granularity = par.micro_batch * self.dp_size
+        self.optimizer = build_optimizer(self.model, cfg.train, precision=precision,
+                                         distributed_optimizer=par.distributed_optimizer)
         self.ramp = parse_ramp(cfg.train.ramp, global_batch=cfg.train.global_batch,
-                               granularity=self.granularity, seq_len=shape.seq_len)
+                               granularity=par.micro_batch * self.dp_size, seq_len=shape.seq_len)
         self.total_samples = self._total_samples()
+        self.lr_schedule = LrSchedule.from_train(cfg.train, self.total_samples)
         self.data = TokenWindows(cfg.data.kind, cfg.data.path, shape.seq_len, shape.vocab, cfg.train.seed,
                                  cfg.data.valid_fraction)
-        self.tracker = GnsTracker([self.model], dp_group=self.g.dp, mp_group=self.g.mp,
-                                  embedding_group=self.g.embedding) if cfg.log.gns else None
-        if self.tracker:
-            self.tracker.install()
+        self.tracker = None
+        if cfg.log.gns:
+            self.tracker = GnsTracker([self.model], dp_group=self.g.dp, mp_group=self.g.mp,
+                                      embedding_group=self.g.embedding)
+            if self.dp_size > 1 or self.g.pp_size > 1:  # DP = PP = 1 reads the buffers directly
+                self.tracker.install()
         self.ema = EmaNoiseScale()
         self.step, self.consumed = 0, 0
         self.layout = {"world_size": world, "tp": par.tp, "pp": par.pp, "vpp": par.vpp, "dp": self.dp_size,
                        "micro_batch": par.micro_batch}
         self.num_params = self._count_params()
-        self.stop = _StopFlag(cfg.checkpoint.stop_file)
+        self.peak_flops = _peak_flops() * world
+        self.stop = StopFlag(cfg.checkpoint.stop_file)
         self.forward_backward = _mcore.get_forward_backward_func()
-        self._mask = torch.tril(torch.ones(1, 1, shape.seq_len, shape.seq_len)) < 0.5
+        self._mask = (torch.tril(torch.ones(1, 1, shape.seq_len, shape.seq_len)) < 0.5).to(self.device)
+        self._split_at, self._mb_index, self._half_sq = 0, 0, math.nan
+        self._kept: list[torch.Tensor] = []
 
     # setup helpers -----------------------------------------------------------------------------
     def _total_samples(self) -> int:
@@ -148,7 +147,7 @@ class Trainer:
 
     def _count_params(self) -> int:
         n = sum(p.numel() for p in self.model.module.parameters() if _mcore.param_counts_once(p))
-        t = torch.tensor([n], dtype=torch.int64)
+        t = torch.tensor([n], dtype=torch.int64, device=self.device)
         dist.all_reduce(t, group=self.g.mp)
         return int(t.item())
 
@@ -173,20 +172,14 @@ class Trainer:
             sinks.append(TensorBoardSink(log_cfg.tensorboard))
         return SinkContainer(sinks)
 
-    def _lr(self, consumed: int, batch: int) -> float:
-        t = self.cfg.train
-        if consumed < t.warmup_samples:
-            lr = t.lr * (consumed + batch) / t.warmup_samples
-        else:
-            frac = min(1.0, (consumed - t.warmup_samples) / max(1, self.total_samples - t.warmup_samples))
-            shape = {"cosine": 0.5 * (1 + math.cos(math.pi * frac)), "linear": 1 - frac, "constant": 1.0}[t.decay]
-            lr = t.min_lr + (t.lr - t.min_lr) * shape
-        return lr * lr_scale(batch, t.global_batch, t.lr_scaling)
-
     # one step ----------------------------------------------------------------------------------
     def _forward_step(self, data_iterator, model):
+        if self._split_at and self._mb_index == self._split_at:
+            self._keep_first_part()
+        self._mb_index += 1
         mb = next(data_iterator)
-        out = model(mb.tokens, mb.position_ids, self._mask, labels=mb.labels)
+        out = model(mb.tokens.to(self.device), mb.position_ids.to(self.device), self._mask,
+                    labels=mb.labels.to(self.device))
 
         def loss_func(output_tensor):
             loss = output_tensor.float().mean()
@@ -196,6 +189,7 @@ class Trainer:
 
     def _run_schedule(self, mbs, forward_only: bool = False) -> list[dict]:
         cfg = self.cfg
+        self._mb_index = 0
         return self.forward_backward(forward_step_func=self._forward_step, data_iterator=iter(mbs),
                                      model=self.model, num_microbatches=len(mbs), seq_length=cfg.model.seq_len,
                                      micro_batch_size=cfg.parallel.micro_batch, forward_only=forward_only)
@@ -210,46 +204,81 @@ class Trainer:
             losses = self._run_schedule(mbs, forward_only=True)
         return self._mean_loss(losses)
 
-    def _microbatch_probe(self, mbs) -> tuple[list[dict], float, int]:
-        """DP = 1, PP = 1: the step as k equal parts (k = 2, or one micro-batch each when their number
-        is odd); returns losses, the mean over parts of |g_part|^2, and the sequences per part."""
-        k = 2 if len(mbs) % 2 == 0 else len(mbs)
-        parts = [mbs[i * len(mbs) // k:(i + 1) * len(mbs) // k] for i in range(k)]
+    # DP = 1: the noise scale's small batch is a part of this rank's micro-batches -------------------
+    def _keep_first_part(self) -> None:
+        """Between the two parts (PP = 1): measure the first part's gradient, set it aside, and let
+        the second part accumulate into zeroed buffers."""
+        self._half_sq = self.tracker.local_sq_now()
         buffers = [b.grad_data for b in self.model.buffers]
-        acc = [torch.zeros_like(b) for b in buffers]
-        losses, sq = [], []
-        for part in parts:
+        if not self._kept:
+            self._kept = [torch.empty_like(b) for b in buffers]
+        for kept, buf in zip(self._kept, buffers):
+            kept.copy_(buf)
+            buf.zero_()
+
+    def _split_step(self, mbs) -> tuple[list[dict], float, float]:
+        """Run the step's micro-batches as two parts of m and n - m and read each part's squared norm.
+
+        The schedule divides every micro-batch loss by n, so a part's mean gradient is (n / m) times
+        its share of the buffer. E|g_b|^2 = |G|^2 + tr(Sigma) / b (McCandlish et al. 2018, eq. A.1),
+        so the mean of the two squared norms is unbiased for b_small = the harmonic mean of the parts.
+        PP = 1: one schedule call, split inside ``_forward_step``; PP > 1: one call per part (1F1B
+        interleaves the parts' backward passes), the parts' buffers summed afterwards.
+        Returns (losses, |G_small|^2 (loss scale included), b_small in sequences).
+        """
+        n, m, mb = len(mbs), len(mbs) // 2, self.cfg.parallel.micro_batch
+        if self.g.pp_size == 1:
+            self._split_at = m
+            try:
+                losses = self._run_schedule(mbs)
+            finally:
+                self._split_at = 0
+            first, second = self._half_sq * (n / m) ** 2, self.tracker.local_sq_now() * (n / (n - m)) ** 2
+            for kept, buf in zip(self._kept, self.model.buffers):
+                buf.grad_data.add_(kept)
+        else:
+            losses = self._run_schedule(mbs[:m])
+            first = self.tracker.local_sq_now()
+            kept = [b.grad_data.mul(m / n) for b in self.model.buffers]
             self.model.zero_grad_buffer()
-            losses += self._run_schedule(part)
-            sq.append(self.tracker.local_sq_now())
-            for a, b in zip(acc, buffers):
-                a.add_(b)
-        for a, b in zip(acc, buffers):
-            b.copy_(a / k)
-        return losses, sum(sq) / k, len(parts[0]) * self.cfg.parallel.micro_batch
+            losses += self._run_schedule(mbs[m:])
+            second = self.tracker.local_sq_now()
+            for k, buf in zip(kept, self.model.buffers):
+                buf.grad_data.mul_((n - m) / n).add_(k)
+        return losses, 0.5 * (first + second), 2.0 / (1.0 / (m * mb) + 1.0 / ((n - m) * mb))
+
+    def _gns_mode(self, num_mbs: int) -> str:
+        """'hooks' (DP >= 2), 'split' (DP = 1, >= 2 micro-batches) or 'none' (no second batch size)."""
+        if self.tracker is None:
+            return "none"
+        if self.dp_size > 1:
+            return "hooks"
+        if num_mbs < 2 or (self.g.pp_size > 1 and self.g.embedding is not None):
+            return "none"  # tied embeddings at PP > 1: local_sq_now would count the reduced copy twice
+        return "split"
 
     def train_step(self) -> dict[str, float]:
+        """One optimizer step; returns its metrics row (every rank computes it; one rank logs it)."""
         batch = self.ramp(self.consumed)
-        per_rank = batch // self.dp_size
         mbs = micro_batches(self.data, consumed=self.consumed, global_batch=batch, dp_rank=self.g.dp_rank,
                             dp_size=self.dp_size, micro_batch=self.cfg.parallel.micro_batch)
-        lr = self._lr(self.consumed, batch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.lr_schedule(self.consumed, batch)
+        set_lr(self.optimizer, lr)
+        loss_scale = float(self.optimizer.get_loss_scale())  # the scale this step's backward uses
         t0 = time.perf_counter()
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
-        small_sq = None
+        mode = self._gns_mode(len(mbs))
         if self.tracker:
             self.tracker.begin_step()
-        probe = self.tracker is not None and self.dp_size == 1 and self.g.pp_size == 1 and len(mbs) > 1
-        if probe:
-            losses, small_sq, probe_batch = self._microbatch_probe(mbs)
+        small_sq, b_small = None, batch // self.dp_size
+        if mode == "split":
+            losses, small_sq, b_small = self._split_step(mbs)
+            small_sq /= loss_scale ** 2
         else:
             losses = self._run_schedule(mbs)
-        if self.cfg.train.clip_grad <= 0:
-            grad_norm = float(self.optimizer.get_grad_norm())
-        ok, norm, _ = self.optimizer.step()
+        grad_norm = float(self.optimizer.get_grad_norm()) if self.cfg.train.clip_grad <= 0 else math.nan
+        _, norm, _ = self.optimizer.step()
         if self.cfg.train.clip_grad > 0:
             grad_norm = float(norm)
         if not self.on_cpu:
@@ -257,15 +286,26 @@ class Trainer:
         dt = time.perf_counter() - t0
         self.consumed += batch
         self.step += 1
-        row = {"step": self.step, "consumed_samples": self.consumed, "tokens": self.consumed * self.cfg.model.seq_len,
+        seq = self.cfg.model.seq_len
+        row = {"step": self.step, "consumed_samples": self.consumed, "tokens": self.consumed * seq,
                "global_batch_size": batch, "num_micro_batches": len(mbs), "lr": lr, "step_time_s": dt,
-               "tokens_per_s": batch * self.cfg.model.seq_len / dt, "loss": self._mean_loss(losses),
-               "grad_norm": grad_norm, "loss_scale": float(self.optimizer.get_loss_scale())}
+               "tokens_per_s": batch * seq / dt, "loss": self._mean_loss(losses), "grad_norm": grad_norm,
+               "loss_scale": loss_scale, "mfu": self._model_flops(batch) / dt / self.peak_flops,
+               "mem_gib": math.nan if self.on_cpu else torch.cuda.max_memory_allocated() / 2**30}
         if self.tracker:
-            b_small = probe_batch if probe else per_rank
-            row.update(self.tracker.end_step(b_small=b_small, b_big=batch, grad_norm=grad_norm,
-                                             loss_scale=row["loss_scale"], small_sq=small_sq))
+            gns = self.tracker.end_step(b_small=b_small, b_big=batch, grad_norm=grad_norm, loss_scale=loss_scale,
+                                        small_sq=small_sq)
+            if mode == "none":
+                gns = {k: (v if k in ("grad_norm", "gns_b_big", "gns_big_sq") else math.nan) for k, v in gns.items()}
+            row.update(gns)
         return row
+
+    def _model_flops(self, batch: int) -> float:
+        """Model FLOPs of one step (Narayanan et al. 2021, eq. 3 generalised; simulator/params.py)."""
+        s = self.cfg.model
+        model, _ = flops_per_step(batch, s.seq_len, s.layers, s.hidden, s.heads, s.num_query_groups, s.ffn, s.vocab,
+                                  gated=s.activation == "swiglu")
+        return float(model)
 
     def _mean_loss(self, losses: list[dict]) -> float:
         if not self.g.last_stage:
@@ -329,7 +369,7 @@ class Trainer:
                 every = self.cfg.checkpoint.every
                 if every and self.step % every == 0 and not self._done():
                     self._checkpoint()
-                if self.stop.agreed() or (exit_after and self.step - first_step >= exit_after
+                if self.stop.agreed(device=self.device) or (exit_after and self.step - first_step >= exit_after
                                           and not self._done()):
                     self._checkpoint()
                     status = "interrupted"
@@ -338,4 +378,5 @@ class Trainer:
             status = "completed"
             return status
         finally:
+            self.stop.uninstall()
             sinks.close(status)
