@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
-    dist.init_process_group("gloo" if on_cpu else "nccl")
+    # GPU: NCCL for CUDA tensors, gloo for the few host scalars (stop flag, noise-scale sums).
+    dist.init_process_group("gloo" if on_cpu else "cpu:gloo,cuda:nccl")
     status = "failed"
     try:
         from batchlaw.plugin._mcore import parallel_state
