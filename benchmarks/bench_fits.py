@@ -23,7 +23,7 @@ from scipy.optimize import minimize
 from batchlaw.simulator import fits
 from batchlaw.simulator.csvio import read_csv
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 EPOCH = {"A": 482.01, "B": 2085.43, "E": 1.8172, "alpha": 0.3478, "beta": 0.3658}  # Besiroglu et al. 2024, Table 1
 
 

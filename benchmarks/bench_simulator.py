@@ -3,7 +3,7 @@
     python benchmarks/bench_simulator.py [--write-profiles]
 
 Accuracy: each GPU's profile is calibrated on half of its rows of
-shared/reference/published_throughput.csv (alternate rows by model size) and judged on the other
+data/throughput/published_throughput.csv (alternate rows by model size) and judged on the other
 half. Speed: configurations per second of predict_table (time + memory) on random layouts, side by
 side with a plain per-configuration Python loop over the same model.
 """
@@ -21,7 +21,7 @@ from batchlaw.simulator.calibrate import calibrate, errors
 from batchlaw.simulator.system import load_system, save_system
 from batchlaw.simulator.table import predict_table
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "published_throughput.csv"
+DATA = Path(__file__).resolve().parents[1] / "data" / "throughput" / "published_throughput.csv"
 FIT_MODELS = {"1.7B", "7.5B", "39B", "145B", "530B", "16B", "70B"}  # the rest are held out
 
 

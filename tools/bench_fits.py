@@ -1,6 +1,6 @@
 """Fits on real published data, and their speed (the numbers in docs/bench-fits.md).
 
-    python -m batchlaw.tools.bench_fits [--bootstrap 1000] [--loop-starts 4500] [--data ../shared/data]
+    python -m batchlaw.tools.bench_fits [--bootstrap 1000] [--loop-starts 4500] [--data data]
 
 1. Epoch AI refit of Chinchilla (Besiroglu et al. 2024): five highest losses dropped, D = C/(6N),
    Huber on log L over 4,500 starts; against their published estimates, standard errors and 95%
@@ -25,7 +25,7 @@ from batchlaw.simulator import fits
 from batchlaw.simulator.csvio import read_csv
 from batchlaw.simulator.fit_loss import huber_objective, loss_grid
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 # Besiroglu et al. 2024, Table 1 = epoch-research/analyzing-chinchilla data_analysis.ipynb (cells 25, 26):
 # estimate, bootstrap standard error (4,000 refits), 95% bootstrap percentile interval.
 EPOCH = {"A": (482.01, 124.52, (285.21, 743.63)), "B": (2085.43, 1293.28, (1042.36, 5810.34)),

@@ -1,7 +1,7 @@
 """Tier (a), pure: fits recover known laws from derived fixtures and reproduce published fits.
 
 Golden values: Zhang et al. 2024 (hlzhang109/critical-batch-size, plots/chinchilla.ipynb cells 5-7) and,
-when ../shared/data is present, Besiroglu et al. 2024 (epoch-research/analyzing-chinchilla,
+from data/ (copied from the public sources, see data/PROVENANCE.md), Besiroglu et al. 2024 (epoch-research/analyzing-chinchilla,
 data_analysis.ipynb cell 18).
 """
 
@@ -16,7 +16,7 @@ from batchlaw.simulator import fits, laws
 from batchlaw.simulator.csvio import read_csv
 from batchlaw.simulator.fit_loss import huber_objective
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 # Zhang et al. 2024, chinchilla.ipynb cell 5: steps to the target loss at batch 64..16384 sequences.
 ZHANG_STEPS = {85: [46000, 23000, 13282, 7000, 3840, 2528, 1917, 1600, 1600],
@@ -61,7 +61,6 @@ def test_fit_loss_rejects_too_few_points():
         fits.fit_loss([1e8, 2e8, -1, 4e8, 5e8, 6e8], [1e9] * 6, [3.0] * 6)
 
 
-@pytest.mark.skipif(not (DATA / "epoch_chinchilla").is_dir(), reason="shared data not present")
 def test_fit_loss_reproduces_epochs_huber_fit_on_the_chinchilla_points():
     t = read_csv(DATA / "epoch_chinchilla" / "svg_extracted_data.csv")
     keep = np.argsort(t["loss"])[:-5]
@@ -112,7 +111,7 @@ def test_optimal_batch_and_lr_recover_a_known_basin(method):
 
 
 def test_optimal_batch_warns_with_too_few_cells_and_rejects_bad_options():
-    n, d, b, lr, loss = _sweep()
+    n, d, b, _, loss = _sweep()
     two = d <= 4e9
     with pytest.warns(fits.FitWarning) as record:
         fits.fit_optimal_batch(n[two], d[two], b[two], loss[two], bootstrap=0)

@@ -31,7 +31,7 @@ def test_presets_carry_the_published_constants():
 
 
 def test_unknown_names_and_keys_are_one_line_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown; presets are .*chinchilla"):
+    with pytest.raises(ValueError, match=r"unknown; presets are .*chinchilla"):
         laws.load_law("gpt-5")
     with pytest.raises(ValueError, match="not a loss law; loss presets are"):
         laws.load_loss_law("steplaw-batch")

@@ -12,7 +12,7 @@ from batchlaw.simulator.spec import ModelShape
 from batchlaw.simulator.system import load_system
 from batchlaw.simulator.table import feasibility, normalise, predict_table
 
-PUBLISHED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "published_throughput.csv"
+PUBLISHED = Path(__file__).resolve().parents[2] / "data" / "throughput" / "published_throughput.csv"
 
 
 def test_narayanan_flops_reproduce_table1_tflops():
@@ -89,7 +89,6 @@ def test_feasibility_twin_agrees_with_validate_run():
         assert ok[0] == (ref == "") and reason[0].replace(".0", "") == ref.replace(".0", ""), (reason[0], ref)
 
 
-@pytest.mark.skipif(not PUBLISHED.is_file(), reason="shared/reference not beside the checkout")
 def test_calibrated_profiles_on_published_rows():
     rows = list(csv.DictReader(PUBLISHED.open()))
     rows = [r for r in rows if r["gpu"].startswith("A100") and r["model"] != "1T"]
