@@ -118,12 +118,10 @@ class Trainer:
         self.lr_schedule = LrSchedule.from_train(cfg.train, self.total_samples)
         self.data = TokenWindows(cfg.data.kind, cfg.data.path, shape.seq_len, shape.vocab, cfg.train.seed,
                                  cfg.data.valid_fraction)
-        self.tracker = None
-        if cfg.log.gns:
-            self.tracker = GnsTracker([self.model], dp_group=self.g.dp, mp_group=self.g.mp,
-                                      embedding_group=self.g.embedding)
-            if self.dp_size > 1 or self.g.pp_size > 1:  # DP = PP = 1 reads the buffers directly
-                self.tracker.install()
+        self._gns_tracker = GnsTracker([self.model], dp_group=self.g.dp, mp_group=self.g.mp,
+                                       embedding_group=self.g.embedding)
+        self.tracker, self._hooks_installed = None, False
+        self.enable_gns(cfg.log.gns)
         self.ema = EmaNoiseScale()
         self.step, self.consumed = 0, 0
         self.layout = {"world_size": world, "tp": par.tp, "pp": par.pp, "vpp": par.vpp, "dp": self.dp_size,
@@ -135,6 +133,7 @@ class Trainer:
         self._mask = (torch.tril(torch.ones(1, 1, shape.seq_len, shape.seq_len)) < 0.5).to(self.device)
         self._split_at, self._mb_index, self._half_sq = 0, 0, math.nan
         self._kept: list[torch.Tensor] = []
+        self._saved_step = -1
 
     # setup helpers -----------------------------------------------------------------------------
     def _total_samples(self) -> int:
@@ -151,7 +150,8 @@ class Trainer:
         dist.all_reduce(t, group=self.g.mp)
         return int(t.item())
 
-    def _sinks(self, resume_step: int | None):
+    def make_sinks(self, resume_step: int | None = None):
+        """The metric sinks of this rank (real ones on the metrics rank only)."""
         log_cfg = self.cfg.log
         if not is_metrics_rank(tp_rank=self.g.tp_rank, dp_rank=self.g.dp_rank, pp_rank=self.g.pp_rank,
                                pp_size=self.g.pp_size):
@@ -337,40 +337,57 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         ck = self.cfg.checkpoint
-        if ck.dir:
+        if ck.dir and self._saved_step != self.step:
             save_checkpoint(ck.dir, step=self.step, model=self.model, optimizer=self.optimizer,
                             loop_state=self._loop_state(), layout=self.layout,
                             distributed_optimizer=self.cfg.parallel.distributed_optimizer, keep=ck.keep)
+            self._saved_step = self.step
 
     def _done(self) -> bool:
         if self.cfg.train.steps > 0:
             return self.step >= self.cfg.train.steps
         return self.consumed >= self.total_samples
 
+    def enable_gns(self, on: bool) -> None:
+        """Switch the noise-scale measurement on or off (the bucket hooks are installed only where the
+        estimator reads them: DP > 1, or PP > 1; DP = PP = 1 reads the buffers in ``_split_step``)."""
+        hooks = on and (self.dp_size > 1 or self.g.pp_size > 1)
+        if hooks and not self._hooks_installed:
+            self._gns_tracker.install()
+        elif not hooks and self._hooks_installed:
+            self._gns_tracker.remove()
+        self._hooks_installed = hooks
+        self.tracker = self._gns_tracker if on else None
+
+    def advance(self, sinks) -> dict[str, float]:
+        """One step and its bookkeeping: smoothing, adaptive ramp, metrics, validation, periodic checkpoint."""
+        row = self.train_step()
+        b_simple = self.ema.update(row.get("gns_g2", math.nan), row.get("gns_trace", math.nan))
+        if isinstance(self.ramp, AdaptiveRamp):
+            decision = self.ramp.observe(self.step, b_simple)
+            if decision:
+                sinks.log_event("ramp", decision)
+        sinks.log_step(row)
+        eval_every = self.cfg.train.eval_every
+        if eval_every and (self.step % eval_every == 0 or self._done()):
+            sinks.log_event("eval", {"step": self.step, "tokens": row["tokens"], "val_loss": self.evaluate()})
+        every = self.cfg.checkpoint.every
+        if every and self.step % every == 0 and not self._done():
+            self._checkpoint()
+        return row
+
     def run(self) -> str:
-        """Train to the end of the budget or until a signal; returns the final status."""
+        """Train to the end of the budget or until a stop request; returns the final status."""
         resume_step = self._resume()
-        sinks = self._sinks(resume_step)
+        sinks = self.make_sinks(resume_step)
         status = "failed"
         first_step = self.step
         exit_after = self.cfg.train.exit_after_steps
         try:
             while not self._done():
-                row = self.train_step()
-                b_simple = self.ema.update(row.get("gns_g2", math.nan), row.get("gns_trace", math.nan))
-                if isinstance(self.ramp, AdaptiveRamp):
-                    decision = self.ramp.observe(self.step, b_simple)
-                    if decision:
-                        sinks.log_event("ramp", decision)
-                sinks.log_step(row)
-                eval_every = self.cfg.train.eval_every
-                if eval_every and (self.step % eval_every == 0 or self._done()):
-                    sinks.log_event("eval", {"step": self.step, "tokens": row["tokens"], "val_loss": self.evaluate()})
-                every = self.cfg.checkpoint.every
-                if every and self.step % every == 0 and not self._done():
-                    self._checkpoint()
-                if self.stop.agreed(device=self.device) or (exit_after and self.step - first_step >= exit_after
-                                          and not self._done()):
+                self.advance(sinks)
+                interval = exit_after and self.step - first_step >= exit_after and not self._done()
+                if self.stop.agreed(device=self.device) or interval:
                     self._checkpoint()
                     status = "interrupted"
                     return status

@@ -93,15 +93,20 @@ def reinit_layout_independent(module, shape: ModelShape, seed: int, tp: int, tp_
 
 
 def build_model(shape: ModelShape, parallel: Parallelism, *, seed: int, dtype: torch.dtype, on_cpu: bool,
-                use_te: bool = False):
-    """Build this rank's GPTModel stage and its TransformerConfig (vpp = 1)."""
+                use_te: bool | None = None):
+    """Build this rank's GPTModel stage and its TransformerConfig (vpp = 1).
+
+    ``use_te`` None: Transformer Engine's layer spec on a GPU where it is installed, else the local one.
+    """
+    if use_te is None:
+        use_te = not on_cpu and _mcore.have_te()
     if parallel.vpp > 1:
         raise ValueError(f"parallel.vpp = {parallel.vpp}: the batchlaw trainer runs vpp = 1 for now"
                          " (the simulator models interleaving)")
     ps = _mcore.parallel_state
     cfg = transformer_config(shape, parallel, dtype=dtype, on_cpu=on_cpu)
     model = _mcore.GPTModel(
-        config=cfg, transformer_layer_spec=_mcore.layer_spec(use_te), vocab_size=shape.vocab,
+        config=cfg, transformer_layer_spec=_mcore.layer_spec(use_te, cfg.normalization), vocab_size=shape.vocab,
         max_sequence_length=shape.seq_len, pre_process=ps.is_pipeline_first_stage(),
         post_process=ps.is_pipeline_last_stage(),
         share_embeddings_and_output_weights=shape.tied_embeddings,

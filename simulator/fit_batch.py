@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -196,7 +196,7 @@ def fit_critical_batch(batch, steps, *, bootstrap: int = 0, seed: int = 0, level
         message = f"B_noise = {params['B_noise']:.4g} lies far outside the measured batches"
         warnings.warn(f"critical-batch fit: {message}", FitWarning, stacklevel=2)
     return FitResult(params=params, ci=ci, ci_level=level, cov=cov, success=not at_bound, message=message,
-                     n_points=int(len(b)), extra={"rmse_log": float(np.sqrt(sse / len(b)))})
+                     n_points=len(b), extra={"rmse_log": float(np.sqrt(sse / len(b)))})
 
 
 def fit_critical_batch_law(n, batch, steps, *, definition: str = "mccandlish", b_ref: float | None = None,

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["FitResult", "FitWarning", "fit_critical_batch", "fit_critical_batch_law", "fit_loss",
-           "fit_loss_heldout", "fit_optimal_batch", "fit_power_law", "percentile_ci"]
+__all__ = ["FitResult", "FitWarning", "fit_critical_batch", "fit_critical_batch_law", "fit_loss",  # noqa: F822
+           "fit_loss_heldout", "fit_optimal_batch", "fit_power_law", "percentile_ci"]  # (lazy, PEP 562)
 
 _LAZY = {"fit_loss": "fit_loss", "fit_loss_heldout": "fit_loss", "huber_objective": "fit_loss",
          "loss_grid": "fit_loss", "fit_optimal_batch": "fit_batch", "fit_critical_batch": "fit_batch",
@@ -138,7 +139,7 @@ def fit_power_law(xs, y, *, names: Sequence[str] | None = None, bootstrap: int =
         if estimate == "bootstrap-mean":
             coef = draws.mean(axis=0)
         draws[:, 0] = np.exp(draws[:, 0])
-        ci = percentile_ci(draws, ["c"] + names, level)
+        ci = percentile_ci(draws, ["c", *names], level)
     elif estimate == "bootstrap-mean":
         raise ValueError("estimate = 'bootstrap-mean' needs bootstrap > 0")
     if dof <= 0:
