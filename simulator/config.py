@@ -76,8 +76,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> d
     return out
 
 
-def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check (and lightly coerce: int -> float, list -> tuple) ``value`` against annotation ``tp``."""
+def _type_ok(value: Any, tp: Any, where: str = "") -> tuple[bool, Any]:
+    """Check (and lightly coerce: int -> float, list -> tuple, table -> dataclass) ``value`` against
+    annotation ``tp``; ``where`` prefixes errors raised while building a nested dataclass."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return True, value
@@ -85,7 +86,7 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         for arm in typing.get_args(tp):
             if arm is type(None) and value is None:
                 return True, None
-            ok, v = _type_ok(value, arm)
+            ok, v = _type_ok(value, arm, where)
             if ok:
                 return True, v
         return False, value
@@ -97,7 +98,7 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         items = []
         for v in value:
-            ok, cv = _type_ok(v, args[0]) if args else (True, v)
+            ok, cv = _type_ok(v, args[0], where) if args else (True, v)
             if not ok:
                 return False, value
             items.append(cv)
@@ -111,7 +112,9 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if dataclasses.is_dataclass(tp):
-        return isinstance(value, (dict, tp)), value
+        if isinstance(value, Mapping):
+            return True, build(tp, value, where)
+        return isinstance(value, tp), value
     if isinstance(tp, type):
         return isinstance(value, tp), value
     return True, value
@@ -154,7 +157,7 @@ def build(cls: type[T], data: Mapping[str, Any] | T | None, where: str = "") -> 
         if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
             kwargs[name] = build(tp, value, key)
             continue
-        ok, coerced = _type_ok(value, tp)
+        ok, coerced = _type_ok(value, tp, key)
         if not ok:
             raise ValueError(f"{key} = {value!r}: expected {_describe(tp)}")
         kwargs[name] = coerced

@@ -10,16 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchlaw.simulator.config import load_toml
-from batchlaw.simulator.spec import CONFIG_ROOT
+from batchlaw.simulator import resources
 
 __all__ = ["LAWS_DIR", "load_preset", "loss_preset_names", "preset_names"]
 
-LAWS_DIR = CONFIG_ROOT / "laws"
+LAWS_DIR = resources.shipped_root() / "laws"
 
 
 def preset_names(root: Path | None = None) -> list[str]:
-    """Names of the shipped presets (the stems of ``configs/laws/*.toml``)."""
-    return sorted(p.stem for p in (root or LAWS_DIR).glob("*.toml"))
+    """Names of the presets on the config search path (or the stems of ``root/*.toml``)."""
+    if root is not None:
+        return sorted(p.stem for p in root.glob("*.toml"))
+    return resources.names("laws")
 
 
 def load_preset(name_or_path: str | Path):
@@ -32,8 +34,8 @@ def load_preset(name_or_path: str | Path):
 
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        path = LAWS_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
+        path = resources.find("laws", str(name_or_path))
+        if path is None:
             raise ValueError(f"law = {str(name_or_path)!r}: unknown; presets are {', '.join(preset_names())}")
     return law_from_dict(load_toml(path), path.stem)
 

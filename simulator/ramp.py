@@ -20,8 +20,11 @@ Shapes:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import re
+import tomllib
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
@@ -29,8 +32,8 @@ from batchlaw.simulator import config as _config
 
 __all__ = [
     "AdaptiveRamp", "BatchRamp", "ConstantRamp", "DoublingRamp", "LinearTokensRamp",
-    "StaircaseRamp", "StepScheduleRamp", "lr_scale", "num_steps", "parse_ramp", "parse_count",
-    "segments",
+    "RampTable", "StaircaseRamp", "StepScheduleRamp", "lr_scale", "num_steps", "parse_ramp", "parse_count",
+    "ramp_from_text", "ramp_text", "segments",
 ]
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
@@ -300,9 +303,14 @@ class AdaptiveRamp(BatchRamp):
         self.last_change_step = int(state["last_change_step"])
 
 
+_SHAPE_KEYS = {"constant": (), "staircase": ("start", "incr", "ramp_samples"), "steps": ("schedule", "unit"),
+               "linear_tokens": ("start", "ramp_tokens"), "doubling": ("start", "every_tokens"),
+               "adaptive": ("start", "factor", "hysteresis", "min_steps")}
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class _RampTable:
-    """Keys of a ``[train.ramp]`` table in a run config."""
+class RampTable:
+    """Keys of a ``[train.ramp]`` table in a run config; each shape accepts only its own keys."""
 
     shape: Literal["constant", "staircase", "steps", "linear_tokens", "doubling", "adaptive"]
     """Ramp shape."""
@@ -326,6 +334,49 @@ class _RampTable:
     """Adaptive hysteresis."""
     min_steps: int = 50
     """Adaptive minimum steps between decisions."""
+
+    def __post_init__(self) -> None:
+        allowed = _SHAPE_KEYS[self.shape]
+        for f in dataclasses.fields(self):
+            if f.name != "shape" and f.name not in allowed and getattr(self, f.name) != f.default:
+                raise ValueError(f"train.ramp.{f.name} = {getattr(self, f.name)!r}: not used by shape"
+                                 f" {self.shape!r}; its keys are " + ", ".join(("shape",) + allowed))
+
+    def to_text(self) -> str:
+        """Inline TOML of the keys that differ from the defaults (``ramp_from_text`` reads it back)."""
+        items = [("shape", self.shape)] + [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
+                                           if f.name != "shape" and getattr(self, f.name) != f.default]
+        return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in items) + "}"
+
+
+_RampTable = RampTable  # the old private name
+
+
+def ramp_text(value: Any) -> str:
+    """A ``train.ramp`` value as one string (a grid column): '' / 'a,b,c' / schedule / inline TOML table."""
+    if value is None:
+        return ""
+    if isinstance(value, RampTable):
+        return value.to_text()
+    if isinstance(value, Mapping):
+        return _config.build(RampTable, value, "train.ramp").to_text()
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def ramp_from_text(text: Any) -> Any:
+    """Inverse of ``ramp_text``: a string, or a ``RampTable`` for inline-table text."""
+    if isinstance(text, RampTable):
+        return text
+    text = "" if text is None or (isinstance(text, float) and text != text) else str(text).strip()
+    if text.startswith("{"):
+        try:
+            table = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"train.ramp = {text!r}: not an inline TOML table ({exc})") from None
+        return _config.build(RampTable, table, "train.ramp")
+    return text
 
 
 def _parse_schedule(text: str, unit: str, seq_len: int, granularity: int) -> StepScheduleRamp:
@@ -356,6 +407,8 @@ def parse_ramp(spec: Any, *, global_batch: int, granularity: int = 1, seq_len: i
     """
     if spec is None or spec == "" or spec == "constant":
         return ConstantRamp(final=global_batch, granularity=granularity)
+    if isinstance(spec, str) and spec.strip().startswith("{"):
+        spec = ramp_from_text(spec)
     if isinstance(spec, (list, tuple)) or (isinstance(spec, str) and "," in spec):
         items = spec.split(",") if isinstance(spec, str) else list(spec)
         if len(items) != 3:
@@ -365,9 +418,9 @@ def parse_ramp(spec: Any, *, global_batch: int, granularity: int = 1, seq_len: i
                              granularity=granularity)
     if isinstance(spec, str):
         return _parse_schedule(spec, "samples", seq_len, granularity)
-    if not isinstance(spec, Mapping):
+    if not isinstance(spec, (Mapping, RampTable)):
         raise ValueError(f"ramp = {spec!r}: expected a string, a list of three ints or a table")
-    t = _config.build(_RampTable, spec, "train.ramp")
+    t = _config.build(RampTable, spec, "train.ramp")
     start = t.start or global_batch
     if t.shape == "constant":
         return ConstantRamp(final=global_batch, granularity=granularity)

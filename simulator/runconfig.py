@@ -1,21 +1,28 @@
-"""Run configuration of the trainer: ``[model]``, ``[parallel]``, ``[train]``, ``[data]``, ``[log]``,
-``[checkpoint]`` (TOML), loaded strictly with ``batchlaw.simulator.config``.
+"""``RunSpec``: one frozen description of a training run, and its strict TOML loader.
 
-The parallel and batch keys use the simulator's column names (``parallel.tp``, ``parallel.micro_batch``,
-``train.global_batch`` ...) so that a grid row becomes a run without renaming. Torch-free.
+Sections ``[model]``, ``[parallel]``, ``[train]``, ``[system]``, ``[data]``, ``[log]``, ``[checkpoint]``.
+A ``run.toml`` is a RunSpec written out (``config.to_toml``); the HDF5 ``config`` attribute is the
+same dict as JSON and reads back with ``spec_from_dict``. A grid is a table of RunSpecs whose columns
+are the field names (``PLAN_COLUMNS``; ``model.name`` and ``system.name`` are the columns ``model``
+and ``system``): ``spec_to_row`` and ``spec_from_row`` are the only mapping between the two, derived
+from the dataclasses, never written by hand. Torch-free.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from batchlaw.simulator import config as _config
-from batchlaw.simulator.ramp import parse_count
-from batchlaw.simulator.spec import CONFIG_ROOT, ModelShape, Parallelism
+from batchlaw.simulator import resources
+from batchlaw.simulator.ramp import RampTable, parse_count, ramp_from_text, ramp_text
+from batchlaw.simulator.spec import ModelShape, Parallelism, SystemSpec, model_names
 
-__all__ = ["CheckpointConfig", "DataConfig", "LogConfig", "RunConfig", "TrainConfig", "load_run_config"]
+__all__ = ["CheckpointConfig", "DataConfig", "LogConfig", "PLAN_COLUMNS", "RunConfig", "RunSpec", "SystemSpec",
+           "TrainConfig", "load_run_config", "load_run_spec", "spec_from_dict", "spec_from_row", "spec_to_row"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -24,8 +31,9 @@ class TrainConfig:
 
     global_batch: int
     """Final global batch size, sequences."""
-    ramp: Any = None
-    """Batch ramp: '' / 'start,incr,ramp_samples' / '0:8 1K:16' / a table (see docs/ramps.md)."""
+    ramp: str | tuple[int, ...] | RampTable = ""
+    """Batch ramp: '' (constant) / 'start,incr,ramp_samples' / '0:8 1K:16' / a table
+    ``{shape = ..., ...}`` whose keys are checked per shape (``ramp.RampTable``)."""
     steps: int = 0
     """Optimizer steps; 0 means derive from ``tokens``."""
     tokens: int | str = 0
@@ -58,6 +66,9 @@ class TrainConfig:
     """Checkpoint and exit (status 'interrupted') after this many steps of this launch; 0 = never
     (Megatron-LM's --exit-interval)."""
 
+    def __post_init__(self) -> None:
+        pass  # per-field range checks hook in here
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DataConfig:
@@ -69,6 +80,9 @@ class DataConfig:
     """Prefix of the indexed dataset (PREFIX.bin / PREFIX.idx) for kind = indexed."""
     valid_fraction: float = 0.01
     """Fraction of sequences held out for validation (indexed data)."""
+
+    def __post_init__(self) -> None:
+        pass  # per-field range checks hook in here
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -88,6 +102,9 @@ class LogConfig:
     done_marker: str = ""
     """File created by rank 0 when the run completes (the SLURM scripts skip runs that have one)."""
 
+    def __post_init__(self) -> None:
+        pass  # per-field range checks hook in here
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CheckpointConfig:
@@ -105,10 +122,14 @@ class CheckpointConfig:
     """If this file appears, checkpoint at the next step boundary and exit 0 (the sbatch script's
     signal trap creates it: torchrun itself dies on SIGTERM/SIGUSR1 instead of forwarding them)."""
 
+    def __post_init__(self) -> None:
+        pass  # per-field range checks hook in here
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RunConfig:
-    """One training run."""
+class RunSpec:
+    """One training run: model shape, layout, batch and ramp, token budget, precision and optimizer
+    flags, system, seed (``plan`` fields), plus data, logging and checkpointing."""
 
     model: ModelShape
     """Model shape (``model.name`` of a shipped shape, optionally with overrides, or inline)."""
@@ -116,6 +137,8 @@ class RunConfig:
     """Parallel layout; DP = world size / (tp x pp)."""
     train: TrainConfig
     """Optimisation."""
+    system: SystemSpec = field(default_factory=SystemSpec)
+    """The system profile, GPUs per node and nodes the run is planned for."""
     data: DataConfig = field(default_factory=DataConfig)
     """Data."""
     log: LogConfig = field(default_factory=LogConfig)
@@ -128,22 +151,117 @@ class RunConfig:
         return -(-parse_count(str(self.train.tokens), "train.tokens") // self.model.seq_len)
 
 
+RunConfig = RunSpec  # the older name, kept for callers
+
+
 def _resolve_model(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``[model]`` from the shape named by ``model.name`` (inline keys win)."""
     model = dict(data.get("model", {}))
     name = model.get("name")
-    shipped = CONFIG_ROOT / "models" / f"{name}.toml"
-    if name and shipped.is_file():
-        model = {**_config.load_toml(shipped)["model"], **model}
+    if name:
+        shipped = resources.find("models", str(name))
+        if shipped is not None:
+            model = {**_config.load_toml(shipped)["model"], **model}
+        elif "layers" not in model:
+            raise ValueError(f"model.name = {name!r}: unknown; shipped models are " + ", ".join(model_names())
+                             + " (or give layers, hidden, heads inline)")
     return {**data, "model": model}
 
 
-def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Load a run TOML, apply ``--set`` overrides, resolve ``model.name``, and build strictly."""
-    data = _config.load_toml(path) if path else {}
-    data = _resolve_model(_config.apply_overrides(data, overrides))
-    cfg = _config.build(RunConfig, data)
+def _check(cfg: RunSpec) -> RunSpec:
     if cfg.train.steps <= 0 and cfg.total_samples() <= 0:
         raise ValueError("train.steps = 0 and train.tokens = 0: give one of them")
     if cfg.data.kind == "indexed" and not cfg.data.path:
         raise ValueError("data.path = '': kind = 'indexed' needs the dataset prefix (batchlaw data build)")
     return cfg
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
+    """Build a RunSpec strictly from a nested dict (a run TOML, or the HDF5 ``config`` attribute)."""
+    return _check(_config.build(RunSpec, _resolve_model(dict(data))))
+
+
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunSpec:
+    """Load a run TOML (a path, or a name in ``configs/runs``), apply ``--set`` overrides, resolve
+    ``model.name``, and build strictly."""
+    if path and Path(path).suffix != ".toml":
+        found = resources.find("runs", str(path))
+        if found is None:
+            raise ValueError(f"run config {str(path)!r}: unknown; shipped run configs are "
+                             + ", ".join(resources.names("runs")) + " (or a TOML path)")
+        path = found
+    data = _config.load_toml(path) if path else {}
+    return spec_from_dict(_config.apply_overrides(data, overrides))
+
+
+load_run_spec = load_run_config
+
+
+# -- the grid <-> RunSpec table mapping, derived from the dataclasses -------------------------------
+
+_PLAN_TRAIN = ("global_batch", "ramp", "tokens", "lr", "precision", "seed")
+_SECTIONS = {"model": ModelShape, "parallel": Parallelism, "system": SystemSpec}
+
+
+def _plan_fields() -> dict[str, tuple[str, str]]:
+    """column -> (section, field) for the plan part of a RunSpec."""
+    out: dict[str, tuple[str, str]] = {}
+    for section, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            col = section if f.name == "name" else f.name
+            assert col not in out, f"column {col} is ambiguous"
+            out[col] = (section, f.name)
+    for name in _PLAN_TRAIN:
+        assert name not in out, f"column {name} is ambiguous"
+        out[name] = ("train", name)
+    return out
+
+
+PLAN_COLUMNS: dict[str, tuple[str, str]] = _plan_fields()
+"""Grid column -> (RunSpec section, field): every field of model, parallel and system, and the plan
+fields of train. The other fields (data, log, checkpoint, the LR schedule) come from a base run."""
+
+
+def spec_to_row(spec: RunSpec) -> dict[str, Any]:
+    """The plan columns of one RunSpec (the ramp as text, see ``ramp.ramp_text``)."""
+    row = {col: getattr(getattr(spec, sec), name) for col, (sec, name) in PLAN_COLUMNS.items()}
+    row["ramp"] = ramp_text(row["ramp"])
+    return row
+
+
+def _plain(value: Any, tp: Any) -> Any:
+    """A table cell (numpy scalar, CSV text) as the Python value of a field typed ``tp``."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if tp is bool or tp == "bool":
+        return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "1.0", "yes")
+    if tp is int or tp == "int":
+        return int(float(value))
+    if isinstance(value, float) and value.is_integer() and tp in (int | str, "int | str"):
+        return int(value)
+    return value
+
+
+def spec_from_row(row: Mapping[str, Any], base: RunSpec | Mapping[str, Any] | None = None) -> RunSpec:
+    """The RunSpec of one table row: ``base`` (a RunSpec or dict; defaults if None) with every plan
+    column present in ``row`` set; other columns are ignored. Built strictly."""
+    import typing
+
+    data = _config.to_dict(base) if isinstance(base, RunSpec) else json.loads(json.dumps(base or {}))
+    data.setdefault("train", {}).setdefault("global_batch", 1)
+    if "model" in row:  # a named shape replaces the base's, then the row's shape columns apply
+        data["model"] = {"name": str(row["model"])}
+    for col, (sec, name) in PLAN_COLUMNS.items():
+        if col not in row:
+            continue
+        cls = _SECTIONS.get(sec, TrainConfig)
+        value = row[col]
+        if name == "ramp":
+            value = ramp_from_text(value)
+            value = _config.to_dict(value) if isinstance(value, RampTable) else value
+        else:
+            value = _plain(value, typing.get_type_hints(cls)[name])
+        data.setdefault(sec, {})[name] = value
+    if row.get("tokens") not in (None, 0, "", "0"):
+        data["train"]["steps"] = 0  # the planned token budget bounds the run
+    return spec_from_dict(data)

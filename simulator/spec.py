@@ -12,20 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 from batchlaw.simulator import config as _config
+from batchlaw.simulator import resources, rules
 
-__all__ = ["Infeasible", "ModelShape", "Parallelism", "load_model", "model_names", "validate_run"]
-
-
+__all__ = ["Infeasible", "ModelShape", "Parallelism", "SystemSpec", "default_ffn", "load_model", "model_names",
+           "validate_run"]
 
 def _config_root() -> Path:
-    """``configs/`` of the checkout (editable install), else ``$BATCHLAW_CONFIG_DIR``, else ./configs."""
-    import os
-
-    env = os.environ.get("BATCHLAW_CONFIG_DIR")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent.parent / "configs"
-    return here if here.is_dir() else Path.cwd() / "configs"
+    """The shipped configs folder (kept for callers that join paths onto it)."""
+    return resources.shipped_root()
 
 
 CONFIG_ROOT = _config_root()
@@ -61,8 +55,9 @@ class ModelShape:
     """Sequence length s in tokens."""
     tied_embeddings: bool = False
     """Share the input embedding and the output layer."""
-    activation: Literal["swiglu", "gelu"] = "swiglu"
-    """MLP activation; SwiGLU has three weight matrices, GELU two."""
+    activation: Literal["swiglu", "gelu"] = "gelu"
+    """MLP activation; SwiGLU has three weight matrices, GELU two. The default is megatron-core's
+    (``TransformerConfig``: gelu, no gated linear unit); every shipped model names its own."""
     bias: bool = False
     """Linear layers carry biases."""
     normalization: Literal["rmsnorm", "layernorm"] = "rmsnorm"
@@ -87,11 +82,17 @@ class ModelShape:
     @property
     def ffn(self) -> int:
         """Effective MLP inner size."""
-        if self.ffn_hidden:
-            return self.ffn_hidden
-        if self.activation == "gelu":
-            return 4 * self.hidden
-        return -(-8 * self.hidden // 3 // 64) * 64
+        return self.ffn_hidden or int(default_ffn(self.hidden, self.activation == "swiglu"))
+
+
+def default_ffn(hidden, gated):
+    """MLP inner size when ``ffn_hidden`` is 0: 4h (GELU; Vaswani et al. 2017) or 8h/3 rounded up to a
+    multiple of 64 (SwiGLU at equal parameters; Shazeer 2020, sec. 2). Works on scalars and arrays."""
+    import numpy as np
+
+    swiglu = -(-np.ceil(8 * np.asarray(hidden) / 3) // 64) * 64
+    out = np.where(gated, swiglu, 4 * np.asarray(hidden))
+    return out if np.ndim(out) else out.item()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -121,52 +122,76 @@ class Parallelism:
                 raise ValueError(f"parallel.{f} = {getattr(self, f)!r}: must be a positive integer")
 
 
-def validate_run(model: ModelShape, parallel: Parallelism, *, world_size: int,
-                 global_batch: int) -> int:
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SystemSpec:
+    """Where the run is planned to execute (the simulator prices it on this profile)."""
+
+    name: str = ""
+    """System profile (configs/systems), e.g. ``h100-sxm``; '' = not planned on one."""
+    gpus_per_node: int = 8
+    """Ranks (GPUs) per node; ``batchlaw submit`` launches this many per node."""
+    nodes: int = 1
+    """Nodes; world size = nodes x gpus_per_node on a cluster."""
+
+    def __post_init__(self) -> None:
+        for f in ("gpus_per_node", "nodes"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"system.{f} = {getattr(self, f)!r}: must be a positive integer")
+
+    @property
+    def world_size(self) -> int:
+        """nodes x gpus_per_node."""
+        return self.nodes * self.gpus_per_node
+
+
+def rule_values(model: ModelShape, parallel: Parallelism, *, world_size: int, global_batch: int,
+                ramp=None) -> dict[str, object]:
+    """The columns of ``rules`` for one run."""
+    return {"tp": parallel.tp, "pp": parallel.pp, "vpp": parallel.vpp, "dp": world_size / (parallel.tp * parallel.pp),
+            "micro_batch": parallel.micro_batch, "global_batch": global_batch, "heads": model.heads,
+            "query_groups": model.num_query_groups, "layers": model.layers, "seq_len": model.seq_len,
+            "sequence_parallel": parallel.sequence_parallel, "ramp": ramp}
+
+
+def validate_run(model: ModelShape, parallel: Parallelism, *, world_size: int, global_batch: int,
+                 ramp=None) -> int:
     """Check every cross-field rule of a run before launch; return the data-parallel size.
 
-    Used by the simulator's pruner and by the trainer's pre-launch check, so both refuse exactly
-    the same layouts.
+    The rules are ``rules.RULES``, the same table the vectorised pruner (``table.feasibility``)
+    evaluates, so both refuse exactly the same runs with the same message.
+
+    Args:
+        model, parallel: the shape and layout.
+        world_size: ranks of the launch.
+        global_batch: final global batch size.
+        ramp: the ``train.ramp`` value (None or '' = constant); checked against micro_batch x dp.
 
     Raises:
         Infeasible: naming the rule that failed.
     """
-    tp, pp, vpp = parallel.tp, parallel.pp, parallel.vpp
-    if world_size % (tp * pp):
-        raise Infeasible(f"world size {world_size} is not divisible by tp x pp = {tp * pp}")
-    dp = world_size // (tp * pp)
-    if model.heads % tp:
-        raise Infeasible(f"heads {model.heads} not divisible by tp {tp}")
-    if model.num_query_groups % tp:
-        raise Infeasible(f"query groups {model.num_query_groups} not divisible by tp {tp}")
-    if model.layers % (pp * vpp):
-        raise Infeasible(f"layers {model.layers} not divisible by pp x vpp = {pp * vpp}")
-    if vpp > 1 and pp < 2:
-        raise Infeasible(f"vpp {vpp} needs pp >= 2")
-    if parallel.sequence_parallel and tp > 1 and model.seq_len % tp:
-        raise Infeasible(f"seq_len {model.seq_len} not divisible by tp {tp} (sequence parallel)")
-    per_step = parallel.micro_batch * dp
-    if global_batch < 1 or global_batch % per_step:
-        raise Infeasible(f"global batch {global_batch} not divisible by micro_batch x dp = {per_step}")
-    num_micro = global_batch // per_step
-    if vpp > 1 and num_micro % pp:
-        raise Infeasible(f"interleaved schedule needs micro-batches {num_micro} divisible by pp {pp}")
-    return dp
+    reason = rules.first_violation(rule_values(model, parallel, world_size=world_size, global_batch=global_batch,
+                                               ramp=ramp))
+    if reason:
+        raise Infeasible(reason)
+    return world_size // (parallel.tp * parallel.pp)
 
 
 def model_names(root: Path | None = None) -> list[str]:
-    """Names of the model shapes shipped in ``configs/models``."""
-    return sorted(p.stem for p in ((root or CONFIG_ROOT) / "models").glob("*.toml"))
+    """Names of the model shapes on the config search path (``resources``), or in ``root/models``."""
+    if root is not None:
+        return sorted(p.stem for p in (root / "models").glob("*.toml"))
+    return resources.names("models")
 
 
 def load_model(name_or_path: str | Path, overrides: tuple[str, ...] = ()) -> ModelShape:
     """Load a model shape by name (``gpt-180m``) or from a TOML path; the file holds ``[model]``."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        path = CONFIG_ROOT / "models" / f"{name_or_path}.toml"
-        if not path.is_file():
+        found = resources.find("models", str(name_or_path))
+        if found is None:
             raise ValueError(f"model = {str(name_or_path)!r}: unknown; shipped models are "
                              + ", ".join(model_names()))
+        path = found
     data = _config.apply_overrides(_config.load_toml(path), overrides)
     if set(data) != {"model"}:
         raise ValueError(f"{path}: a model file holds exactly one [model] table")

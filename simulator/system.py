@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchlaw.simulator import config as _config
-from batchlaw.simulator.spec import CONFIG_ROOT
+from batchlaw.simulator import resources
 
 __all__ = ["Efficiency", "SystemProfile", "load_system", "save_system", "system_names", "GPU_ALIASES"]
 
@@ -63,8 +63,8 @@ class SystemProfile:
 
 
 def system_names() -> list[str]:
-    """Profiles shipped in configs/systems."""
-    return sorted(p.stem for p in (CONFIG_ROOT / "systems").glob("*.toml"))
+    """Profiles on the config search path (shipped ones and ``$BATCHLAW_CONFIG_PATH``)."""
+    return resources.names("systems")
 
 
 def load_system(name_or_path: str | Path) -> SystemProfile:
@@ -73,8 +73,8 @@ def load_system(name_or_path: str | Path) -> SystemProfile:
     text = str(name_or_path)
     path = Path(text)
     if path.suffix != ".toml":
-        path = CONFIG_ROOT / "systems" / f"{GPU_ALIASES.get(text, text)}.toml"
-        if not path.is_file():
+        path = resources.find("systems", GPU_ALIASES.get(text, text))
+        if path is None:
             raise ValueError(f"system = {text!r}: unknown; shipped profiles are {', '.join(system_names())}"
                              f" (or a TOML path)")
     data = _config.load_toml(path)

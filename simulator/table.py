@@ -13,7 +13,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from batchlaw.simulator import rules
 from batchlaw.simulator.perf import iteration, memory_gib
+from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn
 from batchlaw.simulator.system import SystemProfile, load_system
 
 __all__ = ["OUTPUT_COLUMNS", "feasibility", "normalise", "predict_table"]
@@ -21,6 +23,7 @@ __all__ = ["OUTPUT_COLUMNS", "feasibility", "normalise", "predict_table"]
 OUTPUT_COLUMNS = ("pred_iter_time_s", "pred_tflops_per_gpu", "pred_mfu", "pred_mem_gib", "feasible", "reason")
 _MICRO_CANDIDATES = (1, 2, 4, 8, 16, 32)
 _TRUE = {"yes", "true", "1", "y", "on"}
+_MODEL, _PAR = ModelShape(layers=1, hidden=1, heads=1), Parallelism()  # the one source of default values
 
 
 def _column(cols: Mapping[str, Any], name: str, n: int, default) -> np.ndarray:
@@ -77,58 +80,48 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     heads = c["heads"]
     c["query_groups"] = _number(_column(cols, "query_groups", n, np.nan), "query_groups")
     c["query_groups"] = np.where(np.isnan(c["query_groups"]) | (c["query_groups"] == 0), heads, c["query_groups"])
-    act = _lower(_column(cols, "activation", n, "gelu"))
+    act = _lower(_column(cols, "activation", n, _MODEL.activation))
     if not np.all(np.isin(act, ("gelu", "swiglu"))):
         raise ValueError(f"activation = {act[~np.isin(act, ('gelu', 'swiglu'))][0]!r}: allowed are gelu, swiglu")
     c["gated"] = act == "swiglu"
     ffn = _number(_column(cols, "ffn_hidden", n, np.nan), "ffn_hidden")
-    c["ffn_hidden"] = np.where(np.isnan(ffn) | (ffn == 0), 4 * c["hidden"], ffn)
-    c["tied"] = _boolean(_column(cols, "tied_embeddings", n, False))
+    c["ffn_hidden"] = np.where(np.isnan(ffn) | (ffn == 0), default_ffn(c["hidden"], c["gated"]), ffn)
+    c["tied"] = _boolean(_column(cols, "tied_embeddings", n, _MODEL.tied_embeddings))
     gpus = _number(_column(cols, "gpus", n, np.nan), "gpus")
     dp = _number(_column(cols, "dp", n, np.nan), "dp")
     c["dp"] = np.where(np.isnan(dp), gpus / (c["tp"] * c["pp"]), dp)
-    rec = _lower(_column(cols, "recompute", n, "none"))
+    rec = _lower(_column(cols, "recompute", n, _PAR.recompute))
     rec = np.where(np.isin(rec, ("unknown", "", "nan", "no")), "none", rec)
     if not np.all(np.isin(rec, ("none", "selective", "full"))):
         raise ValueError(f"recompute = {rec[~np.isin(rec, ('none', 'selective', 'full'))][0]!r}: allowed are none,"
                          " selective, full")
     c["recompute"] = rec
     # Megatron-LM turns sequence parallelism off when tp = 1 (arguments.py), so it is a no-op there.
-    c["sequence_parallel"] = _boolean(_column(cols, "sequence_parallel", n, False)) & (c["tp"] > 1)
+    c["sequence_parallel"] = _boolean(_column(cols, "sequence_parallel", n, _PAR.sequence_parallel)) & (c["tp"] > 1)
     c["flash_attention"] = _boolean(_column(cols, "flash_attention", n, True))
-    c["distributed_optimizer"] = _boolean(_column(cols, "distributed_optimizer", n, False))
-    c["overlap_grad_reduce"] = _boolean(_column(cols, "overlap_grad_reduce", n, True))
+    c["distributed_optimizer"] = _boolean(_column(cols, "distributed_optimizer", n, _PAR.distributed_optimizer))
+    c["overlap_grad_reduce"] = _boolean(_column(cols, "overlap_grad_reduce", n, _PAR.overlap_grad_reduce))
+    # precision "auto" (the run default) is bf16 on a GPU; grids resolve it to fp32 on CPU systems
     prec = _lower(_column(cols, "precision", n, "bf16"))
+    prec = np.where(prec == "auto", "bf16", prec)
     c["precision"] = prec
     c["gpu"] = np.asarray(_column(cols, "gpu", n, "h100-sxm")).astype(str)
+    c["ramp"] = np.asarray(_column(cols, "ramp", n, ""), dtype=object)
     return c
 
 
-def feasibility(c: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised twin of ``spec.validate_run`` (same rules, same messages): (ok, reason)."""
-    n = len(c["layers"])
-    reason = np.full(n, "", dtype=object)
-    assigned = np.zeros(n, dtype=bool)
+def feasibility(c: Mapping[str, np.ndarray], *, trainer: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The rule table ``rules.RULES`` on normalised columns (the vectorised twin of
+    ``spec.validate_run``: same rules, same messages): (ok, reason).
 
-    def rule(bad, text):
-        hit = bad & ~assigned
-        for i in np.flatnonzero(hit):
-            reason[i] = text(i)
-        assigned[:] |= hit
-
-    tp, pp, vpp, dp, mb, gb = c["tp"], c["pp"], c["vpp"], c["dp"], c["micro_batch"], c["global_batch"]
-    rule((dp < 1) | (dp != np.floor(dp)), lambda i: f"world size {c['tp'][i] * c['pp'][i] * dp[i]:g} is not"
-         f" divisible by tp x pp = {tp[i] * pp[i]:g}")
-    rule(c["heads"] % tp != 0, lambda i: f"heads {c['heads'][i]:g} not divisible by tp {tp[i]:g}")
-    rule(c["query_groups"] % tp != 0, lambda i: f"query groups {c['query_groups'][i]:g} not divisible by tp {tp[i]:g}")
-    rule(c["layers"] % (pp * vpp) != 0, lambda i: f"layers {c['layers'][i]:g} not divisible by pp x vpp = {pp[i] * vpp[i]:g}")
-    rule((vpp > 1) & (pp < 2), lambda i: f"vpp {vpp[i]:g} needs pp >= 2")
-    per_step = mb * dp
-    rule(~np.isnan(mb) & (gb % np.where(per_step > 0, per_step, 1) != 0),
-         lambda i: f"global batch {gb[i]:g} not divisible by micro_batch x dp = {per_step[i]:g}")
-    rule(~np.isnan(mb) & (vpp > 1) & ((gb / np.where(per_step > 0, per_step, 1)) % pp != 0),
-         lambda i: f"interleaved schedule needs micro-batches {gb[i] / per_step[i]:g} divisible by pp {pp[i]:g}")
-    return ~assigned, reason
+    Args:
+        c: columns from ``normalise``.
+        trainer: also apply the rules of what batchlaw's trainer accepts (grids and submit do).
+    """
+    cols = dict(c)
+    if "ramp" not in cols:
+        cols["ramp"] = np.full(len(c["layers"]), "", dtype=object)
+    return rules.violations(cols, trainer=trainer)
 
 
 def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:

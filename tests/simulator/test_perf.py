@@ -85,7 +85,7 @@ def test_feasibility_twin_agrees_with_validate_run():
         c = normalise({k: np.array([v]) for k, v in dict(layers=m.layers, hidden=768, heads=m.heads, seq_len=2048,
                        vocab=100, tp=p.tp, pp=p.pp, vpp=p.vpp, micro_batch=p.micro_batch, global_batch=gb,
                        gpus=world).items()})
-        ok, reason = feasibility(c)
+        ok, reason = feasibility(c, trainer=True)
         assert ok[0] == (ref == "") and reason[0].replace(".0", "") == ref.replace(".0", ""), (reason[0], ref)
 
 

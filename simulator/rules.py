@@ -1,0 +1,148 @@
+"""The one table of cross-field validity rules of a run (layout, batch, ramp, trainer support).
+
+Both paths read this table: ``spec.validate_run`` (the trainer's pre-launch check, ``batchlaw
+train`` and ``batchlaw submit``) evaluates it on a one-row table, and ``table.feasibility`` (the
+vectorised pruner behind ``predict_table`` and grids) on many rows. The rules are written once, as
+numpy expressions over columns, so both paths give the same verdict and the same message.
+
+Columns (float arrays unless noted): ``tp, pp, vpp, dp, micro_batch (NaN = not chosen yet),
+global_batch, heads, query_groups (effective), layers, seq_len, sequence_parallel (bool)`` and,
+optionally, ``ramp`` (object: a ``train.ramp`` value per row).
+
+Rules of scope ``"layout"`` hold for any Megatron-style trainer (published throughput rows are
+checked with them); rules of scope ``"trainer"`` describe what batchlaw's own trainer accepts
+today and are applied to plans (grids, submit) and before a launch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Mapping
+
+import numpy as np
+
+__all__ = ["RULES", "TRAINER_SUPPORTS_VPP", "Rule", "first_violation", "violations"]
+
+TRAINER_SUPPORTS_VPP = False
+"""Whether batchlaw's trainer runs interleaved pipelines (vpp > 1). Flip here, in one place, when
+``plugin/model.py`` accepts it; grids then propose vpp > 1 and the pre-launch check lets it pass."""
+
+Cols = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One validity rule: where it is violated (vectorised) and the one-line message for row i."""
+
+    name: str
+    """Short identifier."""
+    violated: Callable[[Cols], np.ndarray]
+    """Boolean array, True where the row breaks the rule."""
+    message: Callable[[Cols, int], str]
+    """The reason for row i (names the values and what is allowed)."""
+    scope: Literal["layout", "trainer"] = "layout"
+    """layout: any Megatron-style trainer; trainer: what batchlaw's trainer accepts today."""
+
+
+def _world(c: Cols) -> np.ndarray:
+    return c["dp"] * c["tp"] * c["pp"]
+
+
+def _per_step(c: Cols) -> np.ndarray:
+    ps = c["micro_batch"] * c["dp"]
+    return np.where(ps > 0, ps, 1.0)
+
+
+def _has_mb(c: Cols) -> np.ndarray:
+    return ~np.isnan(c["micro_batch"])
+
+
+def _ramp_errors(c: Cols) -> np.ndarray:
+    """The ramp's own error per row ('' = fine), one ``parse_ramp`` per distinct ramp/batch/granularity."""
+    from batchlaw.simulator.ramp import parse_ramp
+
+    n = len(c["tp"])
+    out = np.full(n, "", dtype=object)
+    if "ramp" not in c:
+        return out
+    ramps = np.asarray(c["ramp"], dtype=object)
+    cache: dict[tuple, str] = {}
+    for i in np.flatnonzero(_has_mb(c) & (c["dp"] >= 1)):
+        spec = ramps[i]
+        if spec is None or (isinstance(spec, float) and spec != spec) or spec == "":
+            continue
+        gran = c["micro_batch"][i] * c["dp"][i]
+        key = (repr(spec), c["global_batch"][i], gran, c["seq_len"][i])
+        if key not in cache:
+            try:
+                parse_ramp(spec, global_batch=int(c["global_batch"][i]), granularity=int(gran),
+                           seq_len=int(c["seq_len"][i]))
+                cache[key] = ""
+            except ValueError as exc:
+                cache[key] = str(exc)
+        out[i] = cache[key]
+    return out
+
+
+def _ramp_violated(c: Cols) -> np.ndarray:
+    return _ramp_errors(c) != ""
+
+
+def _ramp_message(c: Cols, i: int) -> str:
+    return "ramp: " + _ramp_errors({k: np.asarray(v)[i:i + 1] for k, v in c.items()})[0]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("world_size", lambda c: (c["dp"] < 1) | (c["dp"] != np.floor(c["dp"])),
+         lambda c, i: f"world size {_world(c)[i]:g} is not divisible by tp x pp = {c['tp'][i] * c['pp'][i]:g}"),
+    Rule("heads_tp", lambda c: c["heads"] % c["tp"] != 0,
+         lambda c, i: f"heads {c['heads'][i]:g} not divisible by tp {c['tp'][i]:g}"),
+    Rule("groups_tp", lambda c: c["query_groups"] % c["tp"] != 0,
+         lambda c, i: f"query groups {c['query_groups'][i]:g} not divisible by tp {c['tp'][i]:g}"),
+    Rule("layers_pp", lambda c: c["layers"] % (c["pp"] * c["vpp"]) != 0,
+         lambda c, i: f"layers {c['layers'][i]:g} not divisible by pp x vpp = {c['pp'][i] * c['vpp'][i]:g}"),
+    Rule("vpp_pp", lambda c: (c["vpp"] > 1) & (c["pp"] < 2),
+         lambda c, i: f"vpp {c['vpp'][i]:g} needs pp >= 2"),
+    # Megatron-LM splits the sequence over the TP ranks under sequence parallelism
+    # (Korthikanti et al. 2022, sec. 4.2.2), so s must divide by t.
+    Rule("sp_seq_len", lambda c: np.asarray(c["sequence_parallel"], dtype=bool) & (c["tp"] > 1)
+         & (c["seq_len"] % c["tp"] != 0),
+         lambda c, i: f"seq_len {c['seq_len'][i]:g} not divisible by tp {c['tp'][i]:g} (sequence parallel)"),
+    Rule("batch_granularity", lambda c: _has_mb(c) & (c["global_batch"] % _per_step(c) != 0),
+         lambda c, i: f"global batch {c['global_batch'][i]:g} not divisible by micro_batch x dp ="
+                      f" {c['micro_batch'][i] * c['dp'][i]:g}"),
+    Rule("interleave_micro", lambda c: _has_mb(c) & (c["vpp"] > 1) & ((c["global_batch"] / _per_step(c)) % c["pp"] != 0),
+         lambda c, i: f"interleaved schedule needs micro-batches {c['global_batch'][i] / _per_step(c)[i]:g}"
+                      f" divisible by pp {c['pp'][i]:g}"),
+    Rule("ramp", _ramp_violated, _ramp_message),
+    Rule("trainer_vpp", lambda c: np.full(len(c["vpp"]), not TRAINER_SUPPORTS_VPP) & (c["vpp"] > 1),
+         lambda c, i: f"vpp {c['vpp'][i]:g}: the batchlaw trainer runs vpp = 1 for now (rules.TRAINER_SUPPORTS_VPP)",
+         scope="trainer"),
+)
+
+
+def violations(c: Cols, *, trainer: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate the table on columns ``c``; returns ``(ok, reason)`` with the first rule broken per row.
+
+    Args:
+        c: the columns listed in the module docstring.
+        trainer: also apply the rules of scope ``"trainer"``.
+    """
+    n = len(c["tp"])
+    reason = np.full(n, "", dtype=object)
+    assigned = np.zeros(n, dtype=bool)
+    for rule in RULES:
+        if rule.scope == "trainer" and not trainer:
+            continue
+        hit = np.asarray(rule.violated(c), dtype=bool) & ~assigned
+        for i in np.flatnonzero(hit):
+            reason[i] = rule.message(c, i)
+        assigned |= hit
+    return ~assigned, reason
+
+
+def first_violation(values: Mapping[str, object], *, trainer: bool = True) -> str:
+    """The message of the first rule one run breaks ('' when none): the scalar path of the table."""
+    c = {k: (np.array([v], dtype=object) if k == "ramp" else np.array([v], dtype=float if k != "sequence_parallel"
+                                                                      else bool)) for k, v in values.items()}
+    return str(violations(c, trainer=trainer)[1][0])
