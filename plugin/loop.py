@@ -96,7 +96,8 @@ class Trainer:
         self.device = torch.device("cpu") if on_cpu else torch.device("cuda", torch.cuda.current_device())
         world = dist.get_world_size()
         par, shape = cfg.parallel, cfg.model
-        self.dp_size = validate_run(shape, par, world_size=world, global_batch=cfg.train.global_batch)
+        self.dp_size = validate_run(shape, par, world_size=world, global_batch=cfg.train.global_batch,
+                                    ramp=cfg.train.ramp)
         _mcore.init_parallel(par.tp, par.pp, par.vpp)
         self.g = _Groups.from_megatron(shape.tied_embeddings and par.pp > 1)
         _mcore.seed_model_parallel(cfg.train.seed, on_cpu)
@@ -160,8 +161,9 @@ class Trainer:
         if log_cfg.path:
             from batchlaw.plugin.h5log import RunLogWriter
 
-            config = {**_config.to_dict(self.cfg), "_device": "cpu" if self.on_cpu else "cuda"}
-            attrs = {"config": config, "git_sha": _git_sha(), "layout": self.layout,
+            config = _config.to_dict(self.cfg)  # reads back to the same RunSpec (runconfig.spec_from_dict)
+            layout = {**self.layout, "device": "cpu" if self.on_cpu else "cuda"}
+            attrs = {"config": config, "git_sha": _git_sha(), "layout": layout,
                      "versions": {"torch": torch.__version__, "megatron_core": _mcore.VERSION},
                      "model_name": self.cfg.model.name, "num_params": self.num_params,
                      "seq_len": self.cfg.model.seq_len, "ramp": self.ramp.describe()}

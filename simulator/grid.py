@@ -13,51 +13,65 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from batchlaw.simulator import config as _config
+from batchlaw.simulator import resources
 from batchlaw.simulator.params import num_params
 from batchlaw.simulator.perf import run_time
-from batchlaw.simulator.ramp import parse_ramp
-from batchlaw.simulator.spec import load_model
+from batchlaw.simulator.ramp import RampTable, parse_ramp, ramp_text
+from batchlaw.simulator.runconfig import PLAN_COLUMNS, RunSpec, TrainConfig, load_run_config, spec_to_row
+from batchlaw.simulator.spec import ModelShape, load_model, resolve_precision
 from batchlaw.simulator.system import load_system
-from batchlaw.simulator.table import predict_table
+from batchlaw.simulator.table import feasibility, normalise, predict_table
 
-__all__ = ["GridConfig", "PruneConfig", "load_grid", "run_grid"]
+__all__ = ["GridConfig", "POINT_COLUMNS", "PruneConfig", "base_spec", "load_grid", "plan_line", "plan_rows",
+           "run_grid", "summary"]
+
+_AXES = ("global_batch", "lr", "nodes", "tp", "pp", "vpp", "micro_batch", "recompute", "sequence_parallel",
+         "distributed_optimizer", "overlap_grad_reduce", "precision", "ramp", "seed")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GridAxes:
-    """The axes of the grid (lists are crossed)."""
+    """The axes of the grid. Lists are crossed; a single value is a one-value axis. An axis left out
+    takes the value of the grid's ``base`` run (or the RunSpec default): every axis is the RunSpec
+    field of the same name (``models`` is the column ``model``)."""
 
     models: tuple[str, ...]
-    """Model names from configs/models."""
+    """Model names (configs/models or ``$BATCHLAW_CONFIG_PATH``)."""
     global_batch: tuple[int, ...]
     """Global batch sizes, sequences."""
     tokens_per_param: float = 50.0
     """Token budget per parameter (Chinchilla-style D = k N)."""
-    lr: tuple[float, ...] = (3e-4,)
-    """Learning rates (carried to the runs)."""
-    nodes: tuple[int, ...] = (1,)
+    lr: tuple[float, ...] = ()
+    """Peak learning rates."""
+    nodes: tuple[int, ...] = ()
     """Node counts."""
-    tp: tuple[int, ...] = (1,)
+    tp: tuple[int, ...] = ()
     """Tensor-parallel sizes."""
-    pp: tuple[int, ...] = (1,)
+    pp: tuple[int, ...] = ()
     """Pipeline-parallel sizes."""
-    vpp: tuple[int, ...] = (1,)
-    """Virtual pipeline stages per rank."""
+    vpp: tuple[int, ...] = ()
+    """Virtual pipeline stages per rank (> 1 only where rules.TRAINER_SUPPORTS_VPP)."""
     micro_batch: tuple[int, ...] = ()
-    """Micro batches; empty = the fastest that fits."""
-    recompute: tuple[str, ...] = ("none",)
+    """Micro batches; empty = the fastest that fits (and suits the ramp)."""
+    recompute: tuple[Literal["none", "selective", "full"], ...] = ()
     """Recompute modes."""
-    sequence_parallel: tuple[bool, ...] = (False,)
+    sequence_parallel: tuple[bool, ...] = ()
     """Sequence parallel on/off."""
-    distributed_optimizer: tuple[bool, ...] = (True,)
+    distributed_optimizer: tuple[bool, ...] = ()
     """Distributed optimizer on/off."""
-    ramp: str = ""
-    """Batch ramp applied to every point ('' = constant)."""
+    overlap_grad_reduce: tuple[bool, ...] = ()
+    """Overlap the DP gradient reduction with the backward pass."""
+    precision: tuple[Literal["auto", "fp32", "bf16", "fp16"], ...] = ()
+    """Training precision ('auto' = bf16 on GPUs, fp32 on CPU systems)."""
+    ramp: tuple[str | RampTable, ...] = ()
+    """Batch ramps ('' = constant; 'start,incr,ramp_samples', a step schedule, or a table)."""
+    seed: tuple[int, ...] = ()
+    """Seeds."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,9 +99,12 @@ class GridConfig:
     name: str = "grid"
     """Grid name."""
     system: str = "h100-sxm"
-    """System profile."""
+    """System profile (``batchlaw simulate --system`` replaces it)."""
     gpus_per_node: int = 8
     """GPUs per node."""
+    base: str = ""
+    """Run config (name in configs/runs or a TOML path) whose values fill the axes left out; '' =
+    the RunSpec defaults. ``batchlaw submit`` starts every run from it unless --base-config is given."""
     grid: GridAxes
     """Axes."""
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -95,42 +112,64 @@ class GridConfig:
 
 
 def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridConfig:
-    """Load a grid TOML strictly (unknown keys are rejected with the valid list)."""
-    return _config.load(path, GridConfig, overrides)
+    """Load a grid TOML (a path, or a name in configs/grids) strictly: unknown keys are rejected with
+    the valid list; a single value of an axis is a one-value axis."""
+    path = Path(path)
+    if path.suffix != ".toml":
+        found = resources.find("grids", str(path))
+        if found is None:
+            raise ValueError(f"grid {str(path)!r}: unknown; shipped grids are {', '.join(resources.names('grids'))}"
+                             " (or a TOML path)")
+        path = found
+    data = _config.apply_overrides(_config.load_toml(path), overrides)
+    axes = data.get("grid")
+    if isinstance(axes, dict):
+        data["grid"] = {k: (v if isinstance(v, list) or k == "tokens_per_param" else [v]) for k, v in axes.items()}
+    return _config.build(GridConfig, data)
+
+
+def base_spec(g: GridConfig) -> RunSpec:
+    """The run every point starts from: the grid's ``base`` run config, or the RunSpec defaults."""
+    if g.base:
+        return load_run_config(g.base)
+    return RunSpec(model=ModelShape(layers=1, hidden=1, heads=1), train=TrainConfig(global_batch=1))
 
 
 def _expand(g: GridConfig) -> dict[str, np.ndarray]:
+    """The Cartesian product of the axes as RunSpec columns (``PLAN_COLUMNS``) plus derived ones."""
     a = g.grid
     models = {name: load_model(name) for name in a.models}
-    axes = [list(a.models), list(a.global_batch), list(a.lr), list(a.nodes), list(a.tp), list(a.pp), list(a.vpp),
-            list(a.micro_batch) or [np.nan], list(a.recompute), list(a.sequence_parallel),
-            list(a.distributed_optimizer)]
-    names = ["model", "global_batch", "lr", "nodes", "tp", "pp", "vpp", "micro_batch", "recompute",
-             "sequence_parallel", "distributed_optimizer"]
-    shape = [len(x) for x in axes]
+    base = spec_to_row(base_spec(g))
+    model_cols = [c for c, (sec, _) in PLAN_COLUMNS.items() if sec == "model"]
+    axes: dict[str, list] = {"model": list(a.models)}
+    for col, values in ((c, getattr(a, c)) for c in _AXES):
+        if col == "ramp":
+            values = tuple(ramp_text(v) for v in values)
+        axes[col] = list(values) or ([np.nan] if col == "micro_batch" else [base[col]])
+    shape = [len(v) for v in axes.values()]
     idx = np.indices(shape).reshape(len(shape), -1)
-    cols = {n: np.asarray(ax, dtype=object if n in ("model", "recompute") else None)[i]
-            for n, ax, i in zip(names, axes, idx)}
+    cols = {}
+    for (name, values), i in zip(axes.items(), idx):
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+        cols[name] = arr[i] if name in ("model", "ramp", "recompute", "precision") else np.array(values)[i]
     m = cols["model"]
-    for key, attr in (("layers", "layers"), ("hidden", "hidden"), ("heads", "heads"), ("seq_len", "seq_len"),
-                      ("vocab", "vocab"), ("ffn_hidden", "ffn"), ("query_groups", "num_query_groups")):
-        cols[key] = np.array([getattr(models[x], attr) for x in m])
-    cols["activation"] = np.array([models[x].activation for x in m])
-    cols["tied_embeddings"] = np.array([models[x].tied_embeddings for x in m])
+    for col in model_cols[1:]:
+        cols[col] = np.array([getattr(models[x], PLAN_COLUMNS[col][1]) for x in m])
     cols["num_params"] = np.array([num_params(models[x]) for x in m], dtype=np.float64)
+    cols["tokens"] = np.round(cols["num_params"] * a.tokens_per_param)
+    cols["system"] = np.full(len(m), g.system, dtype=object)
+    cols["gpus_per_node"] = np.full(len(m), g.gpus_per_node)
     cols["gpus"] = cols["nodes"] * g.gpus_per_node
     cols["dp"] = cols["gpus"] / (cols["tp"] * cols["pp"])
-    cols["gpu"] = np.full(len(m), g.system)
-    cols["precision"] = np.full(len(m), "bf16")
-    cols["overlap_grad_reduce"] = np.ones(len(m), dtype=bool)
-    cols["tokens"] = np.round(cols["num_params"] * a.tokens_per_param)
+    cols["gpu"] = cols["system"]
     return cols
 
 
 def _step_time_at(t: dict[str, np.ndarray], i: int, profile):
     """Step time of row i's layout at another global batch (fewer micro-batches: relatively more
     bubble and DP communication per sample), from the same performance model."""
-    row = {k: np.asarray(v)[i:i + 1] for k, v in t.items() if k not in ("pred_iter_time_s", "reason")}
+    row = {k: np.asarray(v)[i:i + 1] for k, v in t.items() if k not in ("pred_iter_time_s", "reason", "ramp")}
     cache: dict[int, float] = {}
 
     def at(batch: int) -> float:
@@ -141,23 +180,16 @@ def _step_time_at(t: dict[str, np.ndarray], i: int, profile):
     return at
 
 
-def _whole_run(t: dict[str, np.ndarray], g: GridConfig) -> None:
-    profile = load_system(g.system)
+def _whole_run(t: dict[str, np.ndarray], profile) -> None:
     samples = np.ceil(t["tokens"] / t["seq_len"])
     steps = np.ceil(samples / t["global_batch"])
     seconds = steps * t["pred_iter_time_s"]
-    if g.grid.ramp:
-        for i in np.flatnonzero(t["feasible"]):
-            gran = int(t["micro_batch"][i] * t["dp"][i])
-            try:
-                ramp = parse_ramp(g.grid.ramp, global_batch=int(t["global_batch"][i]), granularity=gran,
-                                  seq_len=int(t["seq_len"][i]))
-            except ValueError as exc:
-                t["feasible"][i], t["reason"][i] = False, f"ramp: {exc}"
-                continue
-            seconds[i], steps[i] = run_time(float(t["pred_iter_time_s"][i]), total_samples=int(samples[i]),
-                                            global_batch=int(t["global_batch"][i]), ramp=ramp,
-                                            time_at_batch=_step_time_at(t, i, profile))
+    for i in np.flatnonzero(t["feasible"] & (t["ramp"] != "")):
+        ramp = parse_ramp(t["ramp"][i], global_batch=int(t["global_batch"][i]),
+                          granularity=int(t["micro_batch"][i] * t["dp"][i]), seq_len=int(t["seq_len"][i]))
+        seconds[i], steps[i] = run_time(float(t["pred_iter_time_s"][i]), total_samples=int(samples[i]),
+                                        global_batch=int(t["global_batch"][i]), ramp=ramp,
+                                        time_at_batch=_step_time_at(t, i, profile))
     t["steps"] = steps
     t["run_hours"] = seconds / 3600.0
     t["gpu_hours"] = t["run_hours"] * t["gpus"]
@@ -207,10 +239,22 @@ def _prune(t: dict[str, np.ndarray], p: PruneConfig) -> None:
 
 
 def run_grid(g: GridConfig) -> dict[str, np.ndarray]:
-    """Expand, predict, prune and rank a grid; returns the table (survivors first)."""
-    t = predict_table(_expand(g), load_system(g.system))
+    """Expand, predict, prune and rank a grid; returns the table (survivors first).
+
+    Columns: the RunSpec plan columns (``PLAN_COLUMNS``, so ``spec_from_row`` turns any row into its
+    run), derived ones (``num_params, gpus, dp, gpu``), the predictions, ``steps, run_hours,
+    gpu_hours``, ``pred_loss`` with a loss law, ``pruned_by`` and ``survives``.
+    """
+    profile = load_system(g.system)
+    cols = _expand(g)
+    priced = {**cols, "precision": np.array([resolve_precision(p, profile.name) for p in cols["precision"]])}
+    t = predict_table(priced, profile)
+    t["precision"] = cols["precision"]
     t["reason"] = t["reason"].astype(object)
-    _whole_run(t, g)
+    ok, reason = feasibility(normalise(t), trainer=True)  # what batchlaw's trainer accepts (rules.py)
+    for i in np.flatnonzero(t["feasible"] & ~ok):
+        t["feasible"][i], t["reason"][i] = False, reason[i]
+    _whole_run(t, profile)
     if g.prune.loss_law:
         from batchlaw.simulator.laws import load_loss_law
 
@@ -221,24 +265,61 @@ def run_grid(g: GridConfig) -> dict[str, np.ndarray]:
     return {k: np.asarray(v)[order] for k, v in t.items()}
 
 
-def summary(t: dict[str, np.ndarray], g: GridConfig) -> str:
-    """A readable summary of a ranked grid table."""
-    s = t["survives"]
-    lines = [f"grid {g.name!r} on {g.system}: {len(s)} points, {int(t['feasible'].sum())} feasible,"
-             f" {int(s.sum())} survive; total GPU-hours of survivors {t['gpu_hours'][s].sum():,.0f}"]
+POINT_COLUMNS = ("model", "global_batch", "ramp", "lr", "tokens", "precision", "seed")
+"""A plan point: the columns that change what is learned; the others are the layout."""
+
+
+def _truthy(values) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind == "b":
+        return arr
+    return np.isin(np.char.lower(arr.astype(str)), ("true", "1", "1.0", "yes"))
+
+
+def plan_rows(t: dict[str, np.ndarray], *, all_layouts: bool = False) -> np.ndarray:
+    """Indices of the runs to launch: one per surviving point (``POINT_COLUMNS``), its fastest layout
+    (shortest predicted wall-clock, then fewest GPU-hours), or every surviving layout with
+    ``all_layouts``. ``batchlaw simulate`` prices and ``batchlaw submit`` launches exactly these."""
+    n = len(t["model"])
+    keep = _truthy(t["survives"]) if "survives" in t else np.ones(n, dtype=bool)
+    idx = np.flatnonzero(keep)
+    if all_layouts:
+        return idx
+    hours = np.asarray(t["run_hours"], dtype=float) if "run_hours" in t else np.zeros(n)
+    gpu_h = np.asarray(t["gpu_hours"], dtype=float) if "gpu_hours" in t else np.zeros(n)
+    best: dict[tuple, int] = {}
+    for i in idx:
+        key = tuple(str(t[c][i]) for c in POINT_COLUMNS if c in t)
+        j = best.get(key)
+        if j is None or (hours[i], gpu_h[i]) < (hours[j], gpu_h[j]):
+            best[key] = i
+    return np.array(sorted(best.values()), dtype=int)
+
+
+def plan_line(t: dict[str, np.ndarray], rows: np.ndarray, *, all_layouts: bool = False) -> str:
+    """The one line both ``simulate`` and ``submit --dry-run`` print about a plan."""
+    hours = float(np.nansum(np.asarray(t["gpu_hours"], dtype=float)[rows])) if "gpu_hours" in t else float("nan")
+    what = "every surviving layout" if all_layouts else "fastest layout per point"
+    return f"plan: {len(rows)} runs ({what}), {hours:,.0f} GPU-hours"
+
+
+def summary(t: dict[str, np.ndarray], g: GridConfig, *, all_layouts: bool = False) -> str:
+    """A readable summary of a ranked grid table: counts, the plan line, one row per planned run."""
+    s = _truthy(t["survives"])
+    rows = plan_rows(t, all_layouts=all_layouts)
+    lines = [f"grid {g.name!r} on {g.system}: {len(s)} points, {int(_truthy(t['feasible']).sum())} feasible,"
+             f" {int(s.sum())} survive", plan_line(t, rows, all_layouts=all_layouts)]
+    extra = [c for c in ("ramp", "lr", "precision", "seed") if len(set(map(str, t[c]))) > 1]
     lines.append(f"{'model':10s} {'batch':>6s} {'layout (tp,pp,mb,nodes)':>24s} {'step_s':>8s} {'MFU':>5s}"
-                 f" {'mem_GiB':>8s} {'hours':>7s} {'GPU-h':>8s}" + (" pred_loss" if "pred_loss" in t else ""))
-    seen = set()
-    for i in np.flatnonzero(s):
-        key = (t["model"][i], t["global_batch"][i])
-        if key in seen:
-            continue
-        seen.add(key)
+                 f" {'mem_GiB':>8s} {'hours':>7s} {'GPU-h':>8s}" + (" pred_loss" if "pred_loss" in t else "")
+                 + "".join(f" {c}" for c in extra))
+    for i in rows:
         lay = f"{int(t['tp'][i])},{int(t['pp'][i])},{int(t['micro_batch'][i])},{int(t['nodes'][i])}"
         line = (f"{t['model'][i]:10s} {int(t['global_batch'][i]):6d} {lay:>24s} {t['pred_iter_time_s'][i]:8.3f}"
                 f" {t['pred_mfu'][i]:5.2f} {t['pred_mem_gib'][i]:8.1f} {t['run_hours'][i]:7.1f} {t['gpu_hours'][i]:8.0f}")
         if "pred_loss" in t:
             line += f" {t['pred_loss'][i]:9.4f}"
+        line += "".join(f" {t[c][i]}" for c in extra)
         lines.append(line)
     reasons: dict[str, int] = {}
     for r in t["pruned_by"][~s]:

@@ -22,7 +22,7 @@ from batchlaw.simulator.ramp import RampTable, parse_count, ramp_from_text, ramp
 from batchlaw.simulator.spec import ModelShape, Parallelism, SystemSpec, model_names
 
 __all__ = ["CheckpointConfig", "DataConfig", "LogConfig", "PLAN_COLUMNS", "RunConfig", "RunSpec", "SystemSpec",
-           "TrainConfig", "load_run_config", "load_run_spec", "spec_from_dict", "spec_from_row", "spec_to_row"]
+           "TrainConfig", "find_run_config", "load_run_config", "load_run_spec", "spec_from_dict", "spec_from_row", "spec_to_row"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -181,16 +181,21 @@ def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
     return _check(_config.build(RunSpec, _resolve_model(dict(data))))
 
 
+def find_run_config(name_or_path: str | Path) -> Path:
+    """A run TOML path, or the file of a run config name on the config search path."""
+    if Path(name_or_path).suffix == ".toml":
+        return Path(name_or_path)
+    found = resources.find("runs", str(name_or_path))
+    if found is None:
+        raise ValueError(f"run config {str(name_or_path)!r}: unknown; shipped run configs are "
+                         + ", ".join(resources.names("runs")) + " (or a TOML path)")
+    return found
+
+
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunSpec:
     """Load a run TOML (a path, or a name in ``configs/runs``), apply ``--set`` overrides, resolve
     ``model.name``, and build strictly."""
-    if path and Path(path).suffix != ".toml":
-        found = resources.find("runs", str(path))
-        if found is None:
-            raise ValueError(f"run config {str(path)!r}: unknown; shipped run configs are "
-                             + ", ".join(resources.names("runs")) + " (or a TOML path)")
-        path = found
-    data = _config.load_toml(path) if path else {}
+    data = _config.load_toml(find_run_config(path)) if path else {}
     return spec_from_dict(_config.apply_overrides(data, overrides))
 
 

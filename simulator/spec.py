@@ -144,6 +144,18 @@ class SystemSpec:
         return self.nodes * self.gpus_per_node
 
 
+def resolve_precision(precision: str, system: str) -> str:
+    """``auto`` as the trainer resolves it: fp32 on a CPU system (profile name ``cpu-*``), else bf16."""
+    if precision != "auto":
+        return precision
+    return "fp32" if device_class(system) == "cpu" else "bf16"
+
+
+def device_class(system: str) -> str:
+    """``cpu`` for a CPU profile (name ``cpu-*``), else ``gpu``: logs and profiles must agree on it."""
+    return "cpu" if system.startswith("cpu") else "gpu"
+
+
 def rule_values(model: ModelShape, parallel: Parallelism, *, world_size: int, global_batch: int,
                 ramp=None) -> dict[str, object]:
     """The columns of ``rules`` for one run."""

@@ -1,73 +1,95 @@
 """``batchlaw calibrate LOGDIR --system NAME``: fit a system profile to measured step times.
 
-Each completed run log becomes one row (its model, layout and median step time); the profile's
-efficiency parameters are fitted on every other run (sorted by size and batch) and the error is
-reported on the rest, before and after; then refitted on all runs and written as a profile TOML
-that ``batchlaw simulate --system PATH`` uses.
+Each completed run log becomes one row: the RunSpec read back from its ``config`` attribute
+(``runconfig.spec_from_dict``, the strict loader) as the grid's columns (``spec_to_row``), its
+launched layout, and its median step time. Logs from another device class than the profile's (CPU
+logs for a GPU profile) are refused unless ``--force``. The profile's efficiency parameters are
+fitted on every other run (sorted by size and batch) and the error is reported on the rest, before
+and after; then refitted on all runs and written as a profile TOML that ``batchlaw simulate
+--system PATH`` uses. Every ``FitWarning`` of the fit is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("logdir", help="folder of HDF5 run logs")
+    parser.add_argument("logdir", help="folder of HDF5 run logs (searched recursively)")
     parser.add_argument("--system", required=True, help="starting profile (name or TOML)")
-    parser.add_argument("--out", help="profile TOML to write (default: LOGDIR/<system>-calibrated.toml)")
+    parser.add_argument("--out", help="profile TOML file to write (default: LOGDIR/<system>-calibrated.toml)")
     parser.add_argument("--params", default="matmul_max,width_half,tokens_half,overhead_s",
                         help="efficiency parameters to fit (comma separated)")
+    parser.add_argument("--force", action="store_true",
+                        help="accept logs from another device class than the profile's (e.g. CPU logs for a GPU)")
 
 
-def rows_from_logs(runs) -> dict[str, np.ndarray]:
-    """Simulator rows (published_throughput columns + iter_time_s) from run summaries."""
-    from batchlaw.simulator.config import build
-    from batchlaw.simulator.spec import ModelShape
+def rows_from_logs(runs, system: str | None = None, *, force: bool = False) -> dict[str, np.ndarray]:
+    """Simulator rows (RunSpec columns + the launched layout + iter_time_s) from run summaries.
+
+    Args:
+        runs: ``tools.logs.RunSummary`` objects.
+        system: the profile name; logs of another device class raise ValueError unless ``force``.
+    """
+    from batchlaw.simulator.runconfig import spec_from_dict, spec_to_row
+    from batchlaw.simulator.spec import device_class, resolve_precision
 
     rows = []
     for r in runs:
         if r.status != "completed" or not r.config:
             continue
-        m = build(ModelShape, r.config["model"], "model")
-        par, lay = r.config.get("parallel", {}), r.layout
-        prec = r.config.get("train", {}).get("precision", "auto")
-        rows.append({"model": m.name, "layers": m.layers, "hidden": m.hidden, "heads": m.heads,
-                     "query_groups": m.num_query_groups, "ffn_hidden": m.ffn, "activation": m.activation,
-                     "seq_len": m.seq_len, "vocab": m.vocab, "tied_embeddings": m.tied_embeddings,
-                     "gpus": lay["world_size"], "tp": lay["tp"], "pp": lay["pp"], "dp": lay["dp"], "vpp": lay["vpp"],
-                     "micro_batch": lay["micro_batch"], "global_batch": r.global_batch,
-                     "recompute": par.get("recompute", "none"), "sequence_parallel": par.get("sequence_parallel", False),
-                     "distributed_optimizer": par.get("distributed_optimizer", False),
-                     "overlap_grad_reduce": par.get("overlap_grad_reduce", False),
-                     "precision": "fp32" if prec in ("auto", "fp32") and r.config.get("_device", "cpu") == "cpu" else
-                     ("bf16" if prec == "auto" else prec), "iter_time_s": r.step_time_s, "num_params": r.num_params})
+        config = {k: v for k, v in r.config.items() if k != "_device"}  # logs written before RunSpec
+        spec = spec_from_dict(config)
+        lay = r.layout
+        device = "cpu" if lay.get("device", r.config.get("_device", "cpu")) == "cpu" else "gpu"
+        if system is not None and device != device_class(system) and not force:
+            raise ValueError(f"calibrate: {r.path} ran on {device}, profile {system!r} is a {device_class(system)}"
+                             " profile; use logs from that device class (or --force)")
+        row = spec_to_row(spec)
+        row.update({"gpus": lay["world_size"], "tp": lay["tp"], "pp": lay["pp"], "dp": lay["dp"], "vpp": lay["vpp"],
+                    "micro_batch": lay["micro_batch"], "global_batch": r.global_batch,
+                    "precision": resolve_precision(spec.train.precision, "cpu" if device == "cpu" else "gpu"),
+                    "iter_time_s": r.step_time_s, "num_params": r.num_params})
+        rows.append(row)
     if not rows:
         raise ValueError("calibrate: no completed run logs with a config attribute")
     return {k: np.array([row[k] for row in rows]) for k in rows[0]}
 
 
+def _fit(rows, start, params):
+    from batchlaw.simulator.calibrate import calibrate
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = calibrate(rows, start, params=params)
+    for w in caught:
+        print(f"warning: {w.category.__name__}: {w.message}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    from batchlaw.simulator.calibrate import calibrate, errors
+    from batchlaw.simulator.calibrate import errors
     from batchlaw.simulator.system import load_system, save_system
     from batchlaw.tools.logs import load_runs
 
-    rows = rows_from_logs(load_runs(args.logdir))
     start = load_system(args.system)
+    rows = rows_from_logs(load_runs(args.logdir), start.name, force=args.force)
     params = tuple(p.strip() for p in args.params.split(",") if p.strip())
     n = len(rows["iter_time_s"])
     order = np.lexsort((rows["global_batch"], rows["num_params"]))
     fit_idx, held_idx = order[::2], order[1::2]
     pick = lambda idx: {k: v[idx] for k, v in rows.items()}
     if len(held_idx) and len(fit_idx) >= len(params):
-        fitted, _ = calibrate(pick(fit_idx), start, params=params)
+        fitted, _ = _fit(pick(fit_idx), start, params)
         before = np.abs(errors(pick(held_idx), start))
         after = np.abs(errors(pick(held_idx), fitted))
         print(f"held-out runs ({len(held_idx)}): median |error| of step time {np.median(before):.1%} before,"
               f" {np.median(after):.1%} after (worst {after.max():.1%})")
-    final, report = calibrate(rows, start, params=params)
+    final, report = _fit(rows, start, params)
     out = Path(args.out) if args.out else Path(args.logdir) / f"{start.name}-calibrated.toml"
     save_system(final, out, comment=f"Calibrated by batchlaw calibrate on {n} runs in {args.logdir}.")
     print(f"all {n} runs: median |error| {report.median_abs_error_before:.1%} -> {report.median_abs_error_after:.1%};"

@@ -2,8 +2,9 @@
 
 1. simulate and prune the grid ``configs/grids/tiny-cpu-demo.toml`` (three tiny GPTs x batch sizes);
 2. build a Megatron indexed dataset from the Python standard library's source (no download);
-3. train every surviving point for real (megatron-core, gloo, CPU), plus one batch-ramp run, two
-   runs at a time, each writing its HDF5 log;
+3. plan the runs with the planner of ``batchlaw submit`` (one run.toml per surviving point at its
+   fastest layout, plus one batch-ramp run planned the same way) and train them for real
+   (megatron-core, gloo, CPU), two at a time, each writing its HDF5 log;
 4. analyse the logs: optimal batch per model, B_opt(N), noise scale, pictures, report;
 5. calibrate the cpu-gloo profile from the measured step times and re-predict.
 The trainer runs in subprocesses (torchrun), so this command itself never imports torch.
@@ -20,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-GRID = "tiny-cpu-demo.toml"
+GRID = "tiny-cpu-demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="demo-out", help="output folder (logs, report, profile)")
+    parser.add_argument("--out-dir", default="demo-out", help="output folder (logs, report, profile)")
+    parser.add_argument("--out", dest="out_dir", help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--quick", action="store_true", help="smaller budget (tests and smoke checks)")
-    parser.add_argument("--jobs", type=int, default=2, help="training runs at a time")
+    parser.add_argument("--jobs", type=int, default=2, help="training runs at a time (each one CPU rank)")
 
 
 def _progress(i: int, n: int, text: str) -> None:
@@ -34,46 +36,59 @@ def _progress(i: int, n: int, text: str) -> None:
     print(f"[{bar}] {i}/{n} {text}", flush=True)
 
 
-def _run_config(point: dict, out: Path, data_prefix: Path, ramp: str = "") -> tuple[Path, list[str]]:
-    name = f"{point['model']}-b{point['global_batch']}" + ("-ramp" if ramp else "")
-    run_dir = out / "runs" / name
-    tokens = int(point["tokens"])
-    samples = tokens // int(point["seq_len"])
-    sets = [f"model.name={point['model']}", f"parallel.micro_batch={point['micro_batch']}",
-            f"train.global_batch={point['global_batch']}", "train.steps=0", f"train.tokens={tokens}",
-            f"train.lr={point['lr']}", f"train.warmup_samples={max(1, samples // 10)}", "train.min_lr=3e-4",
-            "train.eval_every=0", "data.kind=indexed", f"data.path={data_prefix}", f"log.path={run_dir / 'log.h5'}",
-            "log.stdout_every=0", "log.flush_every=50", f"checkpoint.dir={run_dir / 'ckpt'}", "checkpoint.keep=1",
+def _demo_sets(run_dir: Path, data_prefix: Path, samples: int) -> list[str]:
+    """What the demo adds to the base run config (data, logs, LR warmup); never a planned column."""
+    return [f"train.warmup_samples={max(1, samples // 10)}", "train.min_lr=3e-4", "train.eval_every=0",
+            "data.kind=indexed", f"data.path={data_prefix}", f"log.path={run_dir / 'log.h5'}", "log.stdout_every=0",
+            "log.flush_every=50", f"checkpoint.dir={run_dir / 'ckpt'}", "checkpoint.keep=1",
             f"log.done_marker={run_dir / 'COMPLETED'}"]
-    if ramp:
-        sets.append(f"train.ramp={ramp}")
-    return run_dir, sets
 
 
-def _launch(run_dir: Path, sets: list[str]) -> subprocess.Popen:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    base = Path(__file__).resolve().parents[1] / "configs" / "runs" / "tiny-cpu.toml"
+def plan_demo_runs(table: dict, out: Path, data_prefix: Path, base: str, suffix: str = "") -> list[Path]:
+    """The planner ``batchlaw submit`` uses (``grid.plan_rows`` + ``spec_from_row``): one run per
+    surviving point at its fastest layout, each written as ``run.toml`` (a RunSpec) in its folder."""
+    from batchlaw.simulator import config as _config
+    from batchlaw.simulator.grid import plan_rows
+    from batchlaw.simulator.runconfig import find_run_config, spec_from_row
+
+    base_data = _config.load_toml(find_run_config(base))
+    paths = []
+    for i in plan_rows(table):
+        row = {k: v[i] for k, v in table.items()}
+        spec = spec_from_row(row, base_data)
+        run_dir = out / "runs" / f"{spec.model.name}-b{spec.train.global_batch}{suffix}"
+        spec = spec_from_row(row, _config.apply_overrides(base_data, _demo_sets(run_dir, data_prefix,
+                                                                                spec.total_samples())))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / "run.toml.tmp"
+        tmp.write_text(_config.to_toml(spec))
+        os.replace(tmp, run_dir / "run.toml")
+        paths.append(run_dir)
+    return paths
+
+
+def _launch(run_dir: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
-           "batchlaw.plugin.train", str(base)] + [a for s in sets for a in ("--set", s)]
+           "batchlaw.plugin.train", str(run_dir / "run.toml")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     log = open(run_dir / "train.out", "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def _train_all(jobs: list[tuple[Path, list[str]]], parallel: int) -> None:
+def _train_all(jobs: list[Path], parallel: int) -> None:
     pending, running, done = list(jobs), [], 0
     total = len(jobs)
-    skipped = [j for j in pending if (j[0] / "COMPLETED").exists()]
+    skipped = [j for j in pending if (j / "COMPLETED").exists()]
     pending = [j for j in pending if j not in skipped]
     done = len(skipped)
     _progress(done, total, f"training ({len(skipped)} already completed)")
     while pending or running:
         while pending and len(running) < parallel:
             job = pending.pop(0)
-            running.append((job, _launch(*job), time.perf_counter()))
+            running.append((job, _launch(job), time.perf_counter()))
         time.sleep(0.5)
         for item in list(running):
-            (run_dir, _), proc, t0 = item
+            run_dir, proc, t0 = item
             if proc.poll() is None:
                 continue
             running.remove(item)
@@ -86,8 +101,8 @@ def _train_all(jobs: list[tuple[Path, list[str]]], parallel: int) -> None:
 def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
     """Run the loop; returns the report path."""
     from batchlaw.simulator.csvio import write_csv
-    from batchlaw.simulator.grid import load_grid, run_grid, summary
-    from batchlaw.simulator.spec import CONFIG_ROOT
+    from batchlaw.simulator import resources
+    from batchlaw.simulator.grid import load_grid, plan_rows, run_grid, summary
     from batchlaw.tools.analyze_cmd import analyze
     from batchlaw.tools.indexed_data import ByteTokenizer, demo_corpus_files, tokenize_files, write_indexed_dataset
 
@@ -95,7 +110,7 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     overrides = ["grid.tokens_per_param=0.5", "grid.global_batch=[4, 8, 16]"] if quick else []
     print("== 1/5 simulate and prune the grid")
-    g = load_grid(CONFIG_ROOT / "grids" / GRID, overrides)
+    g = load_grid(resources.find("grids", GRID), overrides)
     table = run_grid(g)
     print(summary(table, g))
     write_csv(out / "grid.csv", table)
@@ -105,18 +120,18 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
         files = demo_corpus_files(2_000_000 if quick else 4_000_000)
         docs, tokens = write_indexed_dataset(prefix, tokenize_files(files, ByteTokenizer()))
         print(f"   {docs} files, {tokens:,} tokens -> {prefix}.bin/.idx")
-    print("== 3/5 train the surviving points (megatron-core, gloo, CPU)")
-    points = [{k: table[k][i] for k in ("model", "global_batch", "micro_batch", "tokens", "seq_len", "lr")}
-              for i in np.flatnonzero(table["survives"])]
-    for p in points:
-        p["global_batch"], p["micro_batch"] = int(p["global_batch"]), int(p["micro_batch"])
-    jobs = [_run_config(p, out, prefix) for p in points]
-    mid = [p for p in points if p["model"] == g.grid.models[len(g.grid.models) // 2]]
-    if mid:  # one ramp run: from the smallest batch of the sweep to the largest over the first third
-        top = max(mid, key=lambda p: p["global_batch"])
-        low = min(p["global_batch"] for p in mid)
-        ramp = f"{low},{low},{int(top['tokens']) // int(top['seq_len']) // 3}"
-        jobs.append(_run_config(top, out, prefix, ramp=ramp))
+    print("== 3/5 train the planned runs (the submit planner; megatron-core, gloo, CPU)")
+    jobs = plan_demo_runs(table, out, prefix, g.base or "tiny-cpu")
+    mid_model = g.grid.models[len(g.grid.models) // 2]
+    batches = sorted({int(b) for m, b, ok in zip(table["model"], table["global_batch"], table["survives"])
+                      if ok and m == mid_model})
+    if batches:  # one ramp run: from the smallest batch of the sweep to the largest over the first third
+        top, low = batches[-1], batches[0]
+        i = next(i for i in plan_rows(table) if table["model"][i] == mid_model and int(table["global_batch"][i]) == top)
+        ramp = f"{low},{low},{int(table['tokens'][i]) // int(table['seq_len'][i]) // 3}"
+        g_ramp = load_grid(resources.find("grids", GRID), overrides + [f"grid.models=['{mid_model}']",
+                           f"grid.global_batch=[{top}]", f"grid.ramp=['{ramp}']"])
+        jobs += plan_demo_runs(run_grid(g_ramp), out, prefix, g.base or "tiny-cpu", suffix="-ramp")
     _train_all(jobs, parallel)
     print("== 4/5 analyse the logs, fit the batch laws")
     report = analyze(out / "runs", out / "report", extrapolate=1e6)
@@ -128,5 +143,5 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    demo(Path(args.out), quick=args.quick, parallel=args.jobs)
+    demo(Path(args.out_dir), quick=args.quick, parallel=args.jobs)
     return 0

@@ -1,4 +1,9 @@
-"""``batchlaw simulate``: predictions for a table of runs (``--runs``), a grid file, or the model list."""
+"""``batchlaw simulate``: predictions for a table of runs (``--runs``), a grid, or the model list.
+
+For a grid it prints the plan line (runs and GPU-hours) that ``batchlaw submit --dry-run`` prints
+for the same grid: both call ``grid.plan_rows``. ``--system`` replaces the grid's system everywhere
+(pricing, the summary, the ``system`` column that submit reads).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,15 @@ import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("grid", nargs="?", help="grid TOML (configs/grids/*.toml) to expand and prune")
-    parser.add_argument("--runs", help="CSV with the columns of published_throughput.csv")
-    parser.add_argument("--out", help="output CSV")
-    parser.add_argument("--system", help="system profile for every row (default: the gpu column)")
+    parser.add_argument("grid", nargs="?", help="grid name (configs/grids) or TOML to expand, price and prune")
+    parser.add_argument("--runs", help="CSV with the columns of published_throughput.csv (or RunSpec columns)")
+    parser.add_argument("--out", help="output CSV file (a grid also writes OUT.resolved.json next to it)")
+    parser.add_argument("--system", help="system profile (name or TOML) for every row; replaces the grid's system")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a grid key, e.g. --set grid.nodes=[16]")
-    parser.add_argument("--models", action="store_true", help="list the shipped models with exact parameter counts")
+    parser.add_argument("--all-layouts", action="store_true",
+                        help="plan every surviving layout of each point, not only the fastest (as submit --all-layouts)")
+    parser.add_argument("--models", action="store_true", help="list the available models with exact parameter counts")
 
 
 def _models() -> int:
@@ -52,9 +59,9 @@ def _grid(args) -> int:
     from batchlaw.simulator.csvio import write_csv
     from batchlaw.simulator.grid import load_grid, run_grid, summary
 
-    g = load_grid(args.grid, args.overrides)
+    g = load_grid(args.grid, list(args.overrides) + ([f"system={args.system}"] if args.system else []))
     table = run_grid(g)
-    print(summary(table, g))
+    print(summary(table, g, all_layouts=args.all_layouts))
     if args.out:
         write_csv(args.out, table)
         Path(args.out).with_suffix(".resolved.json").write_text(to_json(g) + "\n")

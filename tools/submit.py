@@ -1,5 +1,10 @@
 """Turn a pruned grid into run directories and one sbatch job array per node count.
 
+The runs are exactly the plan ``batchlaw simulate`` priced: ``grid.plan_rows`` picks one row per
+surviving (model, batch, ramp, lr, ...) point, its fastest layout (every surviving layout with
+``all_layouts``), and ``runconfig.spec_from_row`` turns each row into its RunSpec on top of the base
+run config; no field is renamed or dropped on the way. ``--dry-run`` writes nothing.
+
 Nothing reaches a shell as code: each run's settings go into its own ``run.toml`` (TOML string
 escaping), the sbatch script reads only directory paths from a list file, the sbatch command is a
 list of arguments (no shell), and the printed command is ``shlex``-quoted. Everything is rendered
@@ -19,12 +24,15 @@ from typing import Any
 import numpy as np
 
 from batchlaw.simulator import config as _config
-from batchlaw.simulator.runconfig import load_run_config
+from batchlaw.simulator.grid import plan_rows
+from batchlaw.simulator.resources import template
+from batchlaw.simulator.ramp import ramp_text
+from batchlaw.simulator.runconfig import PLAN_COLUMNS, find_run_config, spec_from_row
 from batchlaw.simulator.spec import validate_run
 
-__all__ = ["SubmitSettings", "plan_runs", "render_sbatch", "submit"]
+__all__ = ["SubmitSettings", "plan_runs", "render_sbatch", "runs_table", "submit", "write_runs"]
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "slurm" / "train.sbatch"
+TEMPLATE = template("train.sbatch")  # shipped inside the package (importlib.resources)
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -33,7 +41,7 @@ class SubmitSettings:
     """What the rendered script and the sbatch call need."""
 
     runs_dir: Path
-    base_config: Path
+    base_config: Path | str | None
     time: str
     job_name: str = "batchlaw"
     cpus_per_task: int = 8
@@ -45,6 +53,7 @@ class SubmitSettings:
     env_file: str = ""
     python: str = ""
     overrides: tuple[str, ...] = ()
+    all_layouts: bool = False
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -75,53 +84,79 @@ def render_sbatch(s: SubmitSettings, nodes: int) -> str:
     return text
 
 
-def _row_overrides(row: dict[str, Any]) -> list[str]:
-    out = [f"model.name={row['model']}", f"train.global_batch={int(row['global_batch'])}",
-           f"parallel.tp={int(row['tp'])}", f"parallel.pp={int(row['pp'])}"]
-    for key, col in (("parallel.vpp", "vpp"), ("parallel.micro_batch", "micro_batch")):
-        if col in row and np.isfinite(float(row[col])):
-            out.append(f"{key}={int(row[col])}")
-    if "lr" in row and np.isfinite(float(row["lr"])):
-        out.append(f"train.lr={float(row['lr'])}")
-    if "tokens" in row and np.isfinite(float(row["tokens"])):
-        out.append(f"train.tokens={int(row['tokens'])}")
-        out.append("train.steps=0")
-    for key, col in (("parallel.recompute", "recompute"),):
-        if col in row and str(row[col]) not in ("", "nan"):
-            out.append(f"{key}={row[col]}")
-    for key, col in (("parallel.sequence_parallel", "sequence_parallel"),
-                     ("parallel.distributed_optimizer", "distributed_optimizer")):
-        if col in row and str(row[col]) not in ("", "nan"):
-            out.append(f"{key}={'true' if str(row[col]).lower() in ('true', '1', '1.0', 'yes') else 'false'}")
-    return out
+def _base(s: SubmitSettings) -> dict[str, Any]:
+    """The base run config with the --set overrides; a --set of a planned column is refused."""
+    for item in s.overrides:
+        key = item.partition("=")[0].strip()
+        sec, _, name = key.partition(".")
+        col = sec if name == "name" and sec in ("model", "system") else name
+        if PLAN_COLUMNS.get(col) == (sec, name) and col != "gpus_per_node":
+            raise ValueError(f"--set {key}: a planned column; change the grid (or simulate --set) instead,"
+                             " so that what is launched is what was priced")
+    data = _config.load_toml(find_run_config(s.base_config)) if s.base_config else {}
+    return _config.apply_overrides(data, s.overrides)
 
 
 def plan_runs(table: dict[str, np.ndarray], s: SubmitSettings) -> list[dict[str, Any]]:
-    """One planned run per surviving row: its directory, resolved config and node count."""
-    keep = np.asarray(table["survives"]).astype(str) if "survives" in table else np.full(len(table["model"]), "true")
-    runs = []
-    for i in np.flatnonzero(np.isin(np.char.lower(keep.astype(str)), ("true", "1", "1.0"))):
-        row = {k: v[i] for k, v in table.items()}
-        name = _SLUG.sub("_", f"{row['model']}-b{int(row['global_batch'])}-tp{int(row['tp'])}-pp{int(row['pp'])}"
-                         + (f"-lr{float(row['lr']):g}" if "lr" in row else ""))
-        run_dir = (s.runs_dir / name).resolve()
-        sets = list(s.overrides) + _row_overrides(row) + [
-            f"log.path={run_dir / 'log.h5'}", f"checkpoint.dir={run_dir / 'ckpt'}"]
-        cfg = load_run_config(s.base_config, sets)
-        nodes = int(row.get("nodes", 1)) if "nodes" in row else 1
-        world = nodes * s.nproc_per_node
-        validate_run(cfg.model, cfg.parallel, world_size=world, global_batch=cfg.train.global_batch)
-        if cfg.data.kind == "indexed" and not Path(f"{cfg.data.path}.idx").is_file():
-            raise ValueError(f"data.path = {cfg.data.path!r}: no {cfg.data.path}.idx (batchlaw data build)")
-        runs.append({"name": name, "dir": run_dir, "config": cfg, "nodes": nodes,
-                     "done": (run_dir / "COMPLETED").is_file()})
-    if not runs:
+    """The planned runs (``grid.plan_rows``): name, directory, RunSpec, node count, completion."""
+    base = _base(s)
+    rows = plan_rows(table, all_layouts=s.all_layouts)
+    if not len(rows):
         raise ValueError("submit: the table has no surviving rows")
+    runs, names = [], set()
+    for i in rows:
+        row = {k: v[i] for k, v in table.items()}
+        if "gpus_per_node" not in table:
+            row["gpus_per_node"] = s.nproc_per_node
+        elif int(float(row["gpus_per_node"])) != s.nproc_per_node:
+            raise ValueError(f"--nproc-per-node = {s.nproc_per_node}: the plan has gpus_per_node ="
+                             f" {int(float(row['gpus_per_node']))}; simulate the grid with that many")
+        spec = spec_from_row(row, base)
+        name = _SLUG.sub("_", f"{spec.model.name}-b{spec.train.global_batch}-tp{spec.parallel.tp}-pp{spec.parallel.pp}"
+                         + (f"-lr{spec.train.lr:g}" if "lr" in table else "")
+                         + (f"-ramp{ramp_text(spec.train.ramp)[:40]}" if spec.train.ramp else ""))
+        while name in names:
+            name += "_"
+        names.add(name)
+        run_dir = (s.runs_dir / name).resolve()
+        spec = spec_from_row(row, _config.apply_overrides(_config.to_dict(spec), [
+            f"log.path={run_dir / 'log.h5'}", f"checkpoint.dir={run_dir / 'ckpt'}"]))
+        validate_run(spec.model, spec.parallel, world_size=spec.system.world_size, global_batch=spec.train.global_batch,
+                     ramp=spec.train.ramp)
+        if spec.data.kind == "indexed" and not Path(f"{spec.data.path}.idx").is_file():
+            raise ValueError(f"data.path = {spec.data.path!r}: no {spec.data.path}.idx (batchlaw data build)")
+        runs.append({"name": name, "dir": run_dir, "config": spec, "nodes": spec.system.nodes, "row": i,
+                     "done": (run_dir / "COMPLETED").is_file()})
     return runs
 
 
+def runs_table(runs: list[dict[str, Any]], table: dict[str, np.ndarray]) -> str:
+    """The planned runs, one line each (what ``--dry-run`` prints)."""
+    lines = [f"{'run':34s} {'nodes':>5s} {'tp,pp,mb':>9s} {'ramp':>14s} {'precision':>9s} {'GPU-h':>8s} done"]
+    for r in runs:
+        c = r["config"]
+        gpu_h = float(table["gpu_hours"][r["row"]]) if "gpu_hours" in table else float("nan")
+        lay = f"{c.parallel.tp},{c.parallel.pp},{c.parallel.micro_batch}"
+        lines.append(f"{r['name']:34s} {r['nodes']:5d} {lay:>9s} {ramp_text(c.train.ramp) or '-':>14s}"
+                     f" {c.train.precision:>9s} {gpu_h:8.0f} {'yes' if r['done'] else 'no'}")
+    return "\n".join(lines)
+
+
+def write_runs(runs: list[dict[str, Any]], s: SubmitSettings, nodes: int, script: str) -> tuple[Path, Path]:
+    """Write each run's ``run.toml`` (the RunSpec), the run list and the script of one node count."""
+    todo = [r for r in runs if r["nodes"] == nodes and not r["done"]]
+    for r in todo:
+        _atomic_write(r["dir"] / "run.toml", _config.to_toml(r["config"]))
+    list_file = s.runs_dir.resolve() / f"runs-{nodes}n.txt"
+    _atomic_write(list_file, "".join(f"{r['dir']}\n" for r in todo))
+    script_file = s.runs_dir.resolve() / f"train-{nodes}n.sbatch"
+    _atomic_write(script_file, script)
+    return list_file, script_file
+
+
 def submit(table: dict[str, np.ndarray], s: SubmitSettings, *, dry_run: bool) -> list[dict[str, Any]]:
-    """Write run directories and submit one job array per node count; returns what was done."""
+    """Submit one job array per node count (writing run directories first); with ``dry_run`` write
+    nothing and return what would be done, each entry with its rendered ``script``."""
     if s.env_file and not Path(s.env_file).is_file():
         raise ValueError(f"--env {s.env_file!r}: no such file")
     runs = plan_runs(table, s)
@@ -130,16 +165,13 @@ def submit(table: dict[str, np.ndarray], s: SubmitSettings, *, dry_run: bool) ->
     for nodes, script in sorted(scripts.items()):
         todo = [r for r in runs if r["nodes"] == nodes and not r["done"]]
         skipped = [r for r in runs if r["nodes"] == nodes and r["done"]]
-        entry = {"nodes": nodes, "runs": [r["name"] for r in todo], "skipped": [r["name"] for r in skipped]}
+        entry = {"nodes": nodes, "runs": [r["name"] for r in todo], "skipped": [r["name"] for r in skipped],
+                 "script": script, "planned": [r for r in runs if r["nodes"] == nodes]}
         if not todo:
             results.append({**entry, "job_id": None, "command": None})
             continue
-        for r in todo:
-            _atomic_write(r["dir"] / "run.toml", _config.to_toml(r["config"]))
         list_file = s.runs_dir.resolve() / f"runs-{nodes}n.txt"
-        _atomic_write(list_file, "".join(f"{r['dir']}\n" for r in todo))
         script_file = s.runs_dir.resolve() / f"train-{nodes}n.sbatch"
-        _atomic_write(script_file, script)
         cmd = ["sbatch", "--parsable", f"--array=0-{len(todo) - 1}", str(script_file)]
         env = {**os.environ, "BATCHLAW_RUN_LIST": str(list_file),
                "BATCHLAW_NPROC_PER_NODE": str(s.nproc_per_node)}
@@ -147,10 +179,12 @@ def submit(table: dict[str, np.ndarray], s: SubmitSettings, *, dry_run: bool) ->
             env["BATCHLAW_PYTHON"] = s.python
         if s.env_file:
             env["BATCHLAW_ENV"] = str(Path(s.env_file).resolve())
-        shown = " ".join(shlex.quote(f"{k}={env[k]}") for k in ("BATCHLAW_RUN_LIST", "BATCHLAW_PYTHON", "BATCHLAW_ENV")
+        shown = " ".join(shlex.quote(f"{k}={env[k]}") for k in ("BATCHLAW_RUN_LIST", "BATCHLAW_NPROC_PER_NODE",
+                                                                 "BATCHLAW_PYTHON", "BATCHLAW_ENV")
                          if k in env) + " " + shlex.join(cmd)
         job_id = None
         if not dry_run:
+            write_runs(runs, s, nodes, script)
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if out.returncode != 0:
                 raise ValueError(f"sbatch failed: {out.stderr.strip() or out.stdout.strip()}")

@@ -1,46 +1,79 @@
-"""``batchlaw submit PRUNED.csv|GRID.toml``: run directories and sbatch job arrays (see tools/submit.py)."""
+"""``batchlaw submit GRID|PRUNED.csv``: launch exactly the plan ``batchlaw simulate`` priced.
+
+One run per surviving (model, batch, ramp, lr) point at its fastest layout (``--all-layouts``: every
+surviving layout), each a RunSpec in its own run directory, one sbatch job array per node count
+(see tools/submit.py). ``--dry-run`` writes nothing: it prints the plan line, the table of runs and
+the rendered script(s).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="pruned grid CSV (batchlaw simulate --out) or a grid TOML")
-    parser.add_argument("--base-config", required=True, help="run TOML every grid point starts from")
-    parser.add_argument("--runs-dir", default="runs", help="where run directories go")
+    parser.add_argument("source", help="grid name or TOML (priced here), or a grid CSV written by simulate --out")
+    parser.add_argument("--base-config", default=None,
+                        help="run config (name or TOML) every run starts from; default: the grid's base")
+    parser.add_argument("--system", help="system profile to plan on (grid sources; replaces the grid's system)")
+    parser.add_argument("--runs-dir", default="runs", help="folder that receives one directory per run")
     parser.add_argument("--time", required=True, help="time limit per job, e.g. 04:00:00")
-    parser.add_argument("--nproc-per-node", type=int, default=8, help="ranks (GPUs) per node")
-    parser.add_argument("--cpus-per-task", type=int, default=8)
-    parser.add_argument("--gpus-per-node", type=int, default=0, help="#SBATCH --gpus-per-node (0 = omit)")
-    parser.add_argument("--partition", default="")
-    parser.add_argument("--account", default="")
+    parser.add_argument("--nproc-per-node", "--nproc", dest="nproc_per_node", type=int, default=None,
+                        help="ranks (GPUs) per node; default: the plan's gpus_per_node (8 if the table has none)")
+    parser.add_argument("--cpus-per-task", type=int, default=8, help="#SBATCH --cpus-per-task (one task per node)")
+    parser.add_argument("--gpus-per-node", type=int, default=0, help="#SBATCH --gpus-per-node (0 = omit the line)")
+    parser.add_argument("--partition", default="", help="#SBATCH --partition ('' = the cluster default)")
+    parser.add_argument("--account", default="", help="#SBATCH --account ('' = the cluster default)")
     parser.add_argument("--env", default="", help="cluster settings file sourced by the job (slurm/env/*.sh)")
     parser.add_argument("--python", default="", help="interpreter on the nodes (default: python3 on PATH)")
     parser.add_argument("--signal-lead", type=int, default=120, help="seconds before the limit to checkpoint")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a run-config key for every run")
-    parser.add_argument("--dry-run", action="store_true", help="render and print; submit nothing")
+                        help="override a run-config key that the plan does not set (e.g. train.warmup_samples=1000)")
+    parser.add_argument("--all-layouts", action="store_true",
+                        help="launch every surviving layout of each point, not only the fastest")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="write nothing; print the plan, the table of runs and the rendered script(s)")
+
+
+def load_plan(source: str, system: str | None = None):
+    """(table, base run config or '') of a grid (name/TOML, priced now) or a CSV from simulate --out."""
+    from batchlaw.simulator.csvio import read_csv
+
+    src = Path(source)
+    if src.suffix != ".csv":
+        from batchlaw.simulator.grid import load_grid, run_grid
+
+        g = load_grid(source, [f"system={system}"] if system else [])
+        return run_grid(g), g.base
+    if system:
+        raise ValueError("--system: a CSV was priced when it was simulated; re-run simulate --system instead")
+    resolved = src.with_suffix(".resolved.json")
+    base = json.loads(resolved.read_text()).get("base", "") if resolved.is_file() else ""
+    return read_csv(src), base
 
 
 def run(args: argparse.Namespace) -> int:
-    from batchlaw.simulator.csvio import read_csv
-    from batchlaw.tools.submit import SubmitSettings, submit
+    from batchlaw.simulator.grid import plan_line, plan_rows
+    from batchlaw.tools.submit import SubmitSettings, runs_table, submit
 
-    src = Path(args.source)
-    if src.suffix == ".toml":
-        from batchlaw.simulator.grid import load_grid, run_grid
-
-        table = run_grid(load_grid(src))
-    else:
-        table = read_csv(src)
-    s = SubmitSettings(runs_dir=Path(args.runs_dir), base_config=Path(args.base_config), time=args.time,
-                       cpus_per_task=args.cpus_per_task, nproc_per_node=args.nproc_per_node,
+    table, grid_base = load_plan(args.source, args.system)
+    nproc = args.nproc_per_node
+    if nproc is None:
+        nproc = int(float(table["gpus_per_node"][0])) if "gpus_per_node" in table else 8
+    s = SubmitSettings(runs_dir=Path(args.runs_dir), base_config=args.base_config or grid_base or None,
+                       time=args.time, cpus_per_task=args.cpus_per_task, nproc_per_node=nproc,
                        gpus_per_node=args.gpus_per_node, partition=args.partition, account=args.account,
                        env_file=args.env, python=args.python, signal_lead_s=args.signal_lead,
-                       overrides=tuple(args.overrides))
-    for r in submit(table, s, dry_run=args.dry_run):
+                       overrides=tuple(args.overrides), all_layouts=args.all_layouts)
+    results = submit(table, s, dry_run=args.dry_run)
+    print(plan_line(table, plan_rows(table, all_layouts=args.all_layouts), all_layouts=args.all_layouts))
+    if args.dry_run:
+        print(runs_table([r for e in results for r in e["planned"]], table))
+    for r in results:
+        if args.dry_run:
+            print(f"--- train-{r['nodes']}n.sbatch (rendered; not written) ---\n{r['script']}---")
         what = "would submit" if args.dry_run else f"submitted job {r['job_id']}"
         if r["command"]:
             print(f"{what}: {len(r['runs'])} runs on {r['nodes']} node(s) as an array; skipped {len(r['skipped'])}"

@@ -1,4 +1,4 @@
-"""``batchlaw train RUN.toml [--nproc N] [--set k=v ...]``: a local run through torchrun.
+"""``batchlaw train RUN [--nproc-per-node N] [--set k=v ...]``: a local run through torchrun.
 
 Builds ``torchrun --standalone --nproc_per_node=N -m batchlaw.plugin.train RUN.toml ...`` and runs
 it (this process never imports torch). On a cluster, use ``batchlaw submit`` / slurm/train.sbatch.
@@ -14,28 +14,30 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="run TOML (e.g. configs/runs/tiny-cpu.toml)")
-    parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs, or CPU ranks under gloo)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("config", help="run config: a name in configs/runs (e.g. tiny-cpu) or a TOML path")
+    parser.add_argument("--nproc-per-node", "--nproc", dest="nproc", type=int, default=1,
+                        help="processes on this node (GPUs, or CPU ranks under gloo)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a run-config key, e.g. --set parallel.tp=2")
     parser.add_argument("--print-command", action="store_true", help="print the torchrun command and exit")
 
 
 def command(args: argparse.Namespace) -> list[str]:
     """The torchrun command line for ``args`` (validated first, so errors come before any launch)."""
-    from batchlaw.simulator.ramp import parse_ramp
-    from batchlaw.simulator.runconfig import load_run_config
+    from batchlaw.simulator.runconfig import find_run_config, load_run_config
     from batchlaw.simulator.spec import validate_run
 
     if args.nproc < 1:
-        raise ValueError(f"--nproc = {args.nproc}: must be >= 1")
-    if not Path(args.config).is_file():
+        raise ValueError(f"--nproc-per-node = {args.nproc}: must be >= 1")
+    path = find_run_config(args.config)
+    if not path.is_file():
         raise ValueError(f"config {args.config!r}: no such file")
-    cfg = load_run_config(args.config, args.overrides)
-    dp = validate_run(cfg.model, cfg.parallel, world_size=args.nproc, global_batch=cfg.train.global_batch)
-    parse_ramp(cfg.train.ramp, global_batch=cfg.train.global_batch, granularity=cfg.parallel.micro_batch * dp,
-               seq_len=cfg.model.seq_len)  # the same check the ranks make, before anything starts
+    cfg = load_run_config(path, args.overrides)
+    # the same rule table the ranks check (ramp included), before anything starts
+    validate_run(cfg.model, cfg.parallel, world_size=args.nproc, global_batch=cfg.train.global_batch,
+                 ramp=cfg.train.ramp)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-           "-m", "batchlaw.plugin.train", args.config]
+           "-m", "batchlaw.plugin.train", str(path)]
     for item in args.overrides:
         cmd += ["--set", item]
     return cmd

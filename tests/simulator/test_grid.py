@@ -38,7 +38,7 @@ def test_budget_pruning_and_whole_run_time():
 
 def test_ramp_changes_run_time():
     g = _grid()
-    ramped = config.build(GridConfig, {**config.to_dict(g), "grid": {**config.to_dict(g.grid), "ramp": "48,48,2000000"}})
+    ramped = config.build(GridConfig, {**config.to_dict(g), "grid": {**config.to_dict(g.grid), "ramp": ["48,48,2000000"]}})
     a, b = run_grid(g), run_grid(ramped)
     key = lambda t: {(m, gb, tp, pp): h for m, gb, tp, pp, h, ok in zip(t["model"], t["global_batch"], t["tp"], t["pp"],
                                                                       t["run_hours"], t["feasible"]) if ok}
@@ -47,7 +47,10 @@ def test_ramp_changes_run_time():
     changed = [k for k in ka if k in kb and k[1] > 48]
     assert changed and all(kb[k] > ka[k] for k in changed)
     assert all(kb[k] == ka[k] for k in ka if k in kb and k[1] == 48)
-    assert any("ramp: " in r for r in b["pruned_by"])  # granularity violations are reasons, not crashes
+    # the chosen micro batch suits the ramp: every ramped survivor's micro_batch x dp divides its start
+    assert all(48 % (mb * dp) == 0 for mb, dp, ok in zip(b["micro_batch"], b["dp"], b["survives"]) if ok)
+    odd = config.build(GridConfig, {**config.to_dict(g), "grid": {**config.to_dict(g.grid), "ramp": ["36,36,2000"]}})
+    assert any(r.startswith("infeasible: ramp: ") for r in run_grid(odd)["pruned_by"])  # reasons, not crashes
 
 
 def test_unknown_grid_key_and_cli(tmp_path, capsys):
