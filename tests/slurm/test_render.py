@@ -49,10 +49,19 @@ def _grid(tmp_path, rows):
 def test_config_strings_are_data_not_code(tmp_path, capsys):
     evil = 'x"; touch PWNED; "'
     runs = tmp_path / "runs"
-    code = main(["submit", str(_grid(tmp_path, ["tiny,8,1,1,1,true"])), "--base-config", str(BASE), "--runs-dir",
-                 str(runs), "--time", "00:05:00", "--nproc-per-node", "1", "--dry-run",
-                 "--set", f"log.tensorboard={evil}"])
-    assert code == 0
+    args = ["submit", str(_grid(tmp_path, ["tiny,8,1,1,1,true"])), "--base-config", str(BASE), "--runs-dir",
+            str(runs), "--time", "00:05:00", "--nproc-per-node", "1", "--set", f"log.tensorboard={evil}"]
+    assert main(args + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would submit: 1 runs" in out and "#!/usr/bin/env bash" in out
+    assert not runs.exists()  # a dry run writes nothing
+    s = SubmitSettings(runs_dir=runs, base_config=BASE, time="00:05:00", nproc_per_node=1,
+                       overrides=(f"log.tensorboard={evil}",))
+    from batchlaw.simulator.csvio import read_csv
+    from batchlaw.tools.submit import plan_runs, write_runs
+
+    plan = plan_runs(read_csv(tmp_path / "grid.csv"), s)
+    write_runs(plan, s, 1, render_sbatch(s, 1))
     run_toml = next(runs.glob("*/run.toml"))
     assert tomllib.loads(run_toml.read_text())["log"]["tensorboard"] == evil
     script = (runs / "train-1n.sbatch").read_text()
@@ -62,7 +71,6 @@ def test_config_strings_are_data_not_code(tmp_path, capsys):
     out = subprocess.run(["bash", "-c", 'd=$(sed -n "1p" "$0"); echo "$d"', str(runs / "runs-1n.txt")],
                          cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout == listing and not (tmp_path / "PWNED").exists()
-    assert "would submit: 1 runs" in capsys.readouterr().out
 
 
 def test_invalid_row_writes_nothing(tmp_path, capsys):

@@ -1,0 +1,114 @@
+"""Tier (a), pure (no cluster, no torch): the plan -> submit handoff. A grid with a ramp,
+overlap_grad_reduce, the distributed optimizer and a precision, simulated and then submitted with
+--dry-run, yields one run per surviving point carrying every one of those values; simulate and
+submit print the same run count and GPU-hours; the dry run writes nothing."""
+
+import os
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from batchlaw.simulator.grid import POINT_COLUMNS, load_grid, plan_rows, run_grid
+from batchlaw.tools.cli import main
+from batchlaw.tools.submit import SubmitSettings, plan_runs, submit, write_runs
+
+GRID = """
+name = "handoff"
+system = "h100-sxm"
+gpus_per_node = 8
+base = "tiny-cpu"
+
+[grid]
+models = ["gpt-180m", "gpt-360m"]
+tokens_per_param = 1
+global_batch = [128, 256]
+nodes = [1]
+tp = [1, 2]
+pp = [1, 2]
+ramp = ["32,32,20000"]
+overlap_grad_reduce = [true]
+distributed_optimizer = [true]
+precision = ["bf16"]
+lr = [6e-4]
+"""
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+def _plan_line(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("plan: "))
+
+
+def test_simulate_then_dry_run_submits_exactly_the_plan(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    assert main(["simulate", str(grid), "--out", "plan.csv"]) == 0
+    simulated = _plan_line(capsys.readouterr().out)
+    before = _files(tmp_path)
+    for source in (str(grid), "plan.csv"):
+        assert main(["submit", source, "--time", "01:00:00", "--runs-dir", "runs", "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        assert _plan_line(out) == simulated
+        assert "#!/usr/bin/env bash" in out and "#SBATCH --nodes=1" in out  # the rendered script is shown
+    assert _files(tmp_path) == before  # nothing written by either dry run
+
+    table = run_grid(load_grid(grid))
+    surviving_points = {tuple(str(table[c][i]) for c in POINT_COLUMNS) for i in np.flatnonzero(table["survives"])}
+    runs = plan_runs(table, SubmitSettings(runs_dir=tmp_path / "runs", base_config="tiny-cpu", time="01:00:00"))
+    assert len(runs) == len(surviving_points) == 4
+    assert f"plan: {len(runs)} runs" in simulated
+    for r in runs:
+        c = r["config"]
+        assert c.train.ramp == "32,32,20000"
+        assert c.parallel.overlap_grad_reduce and c.parallel.distributed_optimizer
+        assert c.train.precision == "bf16" and c.train.lr == 6e-4
+        assert c.system.name == "h100-sxm" and c.system.gpus_per_node == 8
+        assert c.train.steps == 0 and c.train.tokens > 0
+        i = r["row"]
+        assert (c.parallel.tp, c.parallel.pp, c.parallel.micro_batch) == \
+            (int(table["tp"][i]), int(table["pp"][i]), int(table["micro_batch"][i]))
+    # --all-layouts launches every surviving layout
+    every = plan_rows(table, all_layouts=True)
+    assert len(every) == int(np.sum(table["survives"])) >= len(runs)
+
+
+def test_written_run_toml_is_the_planned_runspec(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    table = run_grid(load_grid(grid))
+    s = SubmitSettings(runs_dir=tmp_path / "runs", base_config="tiny-cpu", time="01:00:00")
+    runs = plan_runs(table, s)
+    write_runs(runs, s, 1, "#!/bin/sh\n")
+    from batchlaw.simulator.runconfig import load_run_config
+
+    for r in runs:
+        assert load_run_config(r["dir"] / "run.toml") == r["config"]
+        assert tomllib.loads((r["dir"] / "run.toml").read_text())["train"]["ramp"] == "32,32,20000"
+
+
+def test_planned_columns_cannot_be_overridden_at_submit(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    table = run_grid(load_grid(grid))
+    s = SubmitSettings(runs_dir=tmp_path / "runs", base_config="tiny-cpu", time="01:00:00",
+                       overrides=("parallel.tp=4",))
+    with pytest.raises(ValueError, match="^--set parallel.tp: a planned column"):
+        plan_runs(table, s)
+
+
+def test_simulate_system_is_honoured(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    assert main(["simulate", str(grid), "--system", "a100-80gb", "--out", str(tmp_path / "a.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "on a100-80gb" in out
+    assert set((tmp_path / "a.csv").read_text().splitlines()[1].split(",")) >= {"a100-80gb"}
+    assert main(["submit", str(tmp_path / "a.csv"), "--time", "01:00:00", "--dry-run"]) == 0
+    assert _plan_line(capsys.readouterr().out) == _plan_line(out)
+    assert not os.path.exists("runs")
