@@ -24,12 +24,8 @@ KINDS = ("models", "systems", "grids", "laws", "runs")
 
 def _package_dir(package: str, fallback: str) -> Path:
     try:
-        res = importlib.resources.files(package)
-        path = Path(str(res))
-        if not path.is_dir():  # a namespace package: MultiplexedPath lists its folders
-            path = Path(str(next(iter(res.iterdir())).parent))
-        return path
-    except (ModuleNotFoundError, StopIteration, TypeError):  # pragma: no cover - a bare source tree
+        return Path(str(importlib.resources.files(package)))
+    except ModuleNotFoundError:  # pragma: no cover - a source tree that was never installed
         return Path(__file__).resolve().parent.parent / fallback
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("logdir", help="folder of HDF5 run logs (searched recursively)")
-    parser.add_argument("--out", default="report", help="report folder")
+    parser.add_argument("--out-dir", default="report", help="report folder (runs.csv, pictures, report.md)")
+    parser.add_argument("--out", dest="out_dir", help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--extrapolate", type=float, help="parameter count N to extrapolate B_opt to")
     parser.add_argument("--grid", help="a pruned grid CSV (batchlaw simulate --out) for the Pareto picture")
 
@@ -43,6 +44,6 @@ def analyze(logdir, out, *, extrapolate=None, grid=None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = analyze(args.logdir, args.out, extrapolate=args.extrapolate, grid=args.grid)
+    path = analyze(args.logdir, args.out_dir, extrapolate=args.extrapolate, grid=args.grid)
     print(f"report: {path}")
     return 0

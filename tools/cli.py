@@ -4,6 +4,11 @@ Each subcommand lives in its own module exposing ``add_arguments(parser)`` and `
 only the chosen one is imported, so ``batchlaw fit`` never loads torch (calculon ``bin/calculon``).
 Project errors (``ValueError``, ``ImportError`` for a missing extra, ``FileNotFoundError``) are
 caught here, printed as one line, and turned into exit status 2.
+
+Vocabulary shared by every subcommand: ``--out`` is a file, ``--out-dir`` a folder,
+``--nproc-per-node`` the ranks per node, ``--set KEY=VALUE`` a config override, ``--system`` a system
+profile. ``--config-dir DIR`` (before the subcommand) adds a folder of user configs (``models/``,
+``systems/``, ``grids/``, ``laws/``, ``runs/``) in front of ``$BATCHLAW_CONFIG_PATH`` and the shipped ones.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -27,17 +33,31 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--config-dir", action="append", default=[], metavar="DIR",
+                        help="folder of user configs searched before $BATCHLAW_CONFIG_PATH and the shipped ones"
+                             " (repeatable)")
+
+
 def _parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
     parser = argparse.ArgumentParser(prog="batchlaw", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    pre = argparse.ArgumentParser(add_help=False)
+    _global_options(pre)
+    rest = pre.parse_known_args(argv)[1]
+    chosen = next((a for a in rest if not a.startswith("-")), None)
     module = None
     for name, (modname, help_) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
         if name == chosen:
             module = importlib.import_module(modname)
+            doc = (module.__doc__ or help_).strip()
+            p = sub.add_parser(name, help=help_, description=doc,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
             module.add_arguments(p)
+        else:
+            sub.add_parser(name, help=help_, description=help_)
     return parser, module
 
 
@@ -49,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")
+        if args.config_dir:
+            path = os.pathsep.join([str(os.path.abspath(d)) for d in args.config_dir]
+                                   + [p for p in os.environ.get("BATCHLAW_CONFIG_PATH", "").split(os.pathsep) if p])
+            os.environ["BATCHLAW_CONFIG_PATH"] = path  # also seen by subprocesses (demo's trainers)
         if module is None:
             parser.print_help()
             return 2

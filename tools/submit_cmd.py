@@ -20,8 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", help="system profile to plan on (grid sources; replaces the grid's system)")
     parser.add_argument("--runs-dir", default="runs", help="folder that receives one directory per run")
     parser.add_argument("--time", required=True, help="time limit per job, e.g. 04:00:00")
-    parser.add_argument("--nproc-per-node", "--nproc", dest="nproc_per_node", type=int, default=None,
+    parser.add_argument("--nproc-per-node", type=int, default=None,
                         help="ranks (GPUs) per node; default: the plan's gpus_per_node (8 if the table has none)")
+    parser.add_argument("--nproc", dest="nproc_per_node", type=int, help=argparse.SUPPRESS)  # old spelling
     parser.add_argument("--cpus-per-task", type=int, default=8, help="#SBATCH --cpus-per-task (one task per node)")
     parser.add_argument("--gpus-per-node", type=int, default=0, help="#SBATCH --gpus-per-node (0 = omit the line)")
     parser.add_argument("--partition", default="", help="#SBATCH --partition ('' = the cluster default)")

@@ -1,0 +1,94 @@
+"""Tier (b), CPU + gloo + real megatron-core, packaging: build the wheel, install it (not editable) into
+a fresh venv and, from a folder outside the checkout, run what a new user runs: simulate on the
+shipped grid by name, list the shipped models, submit --dry-run, a tiny train, analyze, calibrate,
+and a model added through ``$BATCHLAW_CONFIG_PATH``.
+
+The fresh venv reuses the already installed dependencies (numpy, scipy, h5py, torch, megatron-core)
+through a ``.pth`` line to this interpreter's site-packages, so the test installs only batchlaw and
+takes about a minute; the editable install of the checkout is not visible there (its finder is a
+``.pth`` hook that a plain path line does not run)."""
+
+import os
+import site
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.wheel, pytest.mark.dist]
+
+
+def _run(cmd, cwd, env, timeout=300):
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{cmd} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    pytest.importorskip("megatron.core")
+    root = tmp_path_factory.mktemp("wheel")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BATCHLAW_CONFIG_PATH", "BATCHLAW_CONFIG_DIR")}
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"),
+          str(REPO)], root, env)
+    wheel = next((root / "dist").glob("batchlaw-*.whl"))
+    venv = root / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root, env)
+    py = venv / "bin" / "python"
+    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+         root, env)
+    purelib = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root, env).strip())
+    deps = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    (purelib / "_batchlaw_test_deps.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
+    work = root / "elsewhere"
+    work.mkdir()
+    return {"bin": venv / "bin", "py": py, "work": work, "env": {**env, "PATH": f"{venv / 'bin'}:{env['PATH']}",
+                                                                  "OMP_NUM_THREADS": "1"}}
+
+
+def test_installed_package_is_the_wheel(installed):
+    where = _run([str(installed["py"]), "-c", "import batchlaw.simulator, batchlaw.tools;"
+                  "from batchlaw.simulator import resources; print(batchlaw.simulator.__file__);"
+                  "print(resources.shipped_root()); print(resources.template())"], installed["work"], installed["env"])
+    lines = where.split()
+    assert all(str(REPO) not in line for line in lines), where
+    assert lines[1].endswith("batchlaw/configs") and lines[2].endswith("batchlaw/slurm/train.sbatch")
+
+
+def test_the_loop_from_outside_the_checkout(installed):
+    b, work, env = installed["bin"], installed["work"], installed["env"]
+    out = _run([str(b / "batchlaw"), "simulate", "batch-sweep-180m-4b", "--out", "sweep.csv"], work, env)
+    plan = next(line for line in out.splitlines() if line.startswith("plan: "))
+    assert "grid 'batch-sweep-180m-4b' on h100-sxm" in out
+    assert "gpt-4b" in _run([str(b / "batchlaw"), "simulate", "--models"], work, env)
+    dry = _run([str(b / "batchlaw"), "submit", "sweep.csv", "--time", "04:00:00", "--dry-run",
+                "--set", "data.kind=synthetic"], work, env)
+    assert plan in dry and "#!/usr/bin/env bash" in dry
+    assert not (work / "runs").exists()
+    _run([str(b / "batchlaw"), "train", "tiny-cpu", "--nproc-per-node", "1", "--set", "train.steps=4",
+          "--set", "log.path=runs/tiny/log.h5", "--set", "checkpoint.dir=", "--set", "log.stdout_every=0"],
+         work, env, timeout=240)
+    assert (work / "runs" / "tiny" / "log.h5").is_file()
+    report = _run([str(b / "batchlaw"), "analyze", "runs", "--out-dir", "report"], work, env)
+    assert "report:" in report and (work / "report" / "runs.csv").is_file()
+    _run([str(b / "batchlaw"), "calibrate", "runs", "--system", "cpu-gloo", "--params", "overhead_s",
+          "--out", "cpu.toml"], work, env)
+    assert "[efficiency]" in (work / "cpu.toml").read_text()
+    refused = subprocess.run([str(b / "batchlaw"), "calibrate", "runs", "--system", "h100-sxm", "--out", "h.toml"],
+                             cwd=work, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "ran on cpu" in refused.stderr and not (work / "h.toml").exists()
+
+
+def test_user_config_path(installed):
+    b, work, env = installed["bin"], installed["work"], installed["env"]
+    mine = work / "my-configs" / "models"
+    mine.mkdir(parents=True)
+    (mine / "my-70m.toml").write_text('[model]\nname = "my-70m"\nlayers = 6\nhidden = 512\nheads = 8\n')
+    listed = _run([str(b / "batchlaw"), "--config-dir", str(work / "my-configs"), "simulate", "--models"], work, env)
+    assert "my-70m" in listed and "gpt-180m" in listed
+    listed = _run([str(b / "batchlaw"), "simulate", "--models"], work,
+                  {**env, "BATCHLAW_CONFIG_PATH": str(work / "my-configs")})
+    assert "my-70m" in listed
