@@ -72,6 +72,13 @@ def test_the_loop_from_outside_the_checkout(installed):
           "--set", "log.path=runs/tiny/log.h5", "--set", "checkpoint.dir=", "--set", "log.stdout_every=0"],
          work, env, timeout=240)
     assert (work / "runs" / "tiny" / "log.h5").is_file()
+    # the logged config reads back through the strict loader to the RunSpec that was launched
+    same = _run([str(installed["py"]), "-c", "import h5py, json; from batchlaw.simulator.runconfig import *;"
+                 "a = h5py.File('runs/tiny/log.h5')['/'].attrs;"
+                 "sets = ['train.steps=4', 'log.path=runs/tiny/log.h5', 'checkpoint.dir=', 'log.stdout_every=0'];"
+                 "print(spec_from_dict(json.loads(a['config'])) == load_run_config('tiny-cpu', sets),"
+                 " json.loads(a['layout'])['device'])"], work, env)
+    assert same.split() == ["True", "cpu"]
     report = _run([str(b / "batchlaw"), "analyze", "runs", "--out-dir", "report"], work, env)
     assert "report:" in report and (work / "report" / "runs.csv").is_file()
     _run([str(b / "batchlaw"), "calibrate", "runs", "--system", "cpu-gloo", "--params", "overhead_s",
