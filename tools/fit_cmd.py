@@ -38,12 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--lr-col", help="column of peak learning rates (fits lr_opt too)")
     b.add_argument("--loss-col", required=True, help="column of final losses")
     b.add_argument("--batch-unit", type=float, default=1.0, help="tokens per batch-column unit (e.g. 2048)")
-    b.add_argument("--method", choices=["near-optimal", "parabola"], default="near-optimal")
+    b.add_argument("--method", choices=["near-optimal", "parabola"], default="near-optimal",
+                   help="B_opt per (N, D) cell: mean of the near-optimal runs (Step Law) or a parabola vertex")
     b.add_argument("--tolerance", type=float, default=0.0025, help="near-optimal band (0.25%% in Step Law)")
     b.add_argument("--batch-vars", default="D", help="inputs of B_opt among N, D, C, comma-separated")
     b.add_argument("--lr-vars", default="N,D", help="inputs of lr_opt among N, D, C, comma-separated")
-    b.add_argument("--estimate", choices=["ols", "bootstrap-mean"], default="ols")
-    b.add_argument("--resample", choices=["rows", "cells"], default="rows")
+    b.add_argument("--estimate", choices=["ols", "bootstrap-mean"], default="ols",
+                   help="the law: least squares on all points, or the mean of bootstrap refits (as Step Law)")
+    b.add_argument("--resample", choices=["rows", "cells"], default="rows",
+                   help="bootstrap unit: single runs, or whole (N, D) cells")
     c = sub.add_parser("critical-batch", help="S(B) = S_min (1 + B_noise / B) per model, then B_crit(N)")
     c.add_argument("--n-col", required=True, help="column of model sizes")
     c.add_argument("--batch-col", required=True, help="column of batch sizes")

@@ -1,0 +1,60 @@
+"""Tier (a), pure: one vocabulary on the command line: every subcommand has a description, every
+option has help text, the same idea has the same flag, and the old spellings still work (hidden)."""
+
+import argparse
+import importlib
+
+import pytest
+
+from batchlaw.tools.cli import SUBCOMMANDS, main
+
+
+def _parsers(name):
+    parser = argparse.ArgumentParser(prog=f"batchlaw {name}")
+    importlib.import_module(SUBCOMMANDS[name][0]).add_arguments(parser)
+    todo, out = [parser], []
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_option_has_help_and_every_command_a_description(name):
+    assert importlib.import_module(SUBCOMMANDS[name][0]).__doc__.strip()
+    for p in _parsers(name):
+        for action in p._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"batchlaw {name}: {action.option_strings or action.dest} has no help text"
+
+
+@pytest.mark.parametrize("name,flag", [("train", "--nproc-per-node"), ("submit", "--nproc-per-node"),
+                                       ("analyze", "--out-dir"), ("demo", "--out-dir")])
+def test_shared_flags(name, flag):
+    flags = {s for p in _parsers(name) for a in p._actions for s in a.option_strings
+             if a.help != argparse.SUPPRESS}
+    assert flag in flags
+    assert not flags & {"--nproc"}  # old spellings are hidden aliases
+
+
+def test_old_spellings_still_parse(capsys):
+    assert main(["train", "tiny-cpu", "--nproc", "2", "--set", "parallel.tp=2", "--print-command"]) == 0
+    assert "--nproc_per_node=2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,listed", [
+    (["simulate", "no-such-grid"], "shipped grids are batch-sweep-180m-4b"),
+    (["simulate", "--runs", "x.csv", "--system", "no-such-gpu"], "shipped profiles are"),
+    (["train", "no-such-run", "--print-command"], "shipped run configs are"),
+    (["train", "tiny-cpu", "--set", "model.name=gpt-13b", "--print-command"], "shipped models are"),
+])
+def test_unknown_names_list_the_valid_ones(tmp_path, monkeypatch, capsys, argv, listed):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.csv").write_text("layers,hidden,heads,seq_len,vocab,tp,pp,global_batch,gpus\n2,64,4,64,100,1,1,8,1\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert listed in err and err.count("\n") == 1
