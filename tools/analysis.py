@@ -87,13 +87,9 @@ def optimal_batch(batches, losses, *, bootstrap: int = 500, seed: int = 0):
 def _budget(r: RunSummary) -> float:
     """The run's token budget: ``train.tokens`` of its config, else its tokens to 2 significant digits
     (the last step of a run overshoots the budget by up to one batch)."""
-    tokens = str(r.config.get("train", {}).get("tokens", "0"))
-    try:
-        from batchlaw.simulator.ramp import parse_count
+    from batchlaw.simulator.ramp import parse_count
 
-        budget = parse_count(tokens)
-    except ValueError:
-        budget = 0
+    budget = parse_count(str(r.spec().train.tokens), "train.tokens") if r.config else 0
     return float(budget) if budget else float(f"{r.tokens:.2g}")
 
 

@@ -35,15 +35,14 @@ def rows_from_logs(runs, system: str | None = None, *, force: bool = False) -> d
         runs: ``tools.logs.RunSummary`` objects.
         system: the profile name; logs of another device class raise ValueError unless ``force``.
     """
-    from batchlaw.simulator.runconfig import spec_from_dict, spec_to_row
+    from batchlaw.simulator.runconfig import spec_to_row
     from batchlaw.simulator.spec import device_class, resolve_precision
 
     rows = []
     for r in runs:
         if r.status != "completed" or not r.config:
             continue
-        config = {k: v for k, v in r.config.items() if k != "_device"}  # logs written before RunSpec
-        spec = spec_from_dict(config)
+        spec = r.spec()
         lay = r.layout
         device = "cpu" if lay.get("device", r.config.get("_device", "cpu")) == "cpu" else "gpu"
         if system is not None and device != device_class(system) and not force:

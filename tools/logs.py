@@ -47,6 +47,19 @@ class RunSummary:
     layout: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
+    def spec(self):
+        """The run's ``RunSpec``, read back from the ``config`` attribute by the strict loader.
+
+        Raises:
+            ValueError: the logged config is not a valid RunSpec (naming the file).
+        """
+        from batchlaw.simulator.runconfig import spec_from_dict
+
+        try:  # "_device": written by the trainer before the RunSpec (now layout["device"])
+            return spec_from_dict({k: v for k, v in self.config.items() if k != "_device"})
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: config attribute: {exc}") from None
+
 
 def find_logs(logdir: str | Path) -> list[Path]:
     """All ``*.h5`` run logs under ``logdir`` (sorted)."""
