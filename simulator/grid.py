@@ -300,7 +300,7 @@ def plan_line(t: dict[str, np.ndarray], rows: np.ndarray, *, all_layouts: bool =
     """The one line both ``simulate`` and ``submit --dry-run`` print about a plan."""
     hours = float(np.nansum(np.asarray(t["gpu_hours"], dtype=float)[rows])) if "gpu_hours" in t else float("nan")
     what = "every surviving layout" if all_layouts else "fastest layout per point"
-    return f"plan: {len(rows)} runs ({what}), {hours:,.0f} GPU-hours"
+    return f"plan: {len(rows)} runs ({what}), {hours:,.{0 if hours >= 10 else 2}f} GPU-hours"
 
 
 def summary(t: dict[str, np.ndarray], g: GridConfig, *, all_layouts: bool = False) -> str:

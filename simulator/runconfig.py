@@ -146,6 +146,18 @@ class RunSpec:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpoints."""
 
+    def validate(self, world_size: int | None = None) -> int:
+        """The trainer's pre-launch check (``spec.validate_run``, ramp included) at ``world_size``
+        ranks (default: ``system.nodes x system.gpus_per_node``); returns the data-parallel size.
+
+        Raises:
+            Infeasible: naming the rule of ``rules.RULES`` the run breaks.
+        """
+        from batchlaw.simulator.spec import validate_run
+
+        return validate_run(self.model, self.parallel, world_size=world_size or self.system.world_size,
+                            global_batch=self.train.global_batch, ramp=self.train.ramp)
+
     def total_samples(self) -> int:
         """Sample budget: ``tokens / seq_len`` (0 when the run is bounded by ``steps``)."""
         return -(-parse_count(str(self.train.tokens), "train.tokens") // self.model.seq_len)

@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import subprocess
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ from batchlaw.simulator.grid import plan_rows
 from batchlaw.simulator.resources import template
 from batchlaw.simulator.ramp import ramp_text
 from batchlaw.simulator.runconfig import PLAN_COLUMNS, find_run_config, spec_from_row
-from batchlaw.simulator.spec import validate_run
 
 __all__ = ["SubmitSettings", "plan_runs", "render_sbatch", "runs_table", "submit", "write_runs"]
 
@@ -84,6 +84,12 @@ def render_sbatch(s: SubmitSettings, nodes: int) -> str:
     return text
 
 
+def _ramp_tag(ramp) -> str:
+    """A short, stable run-name part for a ramp: the text itself when short, else a checksum."""
+    text = ramp_text(ramp)
+    return text if len(text) <= 24 and not text.startswith("{") else f"{zlib.crc32(text.encode()):08x}"
+
+
 def _base(s: SubmitSettings) -> dict[str, Any]:
     """The base run config with the --set overrides; a --set of a planned column is refused."""
     for item in s.overrides:
@@ -114,15 +120,14 @@ def plan_runs(table: dict[str, np.ndarray], s: SubmitSettings) -> list[dict[str,
         spec = spec_from_row(row, base)
         name = _SLUG.sub("_", f"{spec.model.name}-b{spec.train.global_batch}-tp{spec.parallel.tp}-pp{spec.parallel.pp}"
                          + (f"-lr{spec.train.lr:g}" if "lr" in table else "")
-                         + (f"-ramp{ramp_text(spec.train.ramp)[:40]}" if spec.train.ramp else ""))
+                         + (f"-ramp{_ramp_tag(spec.train.ramp)}" if spec.train.ramp else ""))
         while name in names:
             name += "_"
         names.add(name)
         run_dir = (s.runs_dir / name).resolve()
         spec = spec_from_row(row, _config.apply_overrides(_config.to_dict(spec), [
             f"log.path={run_dir / 'log.h5'}", f"checkpoint.dir={run_dir / 'ckpt'}"]))
-        validate_run(spec.model, spec.parallel, world_size=spec.system.world_size, global_batch=spec.train.global_batch,
-                     ramp=spec.train.ramp)
+        spec.validate()  # the trainer's pre-launch check, at the planned world size
         if spec.data.kind == "indexed" and not Path(f"{spec.data.path}.idx").is_file():
             raise ValueError(f"data.path = {spec.data.path!r}: no {spec.data.path}.idx (batchlaw data build)")
         runs.append({"name": name, "dir": run_dir, "config": spec, "nodes": spec.system.nodes, "row": i,
