@@ -1,0 +1,38 @@
+"""Tier (a), pure (h5py, no torch): ``batchlaw calibrate`` reads each log's RunSpec and refuses logs
+from another device class than the profile's unless --force (issue 9: an H100 profile was written
+from CPU logs without a word)."""
+
+import json
+
+import numpy as np
+
+from batchlaw.plugin.h5log import RunLogWriter
+from batchlaw.simulator import config
+from batchlaw.simulator.runconfig import load_run_config
+from batchlaw.tools.cli import main
+
+
+def _cpu_logs(root, n=4):
+    for b in (8, 16, 32, 64)[:n]:
+        spec = load_run_config("tiny-cpu", [f"train.global_batch={b}"])
+        w = RunLogWriter(root / f"b{b}" / "log.h5", attrs={
+            "config": json.loads(config.to_json(spec)), "model_name": "tiny", "num_params": 200_000, "seq_len": 64,
+            "layout": {"world_size": 1, "tp": 1, "pp": 1, "vpp": 1, "dp": 1, "micro_batch": 2, "device": "cpu"}})
+        for s in range(1, 21):
+            w.append({"step": s, "tokens": s * b * 64, "global_batch_size": b, "loss": 5.0 - 0.01 * s,
+                      "step_time_s": 0.01 * b * (1 + 0.01 * np.sin(s)), "tokens_per_s": 1.0})
+        w.close("completed")
+
+
+def test_other_device_class_is_refused_unless_forced(tmp_path, capsys):
+    _cpu_logs(tmp_path / "runs")
+    out = tmp_path / "h100.toml"
+    assert main(["calibrate", str(tmp_path / "runs"), "--system", "h100-sxm", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "ran on cpu, profile 'h100-sxm' is a gpu profile" in err and "--force" in err and not out.exists()
+    assert main(["calibrate", str(tmp_path / "runs"), "--system", "cpu-gloo", "--params", "overhead_s",
+                 "--out", str(tmp_path / "cpu.toml")]) == 0
+    assert (tmp_path / "cpu.toml").is_file()
+    assert main(["calibrate", str(tmp_path / "runs"), "--system", "h100-sxm", "--params", "overhead_s", "--force",
+                 "--out", str(out)]) == 0
+    assert out.is_file()
