@@ -123,6 +123,9 @@ def _type_ok(value: Any, tp: Any, where: str = "") -> tuple[bool, Any]:
 def _describe(tp: Any) -> str:
     if typing.get_origin(tp) is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (tuple, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return "a list, each " + (_describe(args[0]) if args else "a value")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

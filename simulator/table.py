@@ -105,7 +105,9 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     prec = _lower(_column(cols, "precision", n, "bf16"))
     prec = np.where(prec == "auto", "bf16", prec)
     c["precision"] = prec
-    c["gpu"] = np.asarray(_column(cols, "gpu", n, "h100-sxm")).astype(str)
+    # a RunSpec table names its system in the ``system`` column (system.name), a published one in ``gpu``
+    c["gpu"] = np.asarray(_column(cols, "gpu" if "gpu" in cols or "system" not in cols else "system", n,
+                                  "h100-sxm")).astype(str)
     c["ramp"] = np.asarray(_column(cols, "ramp", n, ""), dtype=object)
     return c
 
