@@ -276,6 +276,11 @@ def _truthy(values) -> np.ndarray:
     return np.isin(np.char.lower(arr.astype(str)), ("true", "1", "1.0", "yes"))
 
 
+def _rank(hours: float, gpu_hours: float) -> tuple[float, float]:
+    """Comparison key at the 6 significant digits a CSV keeps, so a table and its CSV plan alike."""
+    return float(f"{hours:.6g}"), float(f"{gpu_hours:.6g}")
+
+
 def plan_rows(t: dict[str, np.ndarray], *, all_layouts: bool = False) -> np.ndarray:
     """Indices of the runs to launch: one per surviving point (``POINT_COLUMNS``), its fastest layout
     (shortest predicted wall-clock, then fewest GPU-hours), or every surviving layout with
@@ -291,7 +296,7 @@ def plan_rows(t: dict[str, np.ndarray], *, all_layouts: bool = False) -> np.ndar
     for i in idx:
         key = tuple(str(t[c][i]) for c in POINT_COLUMNS if c in t)
         j = best.get(key)
-        if j is None or (hours[i], gpu_h[i]) < (hours[j], gpu_h[j]):
+        if j is None or _rank(hours[i], gpu_h[i]) < _rank(hours[j], gpu_h[j]):
             best[key] = i
     return np.array(sorted(best.values()), dtype=int)
 
