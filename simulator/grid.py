@@ -132,7 +132,7 @@ def base_spec(g: GridConfig) -> RunSpec:
     """The run every point starts from: the grid's ``base`` run config, or the RunSpec defaults."""
     if g.base:
         return load_run_config(g.base)
-    return RunSpec(model=ModelShape(layers=1, hidden=1, heads=1), train=TrainConfig(global_batch=1))
+    return RunSpec(model=ModelShape(layers=1, hidden=1, heads=1), train=TrainConfig(global_batch=1, steps=1))
 
 
 def _expand(g: GridConfig) -> dict[str, np.ndarray]:

@@ -96,7 +96,7 @@ def _base(s: SubmitSettings) -> dict[str, Any]:
         key = item.partition("=")[0].strip()
         sec, _, name = key.partition(".")
         col = sec if name == "name" and sec in ("model", "system") else name
-        if PLAN_COLUMNS.get(col) == (sec, name) and col != "gpus_per_node":
+        if PLAN_COLUMNS.get(col) == (sec, name):
             raise ValueError(f"--set {key}: a planned column; change the grid (or simulate --set) instead,"
                              " so that what is launched is what was priced")
     data = _config.load_toml(find_run_config(s.base_config)) if s.base_config else {}
