@@ -249,7 +249,6 @@ def run_grid(g: GridConfig) -> dict[str, np.ndarray]:
     cols = _expand(g)
     priced = {**cols, "precision": np.array([resolve_precision(p, profile.name) for p in cols["precision"]])}
     t = predict_table(priced, profile)
-    t["precision"] = cols["precision"]
     t["reason"] = t["reason"].astype(object)
     ok, reason = feasibility(normalise(t), trainer=True)  # what batchlaw's trainer accepts (rules.py)
     for i in np.flatnonzero(t["feasible"] & ~ok):
@@ -261,6 +260,7 @@ def run_grid(g: GridConfig) -> dict[str, np.ndarray]:
         law = load_loss_law(g.prune.loss_law)
         t["pred_loss"] = law.predict(t["num_params"], t["tokens"], t["global_batch"] * t["seq_len"])
     _prune(t, g.prune)
+    t["precision"] = cols["precision"]  # the RunSpec value ('auto' stays 'auto'); priced as resolved above
     order = np.lexsort((t["pred_iter_time_s"], t["global_batch"], t["num_params"], ~t["survives"]))
     return {k: np.asarray(v)[order] for k, v in t.items()}
 

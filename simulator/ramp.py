@@ -305,7 +305,8 @@ class AdaptiveRamp(BatchRamp):
 
 _SHAPE_KEYS = {"constant": (), "staircase": ("start", "incr", "ramp_samples"), "steps": ("schedule", "unit"),
                "linear_tokens": ("start", "ramp_tokens"), "doubling": ("start", "every_tokens"),
-               "adaptive": ("start", "factor", "hysteresis", "min_steps")}
+               "adaptive": ("start", "factor", "hysteresis", "min_steps"),
+               "probe": ("start", "probe", "fraction")}  # the probe shape of ``batchlaw probe-cbs``
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
