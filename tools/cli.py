@@ -21,11 +21,11 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "simulate": ("batchlaw.tools.simulate_cmd", "predict step time, memory and GPU-hours; expand and prune a grid"),
+    "simulate": ("batchlaw.tools.simulate_cmd", "predict step time, memory and GPU-hours; expand, prune and plan a grid"),
     "fit": ("batchlaw.tools.fit_cmd", "fit loss, optimal-batch and critical-batch laws to data"),
     "train": ("batchlaw.tools.train_cmd", "train a run locally (wraps torchrun -m batchlaw.plugin.train)"),
     "data": ("batchlaw.tools.data_cmd", "build Megatron indexed datasets (.bin/.idx) from text files"),
-    "submit": ("batchlaw.tools.submit_cmd", "render and submit sbatch job arrays from a pruned grid"),
+    "submit": ("batchlaw.tools.submit_cmd", "launch exactly the plan simulate printed: run directories and sbatch job arrays"),
     "inspect": ("batchlaw.tools.inspect_cmd", "print the attributes and columns of an HDF5 run log"),
     "analyze": ("batchlaw.tools.analyze_cmd", "summarise run logs, fit batch laws, write a report"),
     "calibrate": ("batchlaw.tools.calibrate_cmd", "fit a system profile from measured step times in logs"),
