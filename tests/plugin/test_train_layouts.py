@@ -84,8 +84,12 @@ def test_hdf5_log_schema(runs):
     attrs = log["attrs"]
     assert attrs["schema_version"] == logschema.SCHEMA_VERSION and attrs["status"] == "completed"
     assert attrs["restart_count"] == 0
-    assert json.loads(attrs["layout"]) == {"world_size": 4, "tp": 2, "pp": 2, "vpp": 1, "dp": 1, "micro_batch": 2}
+    assert json.loads(attrs["layout"]) == {"world_size": 4, "tp": 2, "pp": 2, "vpp": 1, "dp": 1, "micro_batch": 2,
+                                          "device": "cpu"}
     assert json.loads(attrs["config"])["parallel"]["tp"] == 2
+    from batchlaw.simulator.runconfig import spec_from_dict
+
+    assert spec_from_dict(json.loads(attrs["config"])).parallel.tp == 2  # reads back through the strict loader
     assert "megatron_core" in json.loads(attrs["versions"])
     # every layout counts the same parameters once
     assert len({int(r["attrs"]["num_params"]) for r in runs.values()}) == 1
