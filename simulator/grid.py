@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator.params import num_params
 from batchlaw.simulator.perf import run_time
@@ -93,6 +94,9 @@ class GridConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     """Pruning rules."""
 
+    def __post_init__(self) -> None:
+        checks.check_grid(self)
+
 
 def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridConfig:
     """Load a grid TOML strictly (unknown keys are rejected with the valid list)."""
@@ -108,6 +112,7 @@ def _expand(g: GridConfig) -> dict[str, np.ndarray]:
     names = ["model", "global_batch", "lr", "nodes", "tp", "pp", "vpp", "micro_batch", "recompute",
              "sequence_parallel", "distributed_optimizer"]
     shape = [len(x) for x in axes]
+    checks.check_grid_size(int(np.prod(shape, dtype=object)), axes=dict(zip(names, shape)))
     idx = np.indices(shape).reshape(len(shape), -1)
     cols = {n: np.asarray(ax, dtype=object if n in ("model", "recompute") else None)[i]
             for n, ax, i in zip(names, axes, idx)}

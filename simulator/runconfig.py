@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator.ramp import parse_count
 from batchlaw.simulator.spec import CONFIG_ROOT, ModelShape, Parallelism
@@ -58,6 +59,9 @@ class TrainConfig:
     """Checkpoint and exit (status 'interrupted') after this many steps of this launch; 0 = never
     (Megatron-LM's --exit-interval)."""
 
+    def __post_init__(self) -> None:
+        checks.check_train(self)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DataConfig:
@@ -69,6 +73,9 @@ class DataConfig:
     """Prefix of the indexed dataset (PREFIX.bin / PREFIX.idx) for kind = indexed."""
     valid_fraction: float = 0.01
     """Fraction of sequences held out for validation (indexed data)."""
+
+    def __post_init__(self) -> None:
+        checks.check_data(self)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -88,6 +95,9 @@ class LogConfig:
     done_marker: str = ""
     """File created by rank 0 when the run completes (the SLURM scripts skip runs that have one)."""
 
+    def __post_init__(self) -> None:
+        checks.check_log(self)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CheckpointConfig:
@@ -104,6 +114,9 @@ class CheckpointConfig:
     stop_file: str = ""
     """If this file appears, checkpoint at the next step boundary and exit 0 (the sbatch script's
     signal trap creates it: torchrun itself dies on SIGTERM/SIGUSR1 instead of forwarding them)."""
+
+    def __post_init__(self) -> None:
+        checks.check_checkpoint(self)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -123,6 +136,9 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpoints."""
 
+    def __post_init__(self) -> None:
+        checks.check_run(self)
+
     def total_samples(self) -> int:
         """Sample budget: ``tokens / seq_len`` (0 when the run is bounded by ``steps``)."""
         return -(-parse_count(str(self.train.tokens), "train.tokens") // self.model.seq_len)
@@ -140,7 +156,7 @@ def _resolve_model(data: dict[str, Any]) -> dict[str, Any]:
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
     """Load a run TOML, apply ``--set`` overrides, resolve ``model.name``, and build strictly."""
     data = _config.load_toml(path) if path else {}
-    data = _resolve_model(_config.apply_overrides(data, overrides))
+    data = _resolve_model(checks.check_run_data(_config.apply_overrides(data, overrides)))
     cfg = _config.build(RunConfig, data)
     if cfg.train.steps <= 0 and cfg.total_samples() <= 0:
         raise ValueError("train.steps = 0 and train.tokens = 0: give one of them")

@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> list[str]:
     """The torchrun command line for ``args`` (validated first, so errors come before any launch)."""
+    from batchlaw.simulator.checks import check_prelaunch, cuda_visible
     from batchlaw.simulator.ramp import parse_ramp
     from batchlaw.simulator.runconfig import load_run_config
     from batchlaw.simulator.spec import validate_run
@@ -34,6 +35,7 @@ def command(args: argparse.Namespace) -> list[str]:
     dp = validate_run(cfg.model, cfg.parallel, world_size=args.nproc, global_batch=cfg.train.global_batch)
     parse_ramp(cfg.train.ramp, global_batch=cfg.train.global_batch, granularity=cfg.parallel.micro_batch * dp,
                seq_len=cfg.model.seq_len)  # the same check the ranks make, before anything starts
+    check_prelaunch(cfg, on_cpu=not cuda_visible())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "batchlaw.plugin.train", args.config]
     for item in args.overrides:
