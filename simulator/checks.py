@@ -200,9 +200,10 @@ def check_grid_size(n_points: int, limit: int = MAX_GRID_POINTS, *, axes: Mappin
     """Refuse a grid of more than ``limit`` points before anything is allocated."""
     if n_points > limit:
         shape = " x ".join(f"{k} {v}" for k, v in (axes or {}).items() if v != 1)
+        gib, minutes = n_points * _BYTES_PER_POINT / 2**30, n_points * _SECONDS_PER_POINT / 60
         raise ValueError(f"grid has {n_points:,} points ({shape}), over the limit of {limit:,}; it would take about"
-                         f" {n_points * _BYTES_PER_POINT / 2**30:,.1f} GiB and {n_points * _SECONDS_PER_POINT / 60:,.1f}"
-                         " min (about 1 KiB and 0.05 ms per point): split it into smaller grids")
+                         f" {gib:,.1f} GiB and {minutes:,.1f} min (about 1 KiB and 0.05 ms per point): split it"
+                         " into smaller grids")
 
 
 _POSITIVE_COLUMNS = ("layers", "hidden", "heads", "seq_len", "vocab", "tp", "pp", "vpp", "global_batch",

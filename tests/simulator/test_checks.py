@@ -197,7 +197,8 @@ def test_not_utf8_toml_names_the_file(tmp_path):
         load_run_config(p)
 
 
-@pytest.mark.parametrize("text", ["runs/\U0001F680-emoji", "caf\u00e9 \u4e2d\u6587", 'q"uote\\back\nnl\ttab\x00nul\x7f'])
+@pytest.mark.parametrize("text", ["runs/\U0001F680-emoji", "caf\u00e9 \u4e2d\u6587",
+                                  'q"uote\\back\nnl\ttab\x00nul\x7f'])
 def test_toml_writer_roundtrips_any_text(text):
     """An emoji in data.path was written as JSON surrogate pairs (\\ud83d\\ude80), which no TOML reader
     accepts: every task failed at start."""
