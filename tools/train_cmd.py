@@ -22,20 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> list[str]:
     """The torchrun command line for ``args`` (validated first, so errors come before any launch)."""
-    from batchlaw.simulator.checks import check_prelaunch, cuda_visible
     from batchlaw.simulator.ramp import parse_ramp
     from batchlaw.simulator.runconfig import load_run_config
     from batchlaw.simulator.spec import validate_run
+    from batchlaw.simulator.checks import check_prelaunch, cuda_visible
 
     if args.nproc < 1:
         raise ValueError(f"--nproc = {args.nproc}: must be >= 1")
     if not Path(args.config).is_file():
         raise ValueError(f"config {args.config!r}: no such file")
     cfg = load_run_config(args.config, args.overrides)
+    check_prelaunch(cfg, on_cpu=not cuda_visible())  # paths, data, device: what the ranks would refuse
     dp = validate_run(cfg.model, cfg.parallel, world_size=args.nproc, global_batch=cfg.train.global_batch)
     parse_ramp(cfg.train.ramp, global_batch=cfg.train.global_batch, granularity=cfg.parallel.micro_batch * dp,
                seq_len=cfg.model.seq_len)  # the same check the ranks make, before anything starts
-    check_prelaunch(cfg, on_cpu=not cuda_visible())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "batchlaw.plugin.train", args.config]
     for item in args.overrides:
