@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from batchlaw.simulator import config as _config
+from batchlaw.simulator.checks import check_plan_row
 from batchlaw.simulator.runconfig import load_run_config
 from batchlaw.simulator.spec import validate_run
 
@@ -102,6 +103,7 @@ def plan_runs(table: dict[str, np.ndarray], s: SubmitSettings) -> list[dict[str,
     runs = []
     for i in np.flatnonzero(np.isin(np.char.lower(keep.astype(str)), ("true", "1", "1.0"))):
         row = {k: v[i] for k, v in table.items()}
+        check_plan_row(row, int(i))  # inf, NaN, 0 or text in a count: one line, before int() of it
         name = _SLUG.sub("_", f"{row['model']}-b{int(row['global_batch'])}-tp{int(row['tp'])}-pp{int(row['pp'])}"
                          + (f"-lr{float(row['lr']):g}" if "lr" in row else ""))
         run_dir = (s.runs_dir / name).resolve()

@@ -211,3 +211,15 @@ def test_toml_writer_refuses_lone_surrogate():
     bad = "runs/\udcff"  # an undecodable byte from argv under surrogateescape
     with pytest.raises(ValueError, match=r"data.path = .*lone surrogate U\+DCFF"):
         config.to_toml({"data": {"path": bad}})
+
+
+@pytest.mark.parametrize("cell", ["inf", "nan", "0", "-8", "2.5", "many"])
+def test_submit_row_with_impossible_batch(tmp_path, capsys, cell):
+    """global_batch = inf in a pruned CSV was an OverflowError traceback in submit."""
+    csv = tmp_path / "pruned.csv"
+    csv.write_text(f"model,global_batch,tp,pp,micro_batch,nodes,survives\ntiny,{cell},1,1,2,1,true\n")
+    status = main(["submit", str(csv), "--base-config", RUN, "--time", "00:10:00", "--nproc-per-node", "1",
+                   "--dry-run", "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith("batchlaw: error: row 0: global_batch = ") and "\n" not in err, err
+    assert not (tmp_path / "runs").exists()
