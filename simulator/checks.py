@@ -34,8 +34,8 @@ MAX_STEPS = 10_000_000
 MAX_SEQ_LEN = 32_768
 """The trainer builds a dense s x s causal mask (4 s^2 bytes while built): 4 GiB at this limit."""
 MAX_GRID_POINTS = 1_000_000
-"""Grid points expanded at once: about 1 GiB and under a minute (docs/benchmarks.md, "Grid size")."""
-_BYTES_PER_POINT, _SECONDS_PER_POINT = 1024, 5e-5  # run_grid, measured: 833-871 B and 0.025-0.045 ms
+"""Grid points expanded at once: about 1 GiB and 2 minutes (docs/benchmarks.md, "Validation")."""
+_BYTES_PER_POINT, _SECONDS_PER_POINT = 1024, 1e-4  # run_grid measured 833-887 B and 0.03-0.13 ms per point
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 
 
@@ -202,7 +202,7 @@ def check_grid_size(n_points: int, limit: int = MAX_GRID_POINTS, *, axes: Mappin
         shape = " x ".join(f"{k} {v}" for k, v in (axes or {}).items() if v != 1)
         gib, minutes = n_points * _BYTES_PER_POINT / 2**30, n_points * _SECONDS_PER_POINT / 60
         raise ValueError(f"grid has {n_points:,} points ({shape}), over the limit of {limit:,}; it would take about"
-                         f" {gib:,.1f} GiB and {minutes:,.1f} min (about 1 KiB and 0.05 ms per point): split it"
+                         f" {gib:,.1f} GiB and {minutes:,.1f} min (about 1 KiB and 0.1 ms per point): split it"
                          " into smaller grids")
 
 
