@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = [
-    "MAX_GRID_POINTS", "MAX_SEED", "MAX_SEQ_LEN", "MAX_STEPS",
+    "MAX_GRID_POINTS", "MAX_SEED", "MAX_SEQ_LEN", "MAX_STEPS", "MAX_TOKENS",
     "bad_table_values", "check_checkpoint", "check_plan_row", "check_data", "check_grid", "check_grid_size", "check_log",
     "check_model", "check_model_name", "check_prelaunch", "check_run", "check_run_data", "check_system",
     "check_system_tables", "check_text", "check_train", "cuda_visible",
@@ -31,6 +31,8 @@ MAX_SEED = 2**32
 """Seeds must lie in [0, 2^32): numpy's and megatron-core's seeding (which adds offsets) accept them."""
 MAX_STEPS = 10_000_000
 """Optimizer steps of one run; the largest published GPT runs take well under 1e6 steps."""
+MAX_TOKENS = 10**15
+"""Tokens of one run (steps x global batch x seq_len): 100 times the largest published GPT run."""
 MAX_SEQ_LEN = 32_768
 """The trainer builds a dense s x s causal mask (4 s^2 bytes while built): 4 GiB at this limit."""
 MAX_GRID_POINTS = 1_000_000
@@ -148,13 +150,13 @@ def check_run(cfg: Any) -> None:
 
     t, s = cfg.train, cfg.model.seq_len
     steps = t.steps if t.steps > 0 else -(-cfg.total_samples() // t.global_batch)
-    if steps > MAX_STEPS:
-        tokens = steps * t.global_batch * s
-        flops = 6.0 * num_params(cfg.model) * tokens  # C = 6 N D (Kaplan et al. 2020, eq. 2.1)
+    tokens = steps * t.global_batch * s
+    if steps > MAX_STEPS or tokens > MAX_TOKENS:
+        flops = 6.0 * num_params(cfg.model) * float(min(tokens, 10**300))  # C = 6 N D (Kaplan et al. 2020, eq. 2.1)
         field, value = ("train.steps", t.steps) if t.steps > 0 else ("train.tokens", t.tokens)
-        _fail(field, value, f"means {steps:,} steps, over the limit of {MAX_STEPS:,}: {tokens:.3g} tokens at"
-              f" global_batch {t.global_batch} x seq_len {s}, about 6 N D = {flops:.3g} FLOPs"
-              f" ({flops / 400e12 / 3600:.3g} GPU-hours at 400 TFLOP/s)")
+        _fail(field, value, f"means {steps:,} steps and {tokens:.3g} tokens (global_batch {t.global_batch} x seq_len"
+              f" {s}), over the limit of {MAX_STEPS:,} steps or {MAX_TOKENS:.0e} tokens: about 6 N D = {flops:.3g}"
+              f" FLOPs ({flops / 400e12 / 3600:.3g} GPU-hours at 400 TFLOP/s)")
 
 
 def check_system_tables(data: Mapping[str, Any], path: Any) -> None:

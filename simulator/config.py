@@ -7,6 +7,7 @@ valid keys before anything runs (torchtitan ``configurable.py``; Megatron ``__po
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import tomllib
@@ -52,6 +53,8 @@ def _loads(text: str, where: str) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{where} is not valid TOML: {exc}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (sys.get_int_max_str_digits)
+        raise ValueError(f"{where} is not valid TOML: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise ValueError(f"{where}: tables or arrays nested too deeply (at most {MAX_DEPTH} levels)") from None
     if _depth(data) > MAX_DEPTH:
@@ -81,6 +84,8 @@ def _parse_scalar(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ValueError(f"--set value {text[:20]!r}...: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise ValueError(f"--set value {text[:40]!r}...: nested too deeply (at most {MAX_DEPTH} levels)") from None
 
@@ -99,7 +104,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Return a deep copy of ``data`` with each ``a.b=v`` override applied (CLI wins)."""
-    out = json.loads(json.dumps(data))
+    out = copy.deepcopy(dict(data))  # not a JSON round trip: TOML dates and times are not JSON
     for item in overrides:
         path, value = parse_override(item)
         if len(path) + _depth(value) > MAX_DEPTH:
@@ -189,6 +194,10 @@ def build(cls: type[T], data: Mapping[str, Any] | T | None, where: str = "") -> 
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
         tp = hints[name]
+        big = next((v for v in (value if isinstance(value, (list, tuple)) else [value])
+                    if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63), None)
+        if big is not None:
+            raise ValueError(f"{key}: an integer of {big.bit_length()} bits, outside TOML's 64-bit integer range")
         if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
             kwargs[name] = build(tp, value, key)
             continue

@@ -223,3 +223,17 @@ def test_submit_row_with_impossible_batch(tmp_path, capsys, cell):
     err = capsys.readouterr().err.strip()
     assert status == 2 and err.startswith("batchlaw: error: row 0: global_batch = ") and "\n" not in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.lr=1" + "0" * 400, "train.lr: an integer of 1329 bits, outside TOML's 64-bit integer range"),
+    ("train.steps=1" + "0" * 400, "train.steps: an integer of 1329 bits"),
+    ("model.name=1979-05-27", r"model.name = datetime.date\(1979, 5, 27\): must be a plain name"),
+    ("data.path=1979-05-27T07:32:00Z", "data.path = datetime.datetime"),
+    ("train.global_batch=1000000000000000000", "over the limit of 10,000,000 steps or 1e\\+15 tokens"),
+])
+def test_loader_odd_values_are_one_line(override, match):
+    """Found by the fuzz test: huge integers were OverflowError tracebacks, TOML dates a TypeError."""
+    with pytest.raises(ValueError, match=match) as info:
+        load_run_config(RUN, [override])
+    assert "\n" not in str(info.value)
