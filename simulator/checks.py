@@ -2,7 +2,7 @@
 
 The config dataclasses call these from their ``__post_init__`` (one line each), so no object with a
 value the trainer would reject can exist; ``check_grid_size`` runs before a grid is allocated;
-``bad_table_values`` makes rows of a runs table with impossible values infeasible, with a reason;
+``bad_sizes`` makes rows of a runs table with impossible values infeasible, with a reason;
 ``check_prelaunch`` adds what needs the run's world (the device, the file system) and is called by
 ``batchlaw train`` before torchrun starts and by every rank before it builds anything. Each failure
 is a ``ValueError`` with ONE line naming the field, the value and what is allowed (issue 13).
@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "MAX_GRID_POINTS", "MAX_SEED", "MAX_SEQ_LEN", "MAX_STEPS", "MAX_TOKENS",
-    "bad_table_values", "check_checkpoint", "check_plan_row", "check_data", "check_grid", "check_grid_size", "check_log",
+    "bad_size_message", "bad_sizes", "check_checkpoint", "check_plan_row", "check_data", "check_grid", "check_grid_size", "check_log",
     "check_model", "check_model_name", "check_prelaunch", "check_run", "check_run_data", "check_system",
     "check_system_tables", "check_text", "check_train", "cuda_visible",
 ]
@@ -212,28 +212,35 @@ _POSITIVE_COLUMNS = ("layers", "hidden", "heads", "seq_len", "vocab", "tp", "pp"
                      "query_groups", "ffn_hidden")
 
 
-def bad_table_values(c: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Any]:
-    """Rows of a normalised runs table with a value no run can have: (mask, row -> reason).
-
-    Sizes must be positive integers; a blank (NaN) micro_batch means "choose one" and is allowed.
-    Used as the first rule of ``table.feasibility``, so such rows are infeasible with a reason.
-    """
-    n = len(c["layers"])
-    col = np.full(n, "", dtype=object)
-    for name in _POSITIVE_COLUMNS + ("micro_batch",):
-        if name not in c:
-            continue
-        v = np.asarray(c[name], dtype=np.float64)
+def _bad_size(c: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    v = np.asarray(c[name], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(v) | (v < 1) | (v != np.floor(v))
-        if name == "micro_batch":
-            bad &= ~np.isnan(v)
-        col[bad & (col == "")] = name
-    mask = col != ""
+    return bad & ~np.isnan(v) if name == "micro_batch" else bad
 
-    def reason(i: int) -> str:
-        return f"{col[i]} = {float(c[col[i]][i]):g}: must be a positive integer"
 
-    return mask, reason
+def bad_sizes(c: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Rows of a (normalised) runs table with a size no run can have: not a positive integer.
+
+    A blank (NaN) micro_batch means "choose one" and is allowed; absent columns are skipped. The
+    first rule of ``table.feasibility`` (message: ``bad_size_message``), so such rows are infeasible
+    with a reason instead of being priced.
+    """
+    n = len(next(iter(c.values())))
+    bad = np.zeros(n, dtype=bool)
+    for name in _POSITIVE_COLUMNS + ("micro_batch",):
+        if name in c:
+            bad |= _bad_size(c, name)
+    return bad
+
+
+def bad_size_message(c: Mapping[str, np.ndarray], i: int) -> str:
+    """The reason for row ``i`` flagged by ``bad_sizes``: the first column at fault and its value."""
+    for name in _POSITIVE_COLUMNS + ("micro_batch",):
+        v = float(c[name][i]) if name in c else 1.0
+        if not (math.isfinite(v) and v >= 1 and v == math.floor(v)) and not (name == "micro_batch" and math.isnan(v)):
+            return f"{name} = {v:g}: must be a positive integer"
+    return ""
 
 
 _PLAN_COLUMNS = {"global_batch": True, "tp": True, "pp": True, "nodes": False, "vpp": False, "micro_batch": False,

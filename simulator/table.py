@@ -117,7 +117,7 @@ def feasibility(c: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             reason[i] = text(i)
         assigned[:] |= hit
 
-    rule(*checks.bad_table_values(c))
+    rule(checks.bad_sizes(c), lambda i: checks.bad_size_message(c, i))
     tp, pp, vpp, dp, mb, gb = c["tp"], c["pp"], c["vpp"], c["dp"], c["micro_batch"], c["global_batch"]
     rule((dp < 1) | (dp != np.floor(dp)), lambda i: f"world size {c['tp'][i] * c['pp'][i] * dp[i]:g} is not"
          f" divisible by tp x pp = {tp[i] * pp[i]:g}")
