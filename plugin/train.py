@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="run TOML (configs/runs/*.toml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    from batchlaw.simulator.checks import check_prelaunch
     from batchlaw.simulator.runconfig import load_run_config
 
     try:
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         from batchlaw.plugin.loop import Trainer
 
         try:
+            check_prelaunch(cfg, on_cpu=on_cpu)
             trainer = Trainer(cfg, on_cpu=on_cpu)
         except ValueError as exc:
             print(f"batchlaw train: error: {exc}", file=sys.stderr)

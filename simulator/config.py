@@ -7,6 +7,7 @@ valid keys before anything runs (torchtitan ``configurable.py``; Megatron ``__po
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import tomllib
@@ -17,6 +18,9 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 T = TypeVar("T")
 
+MAX_DEPTH = 32
+"""Deepest nesting of tables and arrays a config may have (every real config has at most 3)."""
+
 __all__ = [
     "apply_overrides",
     "build",
@@ -26,19 +30,52 @@ __all__ = [
     "to_dict",
     "to_json",
     "to_toml",
+    "toml_string",
 ]
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file, turning a missing file or a syntax error into a one-line ValueError."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"config file {str(p)!r} does not exist")
+def _depth(value: Any) -> int:
+    """Nesting depth of dicts and lists, computed without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend((x, d + 1) for x in v)
+        deepest = max(deepest, d)
+    return deepest
+
+
+def _loads(text: str, where: str) -> dict[str, Any]:
+    """``tomllib.loads`` with every failure (syntax, nesting too deep) as one line naming ``where``."""
     try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+        raise ValueError(f"{where} is not valid TOML: {exc}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (sys.get_int_max_str_digits)
+        raise ValueError(f"{where} is not valid TOML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ValueError(f"{where}: tables or arrays nested too deeply (at most {MAX_DEPTH} levels)") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ValueError(f"{where}: tables or arrays nested {_depth(data)} levels deep; at most {MAX_DEPTH} allowed")
+    return data
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file, turning a missing, unreadable, non-UTF-8, invalid or too deeply nested file
+    into a one-line ValueError naming it."""
+    p = Path(path)
+    where = f"config file {str(p)!r}"
+    if not p.is_file():
+        raise ValueError(f"{where} does not exist")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ValueError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where} is not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+    return _loads(text, where)
 
 
 def _parse_scalar(text: str) -> Any:
@@ -47,6 +84,10 @@ def _parse_scalar(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ValueError(f"--set value {text[:20]!r}...: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ValueError(f"--set value {text[:40]!r}...: nested too deeply (at most {MAX_DEPTH} levels)") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -63,9 +104,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Return a deep copy of ``data`` with each ``a.b=v`` override applied (CLI wins)."""
-    out = json.loads(json.dumps(data))
+    out = copy.deepcopy(dict(data))  # not a JSON round trip: TOML dates and times are not JSON
     for item in overrides:
         path, value = parse_override(item)
+        if len(path) + _depth(value) > MAX_DEPTH:
+            raise ValueError(f"--set {item[:60]!r}: nested deeper than {MAX_DEPTH} levels")
         node = out
         for k in path[:-1]:
             nxt = node.setdefault(k, {})
@@ -157,6 +200,10 @@ def build(cls: type[T], data: Mapping[str, Any] | T | None, where: str = "") -> 
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
         tp = hints[name]
+        big = next((v for v in (value if isinstance(value, (list, tuple)) else [value])
+                    if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63), None)
+        if big is not None:
+            raise ValueError(f"{key}: an integer of {big.bit_length()} bits, outside TOML's 64-bit integer range")
         if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
             kwargs[name] = build(tp, value, key)
             continue
@@ -191,27 +238,59 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _toml_scalar(v: Any) -> str:
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def toml_string(s: str, key: str = "value") -> str:
+    """``s`` as an ASCII TOML basic string: \\uXXXX inside the BMP, \\UXXXXXXXX outside it (JSON's
+    surrogate pairs are not valid TOML), so any Unicode text, emoji included, reads back unchanged.
+
+    Raises:
+        ValueError: when ``s`` holds a lone surrogate (not Unicode text; TOML cannot hold it).
+    """
+    out = []
+    for ch in s:
+        o = ord(ch)
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif 0x20 <= o < 0x7F:
+            out.append(ch)
+        elif 0xD800 <= o <= 0xDFFF:
+            raise ValueError(f"{key} = {s!r}: holds the lone surrogate U+{o:04X} (undecodable bytes, not"
+                             " Unicode text); TOML cannot store it")
+        else:
+            out.append(f"\\u{o:04X}" if o <= 0xFFFF else f"\\U{o:08X}")
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(k: Any) -> str:
+    k = str(k)
+    return k if k and all(c.isascii() and (c.isalnum() or c in "_-") for c in k) else toml_string(k, "key")
+
+
+def _toml_scalar(v: Any, key: str = "value") -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_scalar(x) for x in v) + "]"
+        return "[" + ", ".join(_toml_scalar(x, key) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_scalar(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_scalar(x, f'{key}.{k}')}" for k, x in v.items()) + "}"
     if v is None:
-        raise ValueError("TOML has no null; leave the key out instead")
-    return json.dumps(str(v))  # a JSON string literal is a valid TOML basic string
+        raise ValueError(f"{key}: TOML has no null; leave the key out instead")
+    return toml_string(str(v), key)
 
 
 def to_toml(data: Any) -> str:
     """Serialise a (dataclass or) dict of tables of scalars to TOML; ``tomllib`` reads it back."""
     data = to_dict(data)
-    lines = [f"{k} = {_toml_scalar(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
+    lines = [f"{_toml_key(k)} = {_toml_scalar(v, str(k))}" for k, v in data.items()
+             if not isinstance(v, dict) and v is not None]
     for name, table in data.items():
         if isinstance(table, dict):
-            lines += ["", f"[{name}]"] + [f"{k} = {_toml_scalar(v)}" for k, v in table.items() if v is not None]
+            lines += ["", f"[{_toml_key(name)}]"] + [f"{_toml_key(k)} = {_toml_scalar(v, f'{name}.{k}')}"
+                                                      for k, v in table.items() if v is not None]
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator import resources
 from batchlaw.simulator.params import num_params
@@ -110,6 +111,9 @@ class GridConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     """Pruning rules."""
 
+    def __post_init__(self) -> None:
+        checks.check_grid(self)
+
 
 def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridConfig:
     """Load a grid TOML (a path, or a name in configs/grids) strictly: unknown keys are rejected with
@@ -147,6 +151,7 @@ def _expand(g: GridConfig) -> dict[str, np.ndarray]:
             values = tuple(ramp_text(v) for v in values)
         axes[col] = list(values) or ([np.nan] if col == "micro_batch" else [base[col]])
     shape = [len(v) for v in axes.values()]
+    checks.check_grid_size(int(np.prod(shape, dtype=object)), axes=dict(zip(axes, shape)))
     idx = np.indices(shape).reshape(len(shape), -1)
     cols = {}
     for (name, values), i in zip(axes.items(), idx):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator import resources
 from batchlaw.simulator.ramp import RampTable, parse_count, ramp_from_text, ramp_text
@@ -67,7 +68,7 @@ class TrainConfig:
     (Megatron-LM's --exit-interval)."""
 
     def __post_init__(self) -> None:
-        pass  # per-field range checks hook in here
+        checks.check_train(self)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,7 +83,7 @@ class DataConfig:
     """Fraction of sequences held out for validation (indexed data)."""
 
     def __post_init__(self) -> None:
-        pass  # per-field range checks hook in here
+        checks.check_data(self)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -103,7 +104,7 @@ class LogConfig:
     """File created by rank 0 when the run completes (the SLURM scripts skip runs that have one)."""
 
     def __post_init__(self) -> None:
-        pass  # per-field range checks hook in here
+        checks.check_log(self)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -123,7 +124,7 @@ class CheckpointConfig:
     signal trap creates it: torchrun itself dies on SIGTERM/SIGUSR1 instead of forwarding them)."""
 
     def __post_init__(self) -> None:
-        pass  # per-field range checks hook in here
+        checks.check_checkpoint(self)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -145,6 +146,9 @@ class RunSpec:
     """Metrics."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpoints."""
+
+    def __post_init__(self) -> None:
+        checks.check_run(self)
 
     def validate(self, world_size: int | None = None) -> int:
         """The trainer's pre-launch check (``spec.validate_run``, ramp included) at ``world_size``
@@ -190,7 +194,7 @@ def _check(cfg: RunSpec) -> RunSpec:
 
 def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
     """Build a RunSpec strictly from a nested dict (a run TOML, or the HDF5 ``config`` attribute)."""
-    return _check(_config.build(RunSpec, _resolve_model(dict(data))))
+    return _check(_config.build(RunSpec, _resolve_model(checks.check_run_data(dict(data)))))
 
 
 def find_run_config(name_or_path: str | Path) -> Path:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator import resources, rules
 
@@ -73,6 +74,7 @@ class ModelShape:
             raise ValueError(f"model.heads = {self.heads}: must divide model.hidden = {self.hidden}")
         if self.query_groups < 0 or (self.query_groups and self.heads % self.query_groups):
             raise ValueError(f"model.query_groups = {self.query_groups}: must be 0 or divide heads = {self.heads}")
+        checks.check_model(self)
 
     @property
     def num_query_groups(self) -> int:

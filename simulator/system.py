@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator import resources
 
@@ -61,6 +62,9 @@ class SystemProfile:
     efficiency: Efficiency = field(default_factory=Efficiency)
     """Fitted efficiency parameters."""
 
+    def __post_init__(self) -> None:
+        checks.check_system(self)
+
 
 def system_names() -> list[str]:
     """Profiles on the config search path (shipped ones and ``$BATCHLAW_CONFIG_PATH``)."""
@@ -81,6 +85,7 @@ def load_system(name_or_path: str | Path) -> SystemProfile:
     unknown = set(data) - {"system", "efficiency"}
     if unknown:
         raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid tables are system, efficiency")
+    checks.check_system_tables(data, path)
     return _config.build(SystemProfile, {**data["system"], "efficiency": data.get("efficiency", {})}, "system")
 
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from batchlaw.simulator import rules
+from batchlaw.simulator import checks
 from batchlaw.simulator.perf import iteration, memory_gib
 from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn
 from batchlaw.simulator.system import SystemProfile, load_system
@@ -123,7 +124,11 @@ def feasibility(c: Mapping[str, np.ndarray], *, trainer: bool = False) -> tuple[
     cols = dict(c)
     if "ramp" not in cols:
         cols["ramp"] = np.full(len(c["layers"]), "", dtype=object)
-    return rules.violations(cols, trainer=trainer)
+    ok, reason = rules.violations(cols, trainer=trainer)
+    bad = checks.bad_sizes(c)  # non-positive or non-finite sizes first: nothing else is meaningful then
+    for i in np.flatnonzero(bad):
+        reason[i] = checks.bad_size_message(c, i)
+    return ok & ~bad, reason
 
 
 def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:

@@ -29,6 +29,7 @@ from batchlaw.simulator.grid import plan_rows
 from batchlaw.simulator.resources import template
 from batchlaw.simulator.ramp import ramp_text
 from batchlaw.simulator.runconfig import PLAN_COLUMNS, find_run_config, spec_from_row
+from batchlaw.simulator.checks import check_plan_row
 
 __all__ = ["SubmitSettings", "plan_runs", "render_sbatch", "runs_table", "submit", "write_runs"]
 
@@ -112,6 +113,7 @@ def plan_runs(table: dict[str, np.ndarray], s: SubmitSettings) -> list[dict[str,
     runs, names = [], set()
     for i in rows:
         row = {k: v[i] for k, v in table.items()}
+        check_plan_row(row, int(i))  # inf, NaN, 0 or text in a count: one line, before int() of it
         if "gpus_per_node" not in table:
             row["gpus_per_node"] = s.nproc_per_node
         elif int(float(row["gpus_per_node"])) != s.nproc_per_node:

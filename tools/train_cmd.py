@@ -26,6 +26,7 @@ def command(args: argparse.Namespace) -> list[str]:
     """The torchrun command line for ``args`` (validated first, so errors come before any launch)."""
     from batchlaw.simulator.runconfig import find_run_config, load_run_config
     from batchlaw.simulator.spec import validate_run
+    from batchlaw.simulator.checks import check_prelaunch, cuda_visible
 
     if args.nproc < 1:
         raise ValueError(f"--nproc-per-node = {args.nproc}: must be >= 1")
@@ -33,6 +34,7 @@ def command(args: argparse.Namespace) -> list[str]:
     if not path.is_file():
         raise ValueError(f"config {args.config!r}: no such file")
     cfg = load_run_config(path, args.overrides)
+    check_prelaunch(cfg, on_cpu=not cuda_visible())  # paths, data, device: what the ranks would refuse
     # the same rule table the ranks check (ramp included), before anything starts
     validate_run(cfg.model, cfg.parallel, world_size=args.nproc, global_batch=cfg.train.global_batch,
                  ramp=cfg.train.ramp)

@@ -23,7 +23,8 @@ def test_contract_keys_exist_and_override():
         "parallel.tp=2", "parallel.pp=2", "parallel.vpp=1", "parallel.micro_batch=1",
         "parallel.sequence_parallel=false", "parallel.distributed_optimizer=true",
         "parallel.overlap_grad_reduce=true", "train.global_batch=16", "train.ramp='4,4,64'",
-        "train.steps=3", "train.seed=7", "train.lr=1e-4", "log.path='x.h5'"])
+        "train.steps=3", "train.seed=7", "train.lr=1e-4", "train.min_lr=1e-5",
+        "log.path='x.h5'"])
     p, t = cfg.parallel, cfg.train
     assert (p.tp, p.pp, p.vpp, p.micro_batch) == (2, 2, 1, 1)
     assert p.distributed_optimizer and p.overlap_grad_reduce and not p.sequence_parallel

@@ -1,0 +1,310 @@
+"""Per-field checks of every configuration: ranges, finiteness, relations, sizes and paths.
+
+The config dataclasses call these from their ``__post_init__`` (one line each), so no object with a
+value the trainer would reject can exist; ``check_grid_size`` runs before a grid is allocated;
+``bad_sizes`` makes rows of a runs table with impossible values infeasible, with a reason;
+``check_prelaunch`` adds what needs the run's world (the device, the file system) and is called by
+``batchlaw train`` before torchrun starts and by every rank before it builds anything. Each failure
+is a ``ValueError`` with ONE line naming the field, the value and what is allowed (issue 13).
+
+Torch-free; imports of other simulator modules are local (the dataclasses import this module).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = [
+    "MAX_GRID_POINTS", "MAX_SEED", "MAX_SEQ_LEN", "MAX_STEPS", "MAX_TOKENS",
+    "bad_size_message", "bad_sizes", "check_checkpoint", "check_plan_row", "check_data", "check_grid", "check_grid_size", "check_log",
+    "check_model", "check_model_name", "check_prelaunch", "check_run", "check_run_data", "check_system",
+    "check_system_tables", "check_text", "check_train", "cuda_visible",
+]
+
+MAX_SEED = 2**32
+"""Seeds must lie in [0, 2^32): numpy's and megatron-core's seeding (which adds offsets) accept them."""
+MAX_STEPS = 10_000_000
+"""Optimizer steps of one run; the largest published GPT runs take well under 1e6 steps."""
+MAX_TOKENS = 10**15
+"""Tokens of one run (steps x global batch x seq_len): 100 times the largest published GPT run."""
+MAX_SEQ_LEN = 32_768
+"""The trainer builds a dense s x s causal mask (4 s^2 bytes while built): 4 GiB at this limit."""
+MAX_GRID_POINTS = 1_000_000
+"""Grid points expanded at once: about 1 GiB and 2 minutes (docs/benchmarks.md, "Validation")."""
+_BYTES_PER_POINT, _SECONDS_PER_POINT = 1024, 1e-4  # run_grid measured 833-887 B and 0.03-0.13 ms per point
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+
+
+def _fail(field: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{field} = {value!r}: {allowed}")
+
+
+def _finite(field: str, value: float, *, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, hi_open: bool = False) -> None:
+    """``value`` must be a finite number in the interval [lo, hi] (ends open when asked)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (lo is None or (value > lo if lo_open else value >= lo))
+    ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        lo_s = "" if lo is None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
+        hi_s = "" if hi is None else (f"< {hi:g}" if hi_open else f"<= {hi:g}")
+        _fail(field, value, "must be a finite number" + (" " if lo_s or hi_s else "")
+              + " and ".join(s for s in (lo_s, hi_s) if s))
+
+
+def _int_at_least(field: str, value: int, lo: int, extra: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        _fail(field, value, f"must be an integer >= {lo}{extra}")
+
+
+def check_text(field: str, value: str) -> None:
+    """Paths and names: no NUL or other control characters, no lone surrogates (TOML cannot hold them)."""
+    if not isinstance(value, str):
+        _fail(field, value, "must be a string")
+    bad = next((ch for ch in value if ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF), None)
+    if bad is not None:
+        _fail(field, value, f"contains the character U+{ord(bad):04X}; control characters and lone"
+                            " surrogates are not allowed in paths and names")
+
+
+def check_model_name(name: Any) -> None:
+    """A shipped model name is a file name in configs/models, never a path (``../systems/x``)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        from batchlaw.simulator.spec import model_names
+
+        _fail("model.name", name, "must be a plain name (letters, digits, '._+-', no '/'); shipped models are "
+              + ", ".join(model_names()))
+
+
+def check_run_data(data: dict[str, Any]) -> dict[str, Any]:
+    """The raw run mapping before ``model.name`` is resolved: ``[model]`` a table, its name safe.
+    Returns ``data`` unchanged."""
+    model = data.get("model", {})
+    if not isinstance(model, Mapping):
+        _fail("model", model, "must be a table ([model] with name = ... or the shape keys)")
+    if "name" in model:
+        check_model_name(model["name"])
+    return data
+
+
+def check_model(m: Any) -> None:
+    """ModelShape fields not covered by its own positivity checks (ffn, seq_len limit, name)."""
+    check_text("model.name", m.name)
+    _int_at_least("model.ffn_hidden", m.ffn_hidden, 0, " (0 = derived from hidden)")
+    if m.seq_len > MAX_SEQ_LEN:
+        _fail("model.seq_len", m.seq_len, f"must be <= {MAX_SEQ_LEN}; the trainer's dense causal mask alone"
+              f" would take 4 s^2 bytes = {4 * m.seq_len ** 2 / 2**30:,.0f} GiB per rank")
+
+
+def check_train(t: Any) -> None:
+    """TrainConfig: finite, positive learning rates with min_lr <= lr, AdamW ranges, counts >= 0."""
+    _int_at_least("train.global_batch", t.global_batch, 1)
+    _int_at_least("train.steps", t.steps, 0, " (0 = derive from train.tokens)")
+    if not isinstance(t.seed, int) or not 0 <= t.seed < MAX_SEED:
+        _fail("train.seed", t.seed, "must be an integer in [0, 2^32)")
+    _finite("train.lr", t.lr, lo=0.0, lo_open=True)
+    _finite("train.min_lr", t.min_lr, lo=0.0)
+    if t.min_lr > t.lr:
+        _fail("train.min_lr", t.min_lr, f"must be <= train.lr = {t.lr!r} (the LR would rise during the decay)")
+    _int_at_least("train.warmup_samples", t.warmup_samples, 0)
+    _finite("train.weight_decay", t.weight_decay, lo=0.0)
+    _finite("train.adam_beta2", t.adam_beta2, lo=0.0, hi=1.0, hi_open=True)
+    _finite("train.clip_grad", t.clip_grad, lo=0.0)
+    _int_at_least("train.eval_every", t.eval_every, 0, " (0 = no validation)")
+    if t.eval_every > 0:
+        _int_at_least("train.eval_batches", t.eval_batches, 1, f" when train.eval_every = {t.eval_every}")
+    _int_at_least("train.exit_after_steps", t.exit_after_steps, 0, " (0 = never)")
+
+
+def check_data(d: Any) -> None:
+    """DataConfig: a clean path, a held-out fraction in [0, 1)."""
+    check_text("data.path", d.path)
+    _finite("data.valid_fraction", d.valid_fraction, lo=0.0, hi=1.0, hi_open=True)
+
+
+def check_log(lg: Any) -> None:
+    """LogConfig: flush at least every step, clean paths."""
+    _int_at_least("log.flush_every", lg.flush_every, 1)
+    _int_at_least("log.stdout_every", lg.stdout_every, 0, " (0 = never)")
+    for name in ("path", "tensorboard", "done_marker"):
+        check_text(f"log.{name}", getattr(lg, name))
+
+
+def check_checkpoint(c: Any) -> None:
+    """CheckpointConfig: every >= 0 (0 = on signal and at the end), keep >= 1, clean paths."""
+    _int_at_least("checkpoint.every", c.every, 0, " (0 = only on a signal and at the end)")
+    _int_at_least("checkpoint.keep", c.keep, 1)
+    check_text("checkpoint.dir", c.dir)
+    check_text("checkpoint.stop_file", c.stop_file)
+
+
+def check_run(cfg: Any) -> None:
+    """RunConfig: the step count, given or derived from the token budget, with its cost stated."""
+    from batchlaw.simulator.params import num_params
+
+    t, s = cfg.train, cfg.model.seq_len
+    steps = t.steps if t.steps > 0 else -(-cfg.total_samples() // t.global_batch)
+    tokens = steps * t.global_batch * s
+    if steps > MAX_STEPS or tokens > MAX_TOKENS:
+        flops = 6.0 * num_params(cfg.model) * float(min(tokens, 10**300))  # C = 6 N D (Kaplan et al. 2020, eq. 2.1)
+        field, value = ("train.steps", t.steps) if t.steps > 0 else ("train.tokens", t.tokens)
+        _fail(field, value, f"means {steps:,} steps and {tokens:.3g} tokens (global_batch {t.global_batch} x seq_len"
+              f" {s}), over the limit of {MAX_STEPS:,} steps or {MAX_TOKENS:.0e} tokens: about 6 N D = {flops:.3g}"
+              f" FLOPs ({flops / 400e12 / 3600:.3g} GPU-hours at 400 TFLOP/s)")
+
+
+def check_system_tables(data: Mapping[str, Any], path: Any) -> None:
+    """A system TOML holds a [system] table and optionally [efficiency]."""
+    if not isinstance(data.get("system"), Mapping):
+        raise ValueError(f"{path}: no [system] table; a system file holds [system] (and optionally [efficiency])")
+
+
+def check_system(p: Any) -> None:
+    """SystemProfile: finite positive hardware numbers (a NaN memory would skip the memory check)."""
+    check_text("system.name", p.name)
+    for name in ("peak_tflops", "hbm_gbps", "memory_gib", "nvlink_gbps", "network_gbps"):
+        _finite(f"system.{name}", getattr(p, name), lo=0.0, lo_open=True)
+    for name in ("latency_us", "memory_overhead_gib"):
+        _finite(f"system.{name}", getattr(p, name), lo=0.0)
+    _int_at_least("system.gpus_per_node", p.gpus_per_node, 1)
+    e = p.efficiency
+    _finite("efficiency.matmul_max", e.matmul_max, lo=0.0, hi=1.0, lo_open=True)
+    _finite("efficiency.network_eff", e.network_eff, lo=0.0, hi=1.0, lo_open=True)
+    _finite("efficiency.dp_exposed", e.dp_exposed, lo=0.0, hi=1.0)
+    for name in ("width_half", "tokens_half", "overhead_s"):
+        _finite(f"efficiency.{name}", getattr(e, name), lo=0.0)
+
+
+def check_grid(g: Any) -> None:
+    """GridConfig: every axis value in range (a 0 batch or a NaN token budget never reaches a row)."""
+    a, p = g.grid, g.prune
+    _int_at_least("gpus_per_node", g.gpus_per_node, 1)
+    check_text("system", g.system)
+    if not a.models or not a.global_batch:
+        _fail("grid.models" if not a.models else "grid.global_batch", (), "must list at least one value")
+    for name in ("global_batch", "nodes", "tp", "pp", "vpp", "micro_batch"):
+        for v in getattr(a, name):
+            _int_at_least(f"grid.{name}", v, 1)
+    for v in a.lr:
+        _finite("grid.lr", v, lo=0.0, lo_open=True)
+    _finite("grid.tokens_per_param", a.tokens_per_param, lo=0.0, lo_open=True)
+    for name in ("dominance_margin", "max_gpu_hours_per_run", "max_wall_hours_per_run", "max_loss_excess"):
+        _finite(f"prune.{name}", getattr(p, name), lo=0.0)
+
+
+def check_grid_size(n_points: int, limit: int = MAX_GRID_POINTS, *, axes: Mapping[str, int] | None = None) -> None:
+    """Refuse a grid of more than ``limit`` points before anything is allocated."""
+    if n_points > limit:
+        shape = " x ".join(f"{k} {v}" for k, v in (axes or {}).items() if v != 1)
+        gib, minutes = n_points * _BYTES_PER_POINT / 2**30, n_points * _SECONDS_PER_POINT / 60
+        raise ValueError(f"grid has {n_points:,} points ({shape}), over the limit of {limit:,}; it would take about"
+                         f" {gib:,.1f} GiB and {minutes:,.1f} min (about 1 KiB and 0.1 ms per point): split it"
+                         " into smaller grids")
+
+
+_POSITIVE_COLUMNS = ("layers", "hidden", "heads", "seq_len", "vocab", "tp", "pp", "vpp", "global_batch",
+                     "query_groups", "ffn_hidden")
+
+
+def _bad_size(c: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    v = np.asarray(c[name], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(v) | (v < 1) | (v != np.floor(v))
+    return bad & ~np.isnan(v) if name == "micro_batch" else bad
+
+
+def bad_sizes(c: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Rows of a (normalised) runs table with a size no run can have: not a positive integer.
+
+    A blank (NaN) micro_batch means "choose one" and is allowed; absent columns are skipped. The
+    first rule of ``table.feasibility`` (message: ``bad_size_message``), so such rows are infeasible
+    with a reason instead of being priced.
+    """
+    n = len(next(iter(c.values())))
+    bad = np.zeros(n, dtype=bool)
+    for name in _POSITIVE_COLUMNS + ("micro_batch",):
+        if name in c:
+            bad |= _bad_size(c, name)
+    return bad
+
+
+def bad_size_message(c: Mapping[str, np.ndarray], i: int) -> str:
+    """The reason for row ``i`` flagged by ``bad_sizes``: the first column at fault and its value."""
+    for name in _POSITIVE_COLUMNS + ("micro_batch",):
+        v = float(c[name][i]) if name in c else 1.0
+        if not (math.isfinite(v) and v >= 1 and v == math.floor(v)) and not (name == "micro_batch" and math.isnan(v)):
+            return f"{name} = {v:g}: must be a positive integer"
+    return ""
+
+
+_PLAN_COLUMNS = {"global_batch": True, "tp": True, "pp": True, "nodes": False, "vpp": False, "micro_batch": False,
+                 "tokens": False}  # column -> required; a blank optional cell means "the base config's value"
+
+
+def check_plan_row(row: Mapping[str, Any], index: int) -> None:
+    """A row of a pruned table about to become a run (``batchlaw submit``): counts are positive
+    integers, ``lr`` a finite positive number; blanks allowed where the base config decides."""
+    for name, required in list(_PLAN_COLUMNS.items()) + [("lr", False)]:
+        if name not in row:
+            continue
+        text = str(row[name]).strip()
+        try:
+            v = float(text) if text else math.nan
+        except ValueError:
+            v = None
+        if v is not None and math.isnan(v) and not required:
+            continue
+        ok = v is not None and math.isfinite(v) and v > 0 and (name == "lr" or v == int(v))
+        if not ok:
+            _fail(f"row {index}: {name}", text, "must be a finite positive "
+                  + ("number" if name == "lr" else "integer") + ("" if required else " or blank"))
+
+
+def cuda_visible() -> bool:
+    """Whether the ranks will see a CUDA device, decided without importing torch."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None and env.strip() in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def _creatable(field: str, value: str, *, is_dir: bool) -> None:
+    """``value`` exists with the right kind, or its nearest existing ancestor is a writable directory."""
+    p = Path(value)
+    if p.exists():
+        if is_dir and not p.is_dir():
+            _fail(field, value, "exists and is not a directory")
+        if not is_dir and p.is_dir():
+            _fail(field, value, "is a directory; a file path is expected")
+    parent = p if is_dir else p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        _fail(field, value, f"cannot be created: {str(parent)!r} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        _fail(field, value, f"cannot be created: {str(parent)!r} is not writable")
+
+
+def check_prelaunch(cfg: Any, *, on_cpu: bool) -> None:
+    """What needs the run's world: the device and the file system. Called by ``batchlaw train`` before
+    torchrun starts and by every rank before it builds anything, so both refuse the same configs."""
+    if cfg.parallel.sequence_parallel and on_cpu:
+        _fail("parallel.sequence_parallel", True, "needs Transformer Engine or NVIDIA apex on a GPU; set it"
+              " to false on CPU")
+    if cfg.data.kind == "indexed":
+        missing = [s for s in (".bin", ".idx") if not Path(cfg.data.path + s).is_file()]
+        if missing:
+            _fail("data.path", cfg.data.path, f"no indexed dataset there ({cfg.data.path}{missing[0]} is missing);"
+                  " build one with batchlaw data build")
+    for field, value, is_dir in (("checkpoint.dir", cfg.checkpoint.dir, True), ("log.path", cfg.log.path, False),
+                                 ("log.tensorboard", cfg.log.tensorboard, True),
+                                 ("log.done_marker", cfg.log.done_marker, False),
+                                 ("checkpoint.stop_file", cfg.checkpoint.stop_file, False)):
+        if value:
+            _creatable(field, value, is_dir=is_dir)
