@@ -38,7 +38,7 @@ MAX_SEQ_LEN = 32_768
 MAX_GRID_POINTS = 1_000_000
 """Grid points expanded at once: about 1 GiB and 2 minutes (docs/benchmarks.md, "Validation")."""
 _BYTES_PER_POINT, _SECONDS_PER_POINT = 1024, 1e-4  # run_grid measured 833-887 B and 0.03-0.13 ms per point
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+_NAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*")  # a file name: no separator, no leading dot
 
 
 def _fail(field: str, value: Any, allowed: str) -> None:
@@ -75,10 +75,11 @@ def check_text(field: str, value: str) -> None:
 
 def check_model_name(name: Any) -> None:
     """A shipped model name is a file name in configs/models, never a path (``../systems/x``)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or (name and not _NAME.fullmatch(name)):
         from batchlaw.simulator.spec import model_names
 
-        _fail("model.name", name, "must be a plain name (letters, digits, '._+-', no '/'); shipped models are "
+        _fail("model.name", name, "must be a plain name (no '/', '\\', leading '.' or control character);"
+              " shipped models are "
               + ", ".join(model_names()))
 
 
