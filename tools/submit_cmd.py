@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="launch every surviving layout of each point, not only the fastest")
     parser.add_argument("--dry-run", action="store_true",
                         help="write nothing; print the plan, the table of runs and the rendered script(s)")
+    parser.add_argument("--show-configs", action="store_true",
+                        help="also print each run's run.toml (its RunSpec) as it would be written")
 
 
 def load_plan(source: str, system: str | None = None):
@@ -70,8 +72,14 @@ def run(args: argparse.Namespace) -> int:
                        overrides=tuple(args.overrides), all_layouts=args.all_layouts)
     results = submit(table, s, dry_run=args.dry_run)
     print(plan_line(table, plan_rows(table, all_layouts=args.all_layouts), all_layouts=args.all_layouts))
+    planned = [r for e in results for r in e["planned"]]
     if args.dry_run:
-        print(runs_table([r for e in results for r in e["planned"]], table))
+        print(runs_table(planned, table))
+    if args.show_configs:
+        from batchlaw.simulator.config import to_toml
+
+        for r in planned:
+            print(f"--- {r['dir'] / 'run.toml'}{' (not written)' if args.dry_run else ''} ---\n{to_toml(r['config'])}", end="")
     for r in results:
         if args.dry_run:
             print(f"--- train-{r['nodes']}n.sbatch (rendered; not written) ---\n{r['script']}---")

@@ -55,7 +55,13 @@ def test_simulate_then_dry_run_submits_exactly_the_plan(tmp_path, capsys, monkey
         out = capsys.readouterr().out
         assert _plan_line(out) == simulated
         assert "#!/usr/bin/env bash" in out and "#SBATCH --nodes=1" in out  # the rendered script is shown
-    assert _files(tmp_path) == before  # nothing written by either dry run
+    assert main(["submit", "plan.csv", "--time", "01:00:00", "--dry-run", "--show-configs"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("[parallel]") == int(simulated.split()[1])  # one RunSpec per planned run
+    for line in ('ramp = "32,32,20000"', "overlap_grad_reduce = true", "distributed_optimizer = true",
+                 'precision = "bf16"'):
+        assert shown.count(line) == int(simulated.split()[1]), line
+    assert _files(tmp_path) == before  # nothing written by any dry run
 
     table = run_grid(load_grid(grid))
     surviving_points = {tuple(str(table[c][i]) for c in POINT_COLUMNS) for i in np.flatnonzero(table["survives"])}
