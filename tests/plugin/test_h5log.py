@@ -32,7 +32,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
     proc = subprocess.run([sys.executable, "-c", code])
     assert proc.returncode == -9
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False, swmr=True) as f:
         assert list(f["steps/step"][:]) == list(range(1, 9))  # flushed at 4 and 8; 9, 10 lost
         assert f.attrs["status"] == "running"
         assert json.loads(f.attrs["config"]) == {"a": 1}
@@ -51,7 +51,7 @@ def test_resume_truncates_rows_past_restored_step(tmp_path):
     for s in range(5, 9):
         w.append(_row(s))
     w.close()
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False, swmr=True) as f:
         assert list(f["steps/step"][:]) == list(range(1, 9))
         np.testing.assert_allclose(f["steps/loss"][:], 10.0 / np.arange(1, 9))
         assert list(f["events/eval/step"][:]) == [2]
@@ -66,7 +66,7 @@ def test_new_run_refuses_existing_file_and_columns_stay_aligned(tmp_path):
     w.append({"step": 1, "loss": 1.0})
     w.append({"step": 2, "loss": 0.5, "mfu": 0.4})  # a column that appears later
     w.close()
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False, swmr=True) as f:
         assert f["steps/mfu"].shape == (2,) and np.isnan(f["steps/mfu"][0])
     with pytest.raises(ValueError, match="file exists; resume the run or remove it"):
         RunLogWriter(path)
