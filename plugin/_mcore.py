@@ -230,19 +230,18 @@ def build_ddp(cfg: TransformerConfig, chunks: list, *, overlap_grad_reduce: bool
     return models
 
 
-def build_optimizer(cfg: TransformerConfig, models: list, train, *, precision: str, distributed_optimizer: bool,
-                    initial_loss_scale: float = 2.0**16):
+def build_optimizer(cfg: TransformerConfig, models: list, train, *, precision: str, distributed_optimizer: bool):
     """megatron-core's Adam (decoupled weight decay) over the DDP chunks, with fp16 loss scaling wired.
 
     ``train.clip_grad = 0`` (no clipping) is passed as an infinite threshold: megatron then still
     computes the fully reduced norm after preparing the gradients (needed for the noise scale) and
     its clip coefficient ``max_norm / (norm + 1e-6)`` is never below 1 (clip_grads.py). fp16: dynamic
-    loss scaling from ``initial_loss_scale`` (torch.amp.GradScaler's default 2^16; megatron's own
-    default 2^32 overflows for the first ~17 steps), megatron's hysteresis 2 and window 1000; the
+    loss scaling from ``train.loss_scale_init`` (default 2^16, torch.amp.GradScaler's; megatron's
+    own default 2^32 overflows for the first ~17 steps of a small model), megatron's hysteresis 2 and window 1000; the
     schedule multiplies each micro-batch loss by the scale through ``grad_scale_func``.
     """
     clip = train.clip_grad if train.clip_grad > 0 else math.inf
-    fp16 = {"initial_loss_scale": float(initial_loss_scale)} if precision == "fp16" else {}
+    fp16 = {"initial_loss_scale": float(train.loss_scale_init)} if precision == "fp16" else {}
     ocfg = OptimizerConfig(
         optimizer="adam", lr=train.lr, min_lr=train.min_lr, weight_decay=train.weight_decay,
         adam_beta2=train.adam_beta2, clip_grad=clip, bf16=precision == "bf16", fp16=precision == "fp16",
