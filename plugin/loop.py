@@ -253,6 +253,8 @@ class Trainer:
             return "hooks"
         if num_mbs < 2 or (self.g.pp_size > 1 and self.g.embedding is not None):
             return "none"  # tied embeddings at PP > 1: local_sq_now would count the reduced copy twice
+        if len(self.models) > 1 and (num_mbs // 2 % self.g.pp_size or (num_mbs - num_mbs // 2) % self.g.pp_size):
+            return "none"  # interleaved 1F1B needs each part's micro-batches to be a multiple of PP
         return "split"
 
     def train_step(self) -> dict[str, float]:
