@@ -149,6 +149,7 @@ class RunLogWriter:
     def append(self, row: Mapping[str, float]) -> None:
         """Buffer one step's row (must contain ``step``); writes every ``flush_every`` rows."""
         assert "step" in row, "a step row needs its step"
+        _check_names(self._file[S.STEPS_GROUP], row, S.STEPS_GROUP)
         self._rows.append(dict(row))
         if len(self._rows) >= self.flush_every:
             self.flush()
@@ -173,6 +174,10 @@ class RunLogWriter:
     def event(self, group: str, row: Mapping[str, float]) -> None:
         """Buffer one sparse event under ``/events/<group>`` (must contain ``step``)."""
         assert "step" in row, "an event needs its step"
+        if group not in S.EVENT_COLUMNS:
+            raise ValueError(f"event group {group!r} is not in plugin/logschema.py EVENT_COLUMNS"
+                             f" ({', '.join(S.EVENT_COLUMNS)})")
+        _check_names(self._file[S.EVENTS_GROUP][group], row, f"{S.EVENTS_GROUP}/{group}")
         self._events.append((group, dict(row)))
 
     @staticmethod
@@ -195,9 +200,6 @@ class RunLogWriter:
             self._rows = []
         for group in dict.fromkeys(g for g, _ in self._events):
             rows = [r for g, r in self._events if g == group]
-            if group not in self._file[S.EVENTS_GROUP]:
-                raise ValueError(f"event group {group!r} is not in plugin/logschema.py EVENT_COLUMNS"
-                                 f" ({', '.join(S.EVENT_COLUMNS)})")
             self._append_columns(self._file[S.EVENTS_GROUP][group], rows)
         self._events = []
         self._file.flush()
