@@ -64,7 +64,18 @@ __all__ = [
     "seed_model_parallel", "set_lr", "transformer_config", "version_tuple", "zero_grads",
 ]
 
-VERSION: str = package_info.__version__
+def _installed_version() -> str:
+    """The installed distribution's version (0.19's ``package_info.__version__`` carries a suffix that
+    changes from one import to the next, e.g. ``0.19.2+775c5a7``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("megatron-core")
+    except PackageNotFoundError:  # a source checkout on sys.path
+        return package_info.__version__
+
+
+VERSION: str = _installed_version()
 SUPPORTED = "0.16.x and 0.19.x"
 
 

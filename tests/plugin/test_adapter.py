@@ -76,7 +76,9 @@ def test_renamed_internal_fails_loudly_naming_the_version(megatron, tmp_path):
                          env={"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"})
     text = out.stdout + out.stderr
     assert out.returncode != 0
-    assert f"megatron-core {megatron.__version__}: DistributedDataParallel.bucket_groups" in text, text[-3000:]
+    from importlib.metadata import version
+
+    assert f"megatron-core {version('megatron-core')}: DistributedDataParallel.bucket_groups" in text, text[-3000:]
     assert "MegatronInternalMissing" in text and not (tmp_path / "log.h5").exists()
 
 
