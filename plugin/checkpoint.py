@@ -2,12 +2,9 @@
 
 Layout: ``DIR/step_00000012/rank_00003.pt`` plus ``meta.json`` written by rank 0 after every rank
 saved; the directory is written as ``step_X.tmp`` and renamed only then, so a half-written
-checkpoint is never picked up. Each rank saves its model shard, its optimizer state (with the
-distributed optimizer, megatron's ``save_parameter_state`` gathers the sharded state on DP rank 0),
-the torch RNG state and the loop state (step, consumed samples, ramp and smoothing state). With
-the distributed optimizer each rank saves its own shard (fp32 main parameters and Adam moments of
-the inner torch optimizer) rather than megatron's gathered format, whose 0.16 loader fails without
-apex (KeyError 'step'). Resume requires the same layout (checked against meta.json).
+checkpoint is never picked up. Each rank saves its model chunks, its optimizer state (through
+``_mcore.optimizer_state``: with the distributed optimizer, this rank's shard), the torch RNG state
+and the loop state (step, consumed samples, ramp and smoothing state). Resume requires the same layout (checked against meta.json).
 """
 
 from __future__ import annotations
@@ -21,12 +18,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from batchlaw.plugin import _mcore
+
 __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
-
-
-def _inner_optimizers(optimizer) -> list:
-    """The torch optimizers holding this rank's shard of main parameters and Adam moments."""
-    return [o.optimizer for o in getattr(optimizer, "chained_optimizers", [optimizer])]
 
 
 def _step_dir(root: Path, step: int) -> Path:
@@ -43,7 +37,7 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def save_checkpoint(root: str | Path, *, step: int, model, optimizer, loop_state: dict[str, Any],
+def save_checkpoint(root: str | Path, *, step: int, models: list, optimizer, loop_state: dict[str, Any],
                     layout: dict[str, int], distributed_optimizer: bool, keep: int = 2) -> Path:
     """Collective: every rank writes its part, rank 0 publishes and prunes old checkpoints."""
     root = Path(root)
@@ -53,13 +47,8 @@ def save_checkpoint(root: str | Path, *, step: int, model, optimizer, loop_state
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    state = {"model": model.state_dict(), "rng": torch.get_rng_state(), "loop": loop_state}
-    if distributed_optimizer:
-        state["optimizer_shards"] = [
-            {"torch": inner.state_dict(), "params": [p.detach().clone() for g in inner.param_groups for p in g["params"]]}
-            for inner in _inner_optimizers(optimizer)]
-    else:
-        state["optimizer"] = optimizer.state_dict()
+    state = {"model": [m.state_dict() for m in models], "rng": torch.get_rng_state(), "loop": loop_state,
+             **_mcore.optimizer_state(optimizer, distributed_optimizer)}
     torch.save(state, tmp / f"rank_{rank:05d}.pt")
     dist.barrier()
     if rank == 0:
@@ -74,7 +63,7 @@ def save_checkpoint(root: str | Path, *, step: int, model, optimizer, loop_state
 
 
 @torch.no_grad()
-def load_checkpoint(path: Path, *, model, optimizer, layout: dict[str, int],
+def load_checkpoint(path: Path, *, models: list, optimizer, layout: dict[str, int],
                     distributed_optimizer: bool) -> dict[str, Any]:
     """Restore this rank's part; returns the loop state. Raises ValueError on a layout mismatch."""
     meta = json.loads((path / "meta.json").read_text())
@@ -83,13 +72,8 @@ def load_checkpoint(path: Path, *, model, optimizer, layout: dict[str, int],
                          f" {layout}: resume with the same tp, pp and world size")
     rank = dist.get_rank()
     state = torch.load(path / f"rank_{rank:05d}.pt", weights_only=False)
-    model.load_state_dict(state["model"])
-    if distributed_optimizer:
-        for inner, saved in zip(_inner_optimizers(optimizer), state["optimizer_shards"], strict=True):
-            for p, value in zip([p for g in inner.param_groups for p in g["params"]], saved["params"], strict=True):
-                p.copy_(value)
-            inner.load_state_dict(saved["torch"])
-    else:
-        optimizer.load_state_dict(state["optimizer"])
+    for m, saved in zip(models, state["model"], strict=True):
+        m.load_state_dict(saved)
+    _mcore.load_optimizer_state(optimizer, state, distributed_optimizer)
     torch.set_rng_state(state["rng"])
     return state["loop"]

@@ -3,7 +3,7 @@ every layout and determined by the consumed-samples counter alone (so a resume s
 
 Sample ``i`` of the run is window ``perm_e[i mod n]`` of epoch ``e = i // n``. Sample ``j`` of a
 global batch that starts at ``consumed`` goes to DP rank ``j // (global_batch / dp)``.
-``indexed`` data is read through megatron-core's ``IndexedDataset`` (files written by
+``indexed`` data is read through megatron-core's ``IndexedDataset`` (via ``_mcore``) (files written by
 ``batchlaw data build``); ``synthetic`` data is a deterministic learnable sequence per sample.
 """
 
@@ -23,9 +23,9 @@ class TokenWindows:
     def __init__(self, kind: str, path: str, seq_len: int, vocab: int, seed: int, valid_fraction: float = 0.01):
         self.seq_len, self.vocab, self.seed, self.kind = seq_len, vocab, seed, kind
         if kind == "indexed":
-            from megatron.core.datasets.indexed_dataset import IndexedDataset
+            from batchlaw.plugin import _mcore
 
-            ds = IndexedDataset(path)
+            ds = _mcore.indexed_dataset(path)
             stream = np.concatenate([np.asarray(ds[i]) for i in range(len(ds))]).astype(np.int64)
             if stream.max(initial=0) >= vocab:
                 raise ValueError(f"data.path = {path!r}: token id {int(stream.max())} >= model.vocab = {vocab}")

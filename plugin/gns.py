@@ -41,10 +41,6 @@ from batchlaw.simulator.noise import two_batch_estimates
 __all__ = ["GnsTracker", "two_batch_estimates"]
 
 
-def _ddp_buffers(ddp) -> list[Any]:
-    return list(getattr(ddp, "buffers", [])) + list(getattr(ddp, "expert_parallel_buffers", []))
-
-
 class GnsTracker:
     """Measures the local squared gradient norm each step and turns it into the ``gns_*`` columns.
 
@@ -62,7 +58,7 @@ class GnsTracker:
         self.dp_group, self.mp_group, self.embedding_group = dp_group, mp_group, embedding_group
         self._local_sq = 0.0
         self._embedding_copies: list[tuple[torch.Tensor, bool]] = []
-        self._originals: list[tuple[Any, Any]] = []
+        self._remove: Any = None
 
     # hooks -------------------------------------------------------------------------------------
     def _split(self, params) -> tuple[list, list]:
@@ -80,24 +76,23 @@ class GnsTracker:
             self._local_sq = self._local_sq + torch.stack(norms).double().square().sum()
 
     def install(self) -> None:
-        """Wrap every bucket group's ``start_grad_sync`` to read the local gradient first."""
-        for ddp in self.ddp_modules:
-            for bg in getattr(ddp, "bucket_groups", []) + getattr(ddp, "expert_parallel_bucket_groups", []):
-                original = bg.start_grad_sync
-                split = self._split([p for b in bg.buckets for p in b.params])
+        """Read the local gradient in every bucket group's ``start_grad_sync`` (through the adapter,
+        which fails loudly, naming the megatron-core version, if the bucket groups were renamed)."""
+        splits: dict[int, tuple[list, list]] = {}
 
-                def wrapped(*a, _orig=original, _split=split, **k):
-                    self._account(*_split)
-                    return _orig(*a, **k)
+        def before_sync(params) -> None:
+            key = id(params)
+            if key not in splits:
+                splits[key] = self._split(params)
+            self._account(*splits[key])
 
-                bg.start_grad_sync = wrapped
-                self._originals.append((bg, original))
+        self._remove = _mcore.install_grad_sync_hooks(self.ddp_modules, before_sync)
 
     def remove(self) -> None:
         """Undo ``install``."""
-        for bg, original in self._originals:
-            bg.start_grad_sync = original
-        self._originals = []
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
 
     def begin_step(self) -> None:
         """Reset the per-step accumulators."""
@@ -110,8 +105,7 @@ class GnsTracker:
         Used by the DP = 1 micro-batch probe; does collectives.
         """
         self.begin_step()
-        for ddp in self.ddp_modules:
-            self._account(*self._split([p for buf in _ddp_buffers(ddp) for p in buf.params]))
+        self._account(*self._split(_mcore.buffer_params(self.ddp_modules)))
         return self._reduce_local()
 
     def _reduce_local(self) -> float:

@@ -5,6 +5,15 @@ Rows are buffered in memory and appended to resizable chunked 1-D datasets under
 readable file up to the last flush. The file is created under a temporary name and renamed, so a
 reader never sees a file without its attributes. On resume (``resume_step=k``), rows with
 ``step > k`` are dropped (each step appears exactly once) and ``restart_count`` is incremented.
+
+Readable while written (HDF5 SWMR, single writer / multiple readers): the file uses
+``libver="latest"``; every ``/steps`` column of ``logschema.STEP_COLUMNS`` and every event group of
+``logschema.EVENT_COLUMNS`` is created before ``swmr_mode`` is switched on (SWMR cannot create
+objects), so a row or event with a name outside the schema is a ``ValueError``. A concurrent reader
+opens ``h5py.File(path, "r", locking=False, swmr=True)`` and calls ``Dataset.refresh()`` to see new
+rows; the writer itself opens with ``locking=False`` so a reader in the same process is allowed.
+The trainer flushes the log up to step k before it publishes a checkpoint of step k, so the log
+never lags a checkpoint (``plugin/loop.py``).
 The schema is in ``plugin/logschema.py`` and ``docs/hdf5_schema.md``.
 """
 
@@ -29,6 +38,13 @@ def _dtype(name: str, value: Any) -> str:
     return "i8" if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else "f8"
 
 
+def _check_names(grp: h5py.Group, names, where: str) -> None:
+    unknown = [n for n in names if n not in grp]
+    if unknown:
+        raise ValueError(f"{where}: column {unknown[0]!r} is not in plugin/logschema.py (the log is written in"
+                         f" SWMR mode, which cannot add columns); known: {', '.join(sorted(grp))}")
+
+
 class RunLogWriter:
     """Append per-step rows and sparse events to one HDF5 run log.
 
@@ -50,9 +66,9 @@ class RunLogWriter:
         self._rows: list[dict[str, float]] = []
         self._events: list[tuple[str, dict[str, float]]] = []
         if resume_step is not None and self.path.exists():
-            self._file = h5py.File(self.path, "a")
-            S.check_version(self._file.attrs.get("schema_version", 0))
-            self._truncate(resume_step)
+            self._rewrite_truncated(resume_step)
+            self._file = h5py.File(self.path, "a", libver="latest", locking=False)
+            self._create_schema_objects()
             self._file.attrs["restart_count"] = int(self._file.attrs.get("restart_count", 0)) + 1
             self._file.attrs["status"] = "running"
             self._set_attrs(attrs or {}, keep=("config",))
@@ -61,16 +77,38 @@ class RunLogWriter:
                 raise ValueError(f"log.path = {str(self.path)!r}: file exists; resume the run or remove it")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
-            with h5py.File(tmp, "w") as f:
+            with h5py.File(tmp, "w", libver="latest", locking=False) as f:
                 f.attrs["schema_version"] = S.SCHEMA_VERSION
                 f.attrs["restart_count"] = 0
                 f.attrs["status"] = "running"
-                f.create_group(S.STEPS_GROUP)
-                f.create_group(S.EVENTS_GROUP)
+                self._file = f
+                self._set_attrs(attrs or {})
+                self._create_schema_objects()
             os.replace(tmp, self.path)
-            self._file = h5py.File(self.path, "a")
-            self._set_attrs(attrs or {})
+            self._file = h5py.File(self.path, "a", libver="latest", locking=False)
+        self._file.swmr_mode = True
         self._file.flush()
+
+    def _create_schema_objects(self) -> None:
+        """Every schema column and event group (SWMR allows no new objects once it is on)."""
+        steps = self._file.require_group(S.STEPS_GROUP)
+        n = steps["step"].shape[0] if "step" in steps else 0
+        for name, (dtype, description) in S.STEP_COLUMNS.items():
+            self._require_column(steps, name, dtype, n, description)
+        events = self._file.require_group(S.EVENTS_GROUP)
+        for group, columns in S.EVENT_COLUMNS.items():
+            grp = events.require_group(group)
+            n = grp["step"].shape[0] if "step" in grp else 0
+            for name, (dtype, description) in columns.items():
+                self._require_column(grp, name, dtype, n, description)
+
+    @staticmethod
+    def _require_column(grp: h5py.Group, name: str, dtype: str, n: int, description: str) -> None:
+        if name in grp:
+            return
+        ds = grp.create_dataset(name, shape=(n,), maxshape=(None,), dtype=dtype, chunks=(S.CHUNK_ROWS,),
+                                fillvalue=np.nan if np.dtype(dtype).kind == "f" else 0)
+        ds.attrs["description"] = description
 
     def _set_attrs(self, attrs: Mapping[str, Any], keep: tuple[str, ...] = ()) -> None:
         for key, value in attrs.items():
@@ -80,21 +118,38 @@ class RunLogWriter:
                 value = json.dumps(value, sort_keys=True, default=str)
             self._file.attrs[key] = value
 
-    def _truncate(self, resume_step: int) -> None:
-        steps = self._file.get(f"{S.STEPS_GROUP}/step")
-        if steps is not None and steps.shape[0]:
-            keep = int(np.searchsorted(steps[:], resume_step, side="right"))
-            for ds in self._file[S.STEPS_GROUP].values():
-                ds.resize((keep,))
-        for group in self._file[S.EVENTS_GROUP].values():
-            ev_steps = group["step"][:]
-            keep = int(np.count_nonzero(ev_steps <= resume_step))
-            for ds in group.values():
-                ds.resize((keep,))
+    def _rewrite_truncated(self, resume_step: int) -> None:
+        """Copy the log with rows ``step <= resume_step`` into a new file and rename it over the old.
+
+        A writer killed in SWMR mode leaves the superblock marked "open for write", which HDF5 refuses
+        to reopen for writing (only ``h5clear`` resets it) but serves to SWMR readers; copying through
+        a SWMR reader also makes the truncation atomic (the old file stays intact until the rename).
+        """
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with h5py.File(self.path, "r", locking=False, swmr=True) as src, \
+                h5py.File(tmp, "w", libver="latest", locking=False) as dst:
+            S.check_version(src.attrs.get("schema_version", 0))
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            groups = [(S.STEPS_GROUP, src[S.STEPS_GROUP])] if S.STEPS_GROUP in src else []
+            if S.EVENTS_GROUP in src:
+                groups += [(f"{S.EVENTS_GROUP}/{g}", grp) for g, grp in src[S.EVENTS_GROUP].items()]
+            for name, grp in groups:
+                out = dst.require_group(name)
+                steps = grp["step"][:] if "step" in grp else np.zeros(0, dtype="i8")
+                keep = int(np.count_nonzero(steps <= resume_step))
+                for col, ds in grp.items():
+                    new = out.create_dataset(col, data=ds[:keep], maxshape=(None,), chunks=(S.CHUNK_ROWS,),
+                                             fillvalue=ds.fillvalue)
+                    for key, value in ds.attrs.items():
+                        new.attrs[key] = value
+            dst.require_group(S.EVENTS_GROUP)
+        os.replace(tmp, self.path)
 
     def append(self, row: Mapping[str, float]) -> None:
         """Buffer one step's row (must contain ``step``); writes every ``flush_every`` rows."""
         assert "step" in row, "a step row needs its step"
+        _check_names(self._file[S.STEPS_GROUP], row, S.STEPS_GROUP)
         self._rows.append(dict(row))
         if len(self._rows) >= self.flush_every:
             self.flush()
@@ -106,10 +161,9 @@ class RunLogWriter:
         assert all(len(v) == n for v in columns.values()), "columns must have equal lengths"
         grp = self._file[S.STEPS_GROUP]
         n_old = grp["step"].shape[0] if "step" in grp else 0
+        _check_names(grp, columns, S.STEPS_GROUP)
         for name, values in columns.items():
             values = np.asarray(values, dtype=_dtype(name, values[0] if n else 0.0))
-            if name not in grp:
-                grp.create_dataset(name, shape=(n_old,), maxshape=(None,), dtype=values.dtype, chunks=(S.CHUNK_ROWS,))
             ds = grp[name]
             ds.resize((n_old + n,))
             ds[n_old:] = values
@@ -120,20 +174,20 @@ class RunLogWriter:
     def event(self, group: str, row: Mapping[str, float]) -> None:
         """Buffer one sparse event under ``/events/<group>`` (must contain ``step``)."""
         assert "step" in row, "an event needs its step"
+        if group not in S.EVENT_COLUMNS:
+            raise ValueError(f"event group {group!r} is not in plugin/logschema.py EVENT_COLUMNS"
+                             f" ({', '.join(S.EVENT_COLUMNS)})")
+        _check_names(self._file[S.EVENTS_GROUP][group], row, f"{S.EVENTS_GROUP}/{group}")
         self._events.append((group, dict(row)))
 
     @staticmethod
     def _append_columns(grp: h5py.Group, rows: list[dict[str, float]]) -> None:
         names = list(dict.fromkeys(k for r in rows for k in r))
         n_old = grp["step"].shape[0] if "step" in grp else 0
+        _check_names(grp, names, grp.name)
         for name in names:
-            values = np.array([r.get(name, np.nan) for r in rows], dtype=_dtype(name, rows[0].get(name)))
-            if name not in grp:
-                ds = grp.create_dataset(name, shape=(n_old,), maxshape=(None,), dtype=values.dtype,
-                                        chunks=(S.CHUNK_ROWS,), fillvalue=np.nan if values.dtype.kind == "f" else 0)
-                if name in S.STEP_COLUMNS:
-                    ds.attrs["description"] = S.STEP_COLUMNS[name][1]
             ds = grp[name]
+            values = np.array([r.get(name, np.nan) for r in rows], dtype=ds.dtype)
             ds.resize((n_old + len(rows),))
             ds[n_old:] = values
         for name in set(grp) - set(names):  # columns absent from these rows stay aligned
@@ -146,7 +200,7 @@ class RunLogWriter:
             self._rows = []
         for group in dict.fromkeys(g for g, _ in self._events):
             rows = [r for g, r in self._events if g == group]
-            self._append_columns(self._file[S.EVENTS_GROUP].require_group(group), rows)
+            self._append_columns(self._file[S.EVENTS_GROUP][group], rows)
         self._events = []
         self._file.flush()
 

@@ -40,7 +40,9 @@ STEP_COLUMNS: dict[str, tuple[str, str]] = {
     "tokens_per_s": ("f8", "tokens of this step divided by step_time_s"),
     "mfu": ("f8", "model FLOPs utilisation of this step (NaN on CPU)"),
     "mem_gib": ("f8", "peak accelerator memory of this step, GiB (NaN on CPU)"),
-    "loss_scale": ("f8", "fp16 dynamic loss scale (1 for bf16/fp32)"),
+    "loss_scale": ("f8", "fp16 dynamic loss scale used by this step's backward (1 for bf16/fp32)"),
+    "skipped": ("i8", "1 if the update was skipped (fp16 overflow: norms and noise-scale columns NaN, or a"
+                      " non-finite loss that stopped the run), else 0"),
 }
 
 # Columns every writer must fill each step (the rest may be NaN when not applicable).
@@ -75,7 +77,8 @@ ATTRS: dict[str, str] = {
     "model_name": "str, model shape name",
     "num_params": "int, exact parameter count of the model",
     "seq_len": "int, tokens per sequence",
-    "status": "str, 'running', 'completed', 'interrupted' (set on close)",
+    "status": "str, 'running', 'completed', 'interrupted' or 'failed' (set on close)",
+    "kernels": "JSON, the norm, linear and Adam implementations megatron-core ran, TE/apex availability",
 }
 
 CHUNK_ROWS = 1024

@@ -24,7 +24,7 @@ from batchlaw.plugin.data import TokenWindows, micro_batches
 from batchlaw.plugin.gns import GnsTracker
 from batchlaw.plugin.metrics import HDF5Sink, NullSink, SinkContainer, StdoutSink, TensorBoardSink, is_metrics_rank
 from batchlaw.plugin.model import build_model
-from batchlaw.plugin.optim import LrSchedule, build_optimizer, set_lr
+from batchlaw.plugin.optim import LrSchedule
 from batchlaw.plugin.signals import StopFlag
 from batchlaw.simulator import config as _config
 from batchlaw.simulator.noise import EmaNoiseScale
@@ -53,12 +53,7 @@ class _Groups:
 
     @classmethod
     def from_megatron(cls, tied_and_pp: bool) -> "_Groups":
-        ps = _mcore.parallel_state
-        return cls(dp=ps.get_data_parallel_group(), mp=ps.get_model_parallel_group(),
-                   embedding=ps.get_embedding_group() if tied_and_pp else None,
-                   dp_rank=ps.get_data_parallel_rank(), dp_size=ps.get_data_parallel_world_size(),
-                   tp_rank=ps.get_tensor_model_parallel_rank(), pp_rank=ps.get_pipeline_model_parallel_rank(),
-                   pp_size=ps.get_pipeline_model_parallel_world_size())
+        return cls(**_mcore.groups(tied_and_pp))
 
     @property
     def last_stage(self) -> bool:
@@ -104,22 +99,22 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         precision = cfg.train.precision if cfg.train.precision != "auto" else ("fp32" if on_cpu else "bf16")
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        module, self.tcfg = build_model(shape, par, seed=cfg.train.seed, dtype=self.dtype, on_cpu=on_cpu)
-        ddp_cfg = _mcore.DistributedDataParallelConfig(
-            grad_reduce_in_fp32=True, overlap_grad_reduce=par.overlap_grad_reduce,
-            use_distributed_optimizer=par.distributed_optimizer)
-        self.model = _mcore.DistributedDataParallel(config=self.tcfg, ddp_config=ddp_cfg, module=module)
-        self.tcfg.finalize_model_grads_func = _mcore.finalize_model_grads
-        self.tcfg.no_sync_func = self.model.no_sync
-        self.optimizer = build_optimizer(self.model, cfg.train, precision=precision,
-                                         distributed_optimizer=par.distributed_optimizer)
+        chunks, self.tcfg = build_model(shape, par, seed=cfg.train.seed, dtype=self.dtype, on_cpu=on_cpu)
+        self.models = _mcore.build_ddp(self.tcfg, chunks, overlap_grad_reduce=par.overlap_grad_reduce,
+                                       distributed_optimizer=par.distributed_optimizer)
+        self.optimizer = _mcore.build_optimizer(self.tcfg, self.models, cfg.train, precision=precision,
+                                                distributed_optimizer=par.distributed_optimizer)
+        self.kernels = _mcore.kernels(self.models, self.optimizer)
+        if dist.get_rank() == 0:
+            log.info("megatron-core %s, %s: kernels %s", _mcore.VERSION, precision,
+                     ", ".join(f"{k}={v}" for k, v in self.kernels.items()))
         self.ramp = parse_ramp(cfg.train.ramp, global_batch=cfg.train.global_batch,
                                granularity=par.micro_batch * self.dp_size, seq_len=shape.seq_len)
         self.total_samples = self._total_samples()
         self.lr_schedule = LrSchedule.from_train(cfg.train, self.total_samples)
         self.data = TokenWindows(cfg.data.kind, cfg.data.path, shape.seq_len, shape.vocab, cfg.train.seed,
                                  cfg.data.valid_fraction)
-        self._gns_tracker = GnsTracker([self.model], dp_group=self.g.dp, mp_group=self.g.mp,
+        self._gns_tracker = GnsTracker(self.models, dp_group=self.g.dp, mp_group=self.g.mp,
                                        embedding_group=self.g.embedding)
         self.tracker, self._hooks_installed = None, False
         self.enable_gns(cfg.log.gns)
@@ -130,11 +125,11 @@ class Trainer:
         self.num_params = self._count_params()
         self.peak_flops = _peak_flops() * world
         self.stop = StopFlag(cfg.checkpoint.stop_file)
-        self.forward_backward = _mcore.get_forward_backward_func()
         self._mask = (torch.tril(torch.ones(1, 1, shape.seq_len, shape.seq_len)) < 0.5).to(self.device)
         self._split_at, self._mb_index, self._half_sq = 0, 0, math.nan
         self._kept: list[torch.Tensor] = []
         self._saved_step = -1
+        self.nonfinite = False
 
     # setup helpers -----------------------------------------------------------------------------
     def _total_samples(self) -> int:
@@ -146,7 +141,7 @@ class Trainer:
         return self.cfg.total_samples()
 
     def _count_params(self) -> int:
-        n = sum(p.numel() for p in self.model.module.parameters() if _mcore.param_counts_once(p))
+        n = sum(p.numel() for m in self.models for p in m.module.parameters() if _mcore.param_counts_once(p))
         t = torch.tensor([n], dtype=torch.int64, device=self.device)
         dist.all_reduce(t, group=self.g.mp)
         return int(t.item())
@@ -165,6 +160,7 @@ class Trainer:
             layout = {**self.layout, "device": "cpu" if self.on_cpu else "cuda"}
             attrs = {"config": config, "git_sha": _git_sha(), "layout": layout,
                      "versions": {"torch": torch.__version__, "megatron_core": _mcore.VERSION},
+                     "kernels": self.kernels,
                      "model_name": self.cfg.model.name, "num_params": self.num_params,
                      "seq_len": self.cfg.model.seq_len, "ramp": self.ramp.describe()}
             writer = RunLogWriter(log_cfg.path, attrs=attrs, flush_every=log_cfg.flush_every,
@@ -192,9 +188,10 @@ class Trainer:
     def _run_schedule(self, mbs, forward_only: bool = False) -> list[dict]:
         cfg = self.cfg
         self._mb_index = 0
-        return self.forward_backward(forward_step_func=self._forward_step, data_iterator=iter(mbs),
-                                     model=self.model, num_microbatches=len(mbs), seq_length=cfg.model.seq_len,
-                                     micro_batch_size=cfg.parallel.micro_batch, forward_only=forward_only)
+        return _mcore.forward_backward(forward_step_func=self._forward_step,
+                                       data_iterators=[iter(mbs) for _ in self.models], models=self.models,
+                                       num_microbatches=len(mbs), seq_length=cfg.model.seq_len,
+                                       micro_batch_size=cfg.parallel.micro_batch, forward_only=forward_only)
 
     def evaluate(self) -> float:
         """Mean validation loss over ``train.eval_batches`` micro-batches per DP rank (same samples
@@ -211,7 +208,7 @@ class Trainer:
         """Between the two parts (PP = 1): measure the first part's gradient, set it aside, and let
         the second part accumulate into zeroed buffers."""
         self._half_sq = self.tracker.local_sq_now()
-        buffers = [b.grad_data for b in self.model.buffers]
+        buffers = _mcore.grad_buffers(self.models)
         if not self._kept:
             self._kept = [torch.empty_like(b) for b in buffers]
         for kept, buf in zip(self._kept, buffers):
@@ -236,17 +233,18 @@ class Trainer:
             finally:
                 self._split_at = 0
             first, second = self._half_sq * (n / m) ** 2, self.tracker.local_sq_now() * (n / (n - m)) ** 2
-            for kept, buf in zip(self._kept, self.model.buffers):
-                buf.grad_data.add_(kept)
+            for kept, buf in zip(self._kept, _mcore.grad_buffers(self.models)):
+                buf.add_(kept)
         else:
             losses = self._run_schedule(mbs[:m])
             first = self.tracker.local_sq_now()
-            kept = [b.grad_data.mul(m / n) for b in self.model.buffers]
-            self.model.zero_grad_buffer()
+            kept = [b.mul(m / n) for b in _mcore.grad_buffers(self.models)]
+            for model in self.models:
+                model.zero_grad_buffer()
             losses += self._run_schedule(mbs[m:])
             second = self.tracker.local_sq_now()
-            for k, buf in zip(kept, self.model.buffers):
-                buf.grad_data.mul_((n - m) / n).add_(k)
+            for k, buf in zip(kept, _mcore.grad_buffers(self.models)):
+                buf.mul_((n - m) / n).add_(k)
         return losses, 0.5 * (first + second), 2.0 / (1.0 / (m * mb) + 1.0 / ((n - m) * mb))
 
     def _gns_mode(self, num_mbs: int) -> str:
@@ -257,19 +255,26 @@ class Trainer:
             return "hooks"
         if num_mbs < 2 or (self.g.pp_size > 1 and self.g.embedding is not None):
             return "none"  # tied embeddings at PP > 1: local_sq_now would count the reduced copy twice
+        if len(self.models) > 1 and (num_mbs // 2 % self.g.pp_size or (num_mbs - num_mbs // 2) % self.g.pp_size):
+            return "none"  # interleaved 1F1B needs each part's micro-batches to be a multiple of PP
         return "split"
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step; returns its metrics row (every rank computes it; one rank logs it)."""
+        """One optimizer step; returns its metrics row (every rank computes it; one rank logs it).
+
+        fp16 overflow (inf/NaN in the unscaled gradients): megatron skips the update and lowers the
+        scale; the row says ``skipped = 1`` with NaN norms and noise-scale columns, and training goes
+        on. A non-finite loss (agreed over all ranks before the update) leaves the model as it was and
+        sets ``self.nonfinite``: ``run`` then checkpoints that state and ends as ``failed``.
+        """
         batch = self.ramp(self.consumed)
         mbs = micro_batches(self.data, consumed=self.consumed, global_batch=batch, dp_rank=self.g.dp_rank,
                             dp_size=self.dp_size, micro_batch=self.cfg.parallel.micro_batch)
         lr = self.lr_schedule(self.consumed, batch)
-        set_lr(self.optimizer, lr)
-        loss_scale = float(self.optimizer.get_loss_scale())  # the scale this step's backward uses
+        _mcore.set_lr(self.optimizer, lr)
+        loss_scale = _mcore.loss_scale(self.optimizer)  # the scale this step's backward uses
         t0 = time.perf_counter()
-        self.model.zero_grad_buffer()
-        self.optimizer.zero_grad()
+        _mcore.zero_grads(self.models, self.optimizer)
         mode = self._gns_mode(len(mbs))
         if self.tracker:
             self.tracker.begin_step()
@@ -279,28 +284,34 @@ class Trainer:
             small_sq /= loss_scale ** 2
         else:
             losses = self._run_schedule(mbs)
-        grad_norm = float(self.optimizer.get_grad_norm()) if self.cfg.train.clip_grad <= 0 else math.nan
-        _, norm, _ = self.optimizer.step()
-        if self.cfg.train.clip_grad > 0:
-            grad_norm = float(norm)
+        loss = self._mean_loss(losses)
+        self.nonfinite = self._any_rank(not math.isfinite(loss) and self.g.last_stage)
+        applied, grad_norm = (False, math.nan) if self.nonfinite else _mcore.optimizer_step(self.optimizer)
         if not self.on_cpu:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        self.consumed += batch
-        self.step += 1
-        seq = self.cfg.model.seq_len
-        row = {"step": self.step, "consumed_samples": self.consumed, "tokens": self.consumed * seq,
+        step, consumed, seq = self.step + 1, self.consumed + batch, self.cfg.model.seq_len
+        if not self.nonfinite:  # a failed step is logged, but the counters stay at the last good state
+            self.step, self.consumed = step, consumed
+        row = {"step": step, "consumed_samples": consumed, "tokens": consumed * seq,
                "global_batch_size": batch, "num_micro_batches": len(mbs), "lr": lr, "step_time_s": dt,
-               "tokens_per_s": batch * seq / dt, "loss": self._mean_loss(losses), "grad_norm": grad_norm,
+               "tokens_per_s": batch * seq / dt, "loss": loss, "grad_norm": grad_norm, "skipped": int(not applied),
                "loss_scale": loss_scale, "mfu": self._model_flops(batch) / dt / self.peak_flops,
                "mem_gib": math.nan if self.on_cpu else torch.cuda.max_memory_allocated() / 2**30}
         if self.tracker:
             gns = self.tracker.end_step(b_small=b_small, b_big=batch, grad_norm=grad_norm, loss_scale=loss_scale,
                                         small_sq=small_sq)
-            if mode == "none":
-                gns = {k: (v if k in ("grad_norm", "gns_b_big", "gns_big_sq") else math.nan) for k, v in gns.items()}
+            if mode == "none" or not applied:
+                keep = ("grad_norm", "gns_b_big", "gns_big_sq") if applied else ("gns_b_big",)
+                gns = {k: (v if k in keep else math.nan) for k, v in gns.items()}
             row.update(gns)
         return row
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is True on any rank (collective over the world)."""
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def _model_flops(self, batch: int) -> float:
         """Model FLOPs of one step (Narayanan et al. 2021, eq. 3 generalised; simulator/params.py)."""
@@ -328,7 +339,7 @@ class Trainer:
         path = latest_checkpoint(ck.dir) if ck.dir and ck.resume else None
         if path is None:
             return None
-        state = load_checkpoint(path, model=self.model, optimizer=self.optimizer, layout=self.layout,
+        state = load_checkpoint(path, models=self.models, optimizer=self.optimizer, layout=self.layout,
                                 distributed_optimizer=self.cfg.parallel.distributed_optimizer)
         self.step, self.consumed = state["step"], state["consumed"]
         self.ema.load_state_dict(state["ema"])
@@ -337,10 +348,14 @@ class Trainer:
         log.info("resumed from %s at step %d (%d samples)", path, self.step, self.consumed)
         return self.step
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, sinks) -> None:
+        """Flush the log up to this step, then save: a published checkpoint never runs ahead of the
+        log, so a kill at any moment followed by a resume (which truncates the log to the checkpoint)
+        loses no logged step and duplicates none."""
         ck = self.cfg.checkpoint
         if ck.dir and self._saved_step != self.step:
-            save_checkpoint(ck.dir, step=self.step, model=self.model, optimizer=self.optimizer,
+            sinks.flush()
+            save_checkpoint(ck.dir, step=self.step, models=self.models, optimizer=self.optimizer,
                             loop_state=self._loop_state(), layout=self.layout,
                             distributed_optimizer=self.cfg.parallel.distributed_optimizer, keep=ck.keep)
             self._saved_step = self.step
@@ -364,6 +379,9 @@ class Trainer:
     def advance(self, sinks) -> dict[str, float]:
         """One step and its bookkeeping: smoothing, adaptive ramp, metrics, validation, periodic checkpoint."""
         row = self.train_step()
+        if self.nonfinite:
+            sinks.log_step(row)
+            return row
         b_simple = self.ema.update(row.get("gns_g2", math.nan), row.get("gns_trace", math.nan))
         if isinstance(self.ramp, AdaptiveRamp):
             decision = self.ramp.observe(self.step, b_simple)
@@ -375,7 +393,7 @@ class Trainer:
             sinks.log_event("eval", {"step": self.step, "tokens": row["tokens"], "val_loss": self.evaluate()})
         every = self.cfg.checkpoint.every
         if every and self.step % every == 0 and not self._done():
-            self._checkpoint()
+            self._checkpoint(sinks)
         return row
 
     def run(self) -> str:
@@ -387,13 +405,18 @@ class Trainer:
         exit_after = self.cfg.train.exit_after_steps
         try:
             while not self._done():
-                self.advance(sinks)
+                row = self.advance(sinks)
+                if self.nonfinite:
+                    log.error("step %d: loss %s is not finite; checkpointing step %d and stopping as failed",
+                              row["step"], row["loss"], self.step)
+                    self._checkpoint(sinks)
+                    return status
                 interval = exit_after and self.step - first_step >= exit_after and not self._done()
                 if self.stop.agreed(device=self.device) or interval:
-                    self._checkpoint()
+                    self._checkpoint(sinks)
                     status = "interrupted"
                     return status
-            self._checkpoint()
+            self._checkpoint(sinks)
             status = "completed"
             return status
         finally:

@@ -22,6 +22,8 @@ class MetricSink(Protocol):
 
     def log_event(self, group: str, row: Mapping[str, float]) -> None: ...
 
+    def flush(self) -> None: ...
+
     def close(self, status: str) -> None: ...
 
 
@@ -32,6 +34,9 @@ class NullSink:
         pass
 
     def log_event(self, group: str, row: Mapping[str, float]) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
     def close(self, status: str) -> None:
@@ -63,6 +68,9 @@ class HDF5Sink(NullSink):
 
     def log_event(self, group: str, row: Mapping[str, float]) -> None:
         self.writer.event(group, row)
+
+    def flush(self) -> None:
+        self.writer.flush()
 
     def close(self, status: str) -> None:
         self.writer.close(status)
@@ -101,6 +109,10 @@ class SinkContainer(NullSink):
     def log_event(self, group: str, row: Mapping[str, float]) -> None:
         for s in self.sinks:
             s.log_event(group, row)
+
+    def flush(self) -> None:
+        for s in self.sinks:
+            s.flush()
 
     def close(self, status: str) -> None:
         errors = []

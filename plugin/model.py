@@ -15,38 +15,13 @@ import re
 import zlib
 
 import torch
-import torch.nn.functional as F
 
 from batchlaw.plugin import _mcore
 from batchlaw.simulator.spec import ModelShape, Parallelism
 
-__all__ = ["build_model", "transformer_config"]
+__all__ = ["build_model", "reinit_layout_independent"]
 
 _LAYER = re.compile(r"decoder\.layers\.(\d+)\.")
-
-
-def transformer_config(model: ModelShape, parallel: Parallelism, *, dtype: torch.dtype, on_cpu: bool):
-    """megatron-core TransformerConfig for this shape and layout (Megatron's names stay here)."""
-    if parallel.sequence_parallel and on_cpu:
-        raise ValueError("parallel.sequence_parallel = true needs Transformer Engine or NVIDIA apex on a GPU"
-                         " (pip install transformer-engine[pytorch]); torch's LayerNorm is refused by megatron")
-    recompute = {"none": {}, "selective": {"recompute_granularity": "selective"},
-                 "full": {"recompute_granularity": "full", "recompute_method": "uniform",
-                          "recompute_num_layers": 1}}[parallel.recompute]
-    return _mcore.TransformerConfig(
-        num_layers=model.layers, hidden_size=model.hidden, num_attention_heads=model.heads,
-        num_query_groups=model.num_query_groups, ffn_hidden_size=model.ffn,
-        gated_linear_unit=model.activation == "swiglu",
-        activation_func=F.silu if model.activation == "swiglu" else F.gelu,
-        add_bias_linear=model.bias, normalization="RMSNorm" if model.normalization == "rmsnorm" else "LayerNorm",
-        hidden_dropout=0.0, attention_dropout=0.0, use_cpu_initialization=True,
-        params_dtype=dtype, pipeline_dtype=dtype, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
-        tensor_model_parallel_size=parallel.tp, pipeline_model_parallel_size=parallel.pp,
-        sequence_parallel=parallel.sequence_parallel, batch_p2p_sync=not on_cpu,
-        gradient_accumulation_fusion=False, bias_activation_fusion=False, masked_softmax_fusion=False,
-        persist_layer_norm=False, bias_dropout_fusion=False, apply_rope_fusion=False,
-        **recompute,
-    )
 
 
 def _full_shape_and_slicer(param: torch.Tensor, name: str, tp: int, tp_rank: int, gated: bool):
@@ -94,25 +69,17 @@ def reinit_layout_independent(module, shape: ModelShape, seed: int, tp: int, tp_
 
 def build_model(shape: ModelShape, parallel: Parallelism, *, seed: int, dtype: torch.dtype, on_cpu: bool,
                 use_te: bool | None = None):
-    """Build this rank's GPTModel stage and its TransformerConfig (vpp = 1).
+    """Build this rank's GPTModel chunks (one per virtual pipeline stage) and their TransformerConfig.
 
     ``use_te`` None: Transformer Engine's layer spec on a GPU where it is installed, else the local one.
     """
     if use_te is None:
         use_te = not on_cpu and _mcore.have_te()
-    if parallel.vpp > 1:
-        raise ValueError(f"parallel.vpp = {parallel.vpp}: the batchlaw trainer runs vpp = 1 for now"
-                         " (the simulator models interleaving)")
-    ps = _mcore.parallel_state
-    cfg = transformer_config(shape, parallel, dtype=dtype, on_cpu=on_cpu)
-    model = _mcore.GPTModel(
-        config=cfg, transformer_layer_spec=_mcore.layer_spec(use_te, cfg.normalization), vocab_size=shape.vocab,
-        max_sequence_length=shape.seq_len, pre_process=ps.is_pipeline_first_stage(),
-        post_process=ps.is_pipeline_last_stage(),
-        share_embeddings_and_output_weights=shape.tied_embeddings,
-        position_embedding_type="rope" if shape.position == "rope" else "learned_absolute",
-    )
-    reinit_layout_independent(model, shape, seed, parallel.tp, ps.get_tensor_model_parallel_rank())
-    if not on_cpu:
-        model.cuda(torch.cuda.current_device())
-    return model, cfg
+    cfg = _mcore.transformer_config(shape, parallel, dtype=dtype, on_cpu=on_cpu)
+    chunks = _mcore.build_gpt(cfg, shape, use_te=use_te)
+    tp_rank = _mcore.groups(False)["tp_rank"]
+    for chunk in chunks:
+        reinit_layout_independent(chunk, shape, seed, parallel.tp, tp_rank)
+        if not on_cpu:
+            chunk.cuda(torch.cuda.current_device())
+    return chunks, cfg

@@ -1,4 +1,4 @@
-"""megatron-core optimizer and a learning-rate schedule counted in samples, never in iterations.
+"""A learning-rate schedule counted in samples, never in iterations.
 
 Under a batch ramp the number of iterations per token changes, so warmup and decay are functions of
 the consumed-samples counter (tokens = samples x seq_len: every sequence has seq_len tokens):
@@ -18,10 +18,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from batchlaw.plugin import _mcore
 from batchlaw.simulator.ramp import lr_scale
 
-__all__ = ["LrSchedule", "build_optimizer", "set_lr"]
+__all__ = ["LrSchedule"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -71,25 +70,3 @@ class LrSchedule:
                 shape = 1.0
             lr = self.min_lr + (self.peak_lr - self.min_lr) * shape
         return lr * lr_scale(batch, self.reference_batch, self.lr_scaling)
-
-
-def build_optimizer(model, train, *, precision: str, distributed_optimizer: bool):
-    """megatron-core's Adam (decoupled weight decay) over the DDP-wrapped ``model``.
-
-    Args:
-        model: the megatron ``DistributedDataParallel`` model (one chunk).
-        train: the ``[train]`` config section (lr, min_lr, weight_decay, adam_beta2, clip_grad).
-        precision: "fp32", "bf16" or "fp16".
-        distributed_optimizer: shard the optimizer state over DP (ZeRO-1).
-    """
-    cfg = _mcore.OptimizerConfig(
-        optimizer="adam", lr=train.lr, min_lr=train.min_lr, weight_decay=train.weight_decay,
-        adam_beta2=train.adam_beta2, clip_grad=train.clip_grad, bf16=precision == "bf16",
-        fp16=precision == "fp16", use_distributed_optimizer=distributed_optimizer)
-    return _mcore.get_megatron_optimizer(cfg, [model])
-
-
-def set_lr(optimizer, lr: float) -> None:
-    """Set the learning rate of every parameter group (the schedule above replaces megatron's)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr

@@ -1,7 +1,8 @@
 """Rank entry point: ``torchrun --nproc_per_node=N -m batchlaw.plugin.train RUN.toml [--set k=v ...]``.
 
 Parse, build, run, always close. NCCL on GPUs; gloo and the CPU patches when CUDA is unavailable.
-Exit status 0 on completion and on a signal-triggered checkpoint (the job may be requeued).
+Exit status 0 on completion and on a signal-triggered checkpoint (the job may be requeued), 1 when
+the run failed (a non-finite loss: the last good state is checkpointed first).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     dist.init_process_group("gloo" if on_cpu else "cpu:gloo,cuda:nccl")
     status = "failed"
     try:
-        from batchlaw.plugin._mcore import parallel_state
+        from batchlaw.plugin import _mcore
         from batchlaw.plugin.loop import Trainer
 
         try:
@@ -57,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         if status == "completed" and cfg.log.done_marker and dist.get_rank() == 0:
             Path(cfg.log.done_marker).parent.mkdir(parents=True, exist_ok=True)
             Path(cfg.log.done_marker).write_text("completed\n")
-        return 0
+        return 1 if status == "failed" else 0
     finally:
         if dist.is_initialized():
             try:
-                parallel_state.destroy_model_parallel()
+                _mcore.destroy_parallel()
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
             dist.destroy_process_group()

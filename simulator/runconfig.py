@@ -59,6 +59,9 @@ class TrainConfig:
     """Gradient clipping norm (0 disables; the noise scale then computes the norm itself)."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto = bf16 on GPU, fp32 on CPU."""
+    loss_scale_init: float = 65536.0
+    """fp16 only: initial dynamic loss scale (torch.amp.GradScaler's default 2^16; Megatron-LM's 2^32
+    overflows, and so skips, the first ~17 steps of a small model)."""
     eval_every: int = 0
     """Steps between validation passes (and one at the end); 0 = no validation."""
     eval_batches: int = 2

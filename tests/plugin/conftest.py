@@ -35,7 +35,7 @@ def read_log(path: Path) -> dict:
     """All /steps columns and the attributes of an HDF5 run log."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False, swmr=True) as f:
         data = {k: v[:] for k, v in f["steps"].items()}
         data["attrs"] = dict(f.attrs)
         data["events"] = {g: {k: v[:] for k, v in grp.items()} for g, grp in f["events"].items()}

@@ -2,7 +2,8 @@
 
 One torchrun launch per layout (3 steps of configs/runs/tiny-cpu.toml each, shared by all tests in
 this module). Checks: the same seed and data give the same losses and gradient norms under every
-TP x PP x DP layout (layout-independent initialisation; DP reduction wired), the noise-scale raw
+TP x PP x DP layout, interleaved pipeline (vpp = 2) included (layout-independent initialisation;
+DP reduction wired), the noise-scale raw
 norms agree between all layouts (the small batch is one DP rank's batch at DP = 2 and half of the
 micro-batches at DP = 1), and the HDF5 log holds what the schema promises.
 """
@@ -29,6 +30,8 @@ LAYOUTS = {
     "w4_tp2_pp2": (4, ["parallel.tp=2", "parallel.pp=2", "train.global_batch=8"]),
     "w4_tp2_dp2_overlap": (4, ["parallel.tp=2", "parallel.overlap_grad_reduce=true"]),
     "w4_pp2_dp2": (4, ["parallel.pp=2"]),
+    "w2_pp2_vpp2": (2, ["parallel.pp=2", "parallel.vpp=2"]),
+    "w4_pp2_vpp2_dp2": (4, ["parallel.pp=2", "parallel.vpp=2", "parallel.distributed_optimizer=true"]),
 }
 
 

@@ -1,5 +1,5 @@
 """Tier (b), CPU + real megatron-core, in process (no process group): the LR schedule counted in
-samples, the sequence-parallel refusal on CPU, and the version switch of ``plugin/_mcore.py``."""
+samples and the sequence-parallel refusal on CPU (the version switch is in test_adapter.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import pytest
 pytest.importorskip("megatron.core")
 torch = pytest.importorskip("torch")
 
-from batchlaw.plugin import _mcore  # noqa: E402
 from batchlaw.plugin.optim import LrSchedule  # noqa: E402
-from batchlaw.simulator.ramp import parse_ramp  # noqa: E402
 from batchlaw.simulator.spec import Parallelism, load_model  # noqa: E402
 
 
@@ -53,19 +51,8 @@ def test_bad_decay_is_a_value_error():
 
 
 def test_sequence_parallel_refused_on_cpu_with_install_hint():
-    from batchlaw.plugin.model import transformer_config
+    from batchlaw.plugin._mcore import transformer_config
 
     par = Parallelism(tp=2, sequence_parallel=True)
     with pytest.raises(ValueError, match=r"sequence_parallel = true needs .*pip install transformer-engine"):
         transformer_config(load_model("tiny"), par, dtype=torch.float32, on_cpu=True)
-
-
-def test_version_switch():
-    assert _mcore.version_tuple("0.16.1") == (0, 16) and _mcore.version_tuple("0.19.2rc1") == (0, 19)
-    assert _mcore.version_tuple() == tuple(int(x) for x in _mcore.VERSION.split(".")[:2])
-    ramp = parse_ramp("4,4,8", global_batch=16, granularity=4)
-    kwargs = _mcore.megatron_ramp_kwargs(ramp, max_samples=64)
-    if _mcore.version_tuple() >= (0, 18):
-        assert set(kwargs) == {"step_batch_size_schedule"}
-    else:
-        assert kwargs == {"rampup_batch_size": [4, 4, 8]}
