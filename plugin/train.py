@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"batchlaw train: error: {exc}", file=sys.stderr)
         return 2
+    from batchlaw.plugin.launch import setup_env
+
+    setup_env()  # rank, world, master from torchrun, srun (one task per GPU) or mpirun
     import torch
     import torch.distributed as dist
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 import types
 import typing
@@ -193,10 +194,20 @@ def _toml_scalar(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_scalar(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_scalar(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{_toml_string(str(k))} = {_toml_scalar(x)}" for k, x in v.items()) + "}"
     if v is None:
         raise ValueError("TOML has no null; leave the key out instead")
-    return json.dumps(str(v))  # a JSON string literal is a valid TOML basic string
+    return _toml_string(str(v))
+
+
+def _toml_string(s: str) -> str:
+    """A TOML basic string: JSON's escapes, but non-BMP characters as \\UXXXXXXXX (never surrogates)
+    and DEL escaped, both of which TOML 1.0 requires (toml.io/en/v1.0.0#string)."""
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in s):
+        raise ValueError(f"string {s!r}: contains a lone surrogate (undecodable bytes), not valid in TOML")
+    out = json.dumps(s).replace("\x7f", "\\u007f")
+    return re.sub(r"\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}",
+                  lambda m: f"\\U{ord(json.loads(chr(34) + m.group(0) + chr(34))):08X}", out)
 
 
 def to_toml(data: Any) -> str:
