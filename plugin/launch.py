@@ -61,7 +61,7 @@ def _int(env: Mapping[str, str], name: str) -> int:
 def first_host(nodelist: str) -> str:
     """The first host of a SLURM node list: "gpu[003-004,9],cpu1" -> "gpu003" (what
     ``scontrol show hostnames LIST | head -n 1`` prints)."""
-    m = re.match(r"([^,\[]+)(?:\[([^\]-,]+))?", nodelist.strip())
+    m = re.match(r"([^,\[]+)(?:\[([^],-]+))?", nodelist.strip())
     if not m:
         raise ValueError(f"SLURM node list {nodelist!r}: cannot read its first host")
     return m.group(1) + (m.group(2) or "")

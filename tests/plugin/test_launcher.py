@@ -90,3 +90,19 @@ def test_kill9_to_the_launcher_alone_makes_the_ranks_checkpoint_and_stop(tmp_pat
     _wait(lambda: not any(_alive(p) for p in ranks), timeout=60, what="orphaned ranks to stop")
     assert _checkpoints(tmp_path), "the parent-death SIGTERM should end in a checkpoint"
     assert "Traceback" not in (tmp_path / "a.err").read_text()
+
+
+def test_mpirun_launches_the_rank_entry_point(tmp_path):
+    """`mpirun -n 2 python -m batchlaw.plugin.train` (rank, world, master from mpi4py): TP=2 trains."""
+    pytest.importorskip("mpi4py", reason="optional: pip install mpi4py mpich")
+    mpirun = Path(sys.executable).parent / "mpirun"
+    if not mpirun.exists():
+        pytest.skip("no mpirun next to the interpreter (pip install mpich)")
+    cmd = [str(mpirun), "-n", "2", "-env", "OMP_NUM_THREADS", "1", sys.executable, "-m", "batchlaw.plugin.train",
+           str(TINY), "--set", "parallel.tp=2", "--set", "train.steps=3", "--set", f"log.path={tmp_path / 'log.h5'}",
+           "--set", f"checkpoint.dir={tmp_path / 'ckpt'}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with h5py.File(tmp_path / "log.h5", "r") as f:
+        assert list(f["steps/step"][:]) == [1, 2, 3] and f.attrs["status"] == "completed"
+        assert '"tp": 2' in f.attrs["layout"] and '"world_size": 2' in f.attrs["layout"]
