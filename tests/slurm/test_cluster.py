@@ -2,7 +2,7 @@
 project's own slurm/train.sbatch trains the tiny model on CPU with 2 nodes x 2 ranks (TP=2 x DP=2),
 launched by torchrun and by srun alone (one task per rank), survives a forced requeue; a 3-task
 array on shared nodes (free rendezvous port per task) survives USR1 to the batch shell and to the
-step, requeueing only the signalled task; a job array skips the run that already completed."""
+step, requeueing only the signalled task, and leaves out the run that already completed."""
 
 import shutil
 import subprocess
@@ -89,15 +89,19 @@ def test_two_nodes_tp2_dp2_requeue_and_resume(tmp_path, monkeypatch, launcher, t
     _wait(lambda: _job_state(task) == "COMPLETED", timeout=60, what=f"{task} COMPLETED")
 
 
-def test_array_on_shared_nodes_survives_usr1_to_batch_shell_and_to_step(tmp_path):
-    """Three 1-node tasks fit on one node (4 CPUs): each needs its own rendezvous port. USR1 to task 0's
-    batch shell and to task 1's step each end in checkpoint + requeue of that task alone; task 2,
-    never signalled, must not be requeued by its siblings. The runs directory name is hostile: it
-    must reach sbatch's --output and the ranks as data."""
+def test_array_on_shared_nodes_survives_usr1_to_batch_shell_and_to_step(tmp_path, capsys):
+    """Three 1-node tasks fit on one node (4 CPUs): each needs its own rendezvous port. USR1 to the
+    batch shell of the task whose job id is the array's (`scontrol requeue $SLURM_JOB_ID` there would
+    requeue the whole array) and to another task's step each end in checkpoint + requeue of that task
+    alone; the third, never signalled, must not be touched. A fourth run, already COMPLETED, is left
+    out. The runs directory name is hostile: it must reach sbatch's --output and the ranks as data."""
     runs = "runs q\"'$(touch PWNED) `touch PWNED` #x %j \U0001F600"
-    _submit(tmp_path, ["tiny,8,1,1,1,true", "tiny,16,1,1,1,true", "tiny,4,1,1,1,true"],
-            "train.steps=40", "log.stdout_every=1", "log.flush_every=5", runs=runs, nproc=1)
     root = tmp_path / runs
+    (root / "tiny-b32-tp1-pp1").mkdir(parents=True)
+    (root / "tiny-b32-tp1-pp1" / "COMPLETED").write_text("completed\n")
+    _submit(tmp_path, ["tiny,8,1,1,1,true", "tiny,16,1,1,1,true", "tiny,32,1,1,1,true", "tiny,4,1,1,1,true"],
+            "train.steps=40", "log.stdout_every=1", "log.flush_every=5", runs=runs, nproc=1)
+    assert "3 runs on 1 node(s) as an array; skipped 1 completed" in capsys.readouterr().out
     _wait(lambda: len(_tasks()) == 3, what="3 array tasks")
     array, heir = next((a, t) for a, j, t in _tasks() if a == j)  # the task whose job id is the array's
     out = lambda i: "".join(p.read_text() for p in root.glob(f"slurm-{array}_{i}.out"))
@@ -111,18 +115,4 @@ def test_array_on_shared_nodes_survives_usr1_to_batch_shell_and_to_step(tmp_path
         _steps_once(root / name / "log.h5", 40, 1 if i in signalled else 0)
         assert ("requeueing job" in out(i)) == (i in signalled)
     assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
-
-
-def test_job_array_skips_completed_run(tmp_path, capsys):
-    rows = ["tiny,8,1,1,1,true", "tiny,16,1,1,1,true", "tiny,4,1,1,1,true"]
-    done = tmp_path / "runs" / "tiny-b16-tp1-pp1"
-    done.mkdir(parents=True)
-    (done / "COMPLETED").write_text("completed\n")
-    _submit(tmp_path, rows, "train.steps=3", "log.stdout_every=1")
-    printed = capsys.readouterr().out
-    assert "2 runs on 1 node(s) as an array; skipped 1 completed" in printed
-    for name in ("tiny-b8-tp1-pp1", "tiny-b4-tp1-pp1"):
-        _wait(lambda: (tmp_path / "runs" / name / "COMPLETED").is_file(), what=name)
-        with h5py.File(tmp_path / "runs" / name / "log.h5", "r") as f:
-            assert list(f["steps/step"][:]) == [1, 2, 3]
-    assert not (done / "log.h5").exists()
+    assert not (root / "tiny-b32-tp1-pp1" / "log.h5").exists()
