@@ -96,6 +96,7 @@ def check_settings(s: SubmitSettings, nodes: int = 1) -> None:
             raise ValueError(f"{name} = {value!r}: must be an integer >= {low}")
     for name, value in (("--runs-dir", str(s.runs_dir)), ("--python", s.python), ("--env", s.env_file)):
         check_script_value(name, value)
+    check_script_value("--runs-dir (made absolute)", os.path.abspath(s.runs_dir))  # the working directory too
     _sbatch_output(str(s.runs_dir))
 
 
