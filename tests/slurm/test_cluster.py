@@ -72,7 +72,7 @@ def _steps_once(log, steps, restarts):
 @pytest.mark.parametrize("launcher,target", [("torchrun", "--batch"), ("srun", "step")])
 def test_two_nodes_tp2_dp2_requeue_and_resume(tmp_path, monkeypatch, launcher, target):
     monkeypatch.setenv("BATCHLAW_LAUNCHER", launcher)  # sbatch exports the submitting environment
-    _submit(tmp_path, ["tiny,8,2,1,2,true"], "train.steps=60", "log.stdout_every=5", "log.flush_every=5")
+    _submit(tmp_path, ["tiny,8,2,1,2,true"], "train.steps=30", "log.stdout_every=5", "log.flush_every=5")
     run = tmp_path / "runs" / "tiny-b8-tp2-pp1"
     out = lambda: "".join(p.read_text() for p in (tmp_path / "runs").glob("slurm-*.out"))
     _wait(lambda: "step     10 " in out(), what="step 10")
@@ -81,7 +81,7 @@ def test_two_nodes_tp2_dp2_requeue_and_resume(tmp_path, monkeypatch, launcher, t
     _wait(lambda: (run / "COMPLETED").is_file(), timeout=300, what="completion after requeue")
     text = out()
     assert f"{launcher} on 2 node(s)" in text and f"requeueing job {task}" in text and "resumed from" in text
-    layout = _steps_once(run / "log.h5", 60, 1)
+    layout = _steps_once(run / "log.h5", 30, 1)
     assert '"tp": 2' in layout and '"dp": 2' in layout and '"world_size": 4' in layout
     with h5py.File(run / "log.h5", "r") as f:
         assert np.all(np.isfinite(f["steps/gns_g2"][:]))

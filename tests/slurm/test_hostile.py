@@ -64,7 +64,7 @@ def _sandbox(tmp_path):
 
 
 def _pwned(root: Path) -> list[str]:
-    return [str(p) for p in root.rglob("PWNED*")] + [p for p in ("PWNED1", "PWNED2", "PWNED3") if Path(p).exists()]
+    return [str(p) for p in root.rglob("PWNED*")] + [p for p in ("PWNED1", "PWNED2", "PWNED3", "PWNED4") if Path(p).exists()]
 
 
 @pytest.mark.parametrize("mode", ["done", "stop"])
@@ -74,11 +74,11 @@ def test_hostile_values_stay_data_when_the_script_runs(tmp_path, monkeypatch, ca
     monkeypatch.chdir(box)
     code = main(["submit", str(_grid(tmp_path)), "--base-config", str(BASE), "--runs-dir", str(runs),
                  "--time", "00:05:00", "--nproc-per-node", "1", "--dry-run", "--python", str(python),
-                 "--env", str(env_file), "--set", f"log.tensorboard={EVIL}", "--set", f"data.path=/d/{EVIL}"])
+                 "--env", str(env_file), "--set", f"log.tensorboard={EVIL}\ntouch PWNED4\n#", "--set", f"data.path=/d/{EVIL}"])
     assert code == 0, capsys.readouterr().err
     run_dir = next(runs.glob("*/run.toml")).parent
     cfg = tomllib.loads((run_dir / "run.toml").read_text())  # emoji as \U0001F600, never surrogates
-    assert cfg["log"]["tensorboard"] == EVIL and cfg["data"]["path"] == f"/d/{EVIL}"
+    assert cfg["log"]["tensorboard"] == f"{EVIL}\ntouch PWNED4\n#" and cfg["data"]["path"] == f"/d/{EVIL}"
     assert cfg["log"]["path"] == str(run_dir / "log.h5")
     script = runs / "train-1n.sbatch"
     header = "#SBATCH --output=\"" + str(runs).replace("%", "%%").replace('"', '\\"') + '/slurm-%A_%a.out"\n'
