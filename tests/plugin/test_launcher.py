@@ -42,9 +42,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _started(tmp_path, tag):
-    """Wait for step 3, return the rank pids the launcher printed."""
-    _wait(lambda: "step      3 " in (tmp_path / f"{tag}.out").read_text(), what="step 3")
+def _started(tmp_path, tag, step=3):
+    """Wait for ``step`` (0: only for the ranks to exist), return the rank pids the launcher printed."""
+    _wait(lambda: step == 0 or f"step {step:6d} " in (tmp_path / f"{tag}.out").read_text(), what=f"step {step}")
+    _wait(lambda: "rank(s), pids" in (tmp_path / f"{tag}.err").read_text(), what="the rank pids")
     line = next(x for x in (tmp_path / f"{tag}.err").read_text().splitlines() if "rank(s), pids" in x)
     return [int(p) for p in line.split("pids ")[1].split(",")[0].split()]
 
@@ -53,7 +54,7 @@ def _checkpoints(tmp_path):
     return sorted(p.name for p in (tmp_path / "ckpt").glob("step_*"))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM], ids=["USR1", "TERM"])
 def test_usr1_and_term_are_forwarded_checkpoint_and_resume(tmp_path, sig):
     launcher = _launch(tmp_path, "a")
     ranks = _started(tmp_path, "a")
@@ -76,7 +77,8 @@ def test_usr1_and_term_are_forwarded_checkpoint_and_resume(tmp_path, sig):
 
 def test_kill9_to_the_launchers_group_stops_every_rank(tmp_path):
     launcher = _launch(tmp_path, "a")
-    ranks = _started(tmp_path, "a")
+    ranks = _started(tmp_path, "a", step=0)
+    assert all(_alive(p) for p in ranks)
     os.killpg(launcher.pid, signal.SIGKILL)
     launcher.wait(timeout=10)
     _wait(lambda: not any(_alive(p) for p in ranks), timeout=10, what="ranks to die with the group")
