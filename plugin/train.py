@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from batchlaw.plugin.launch import setup_env
 
-    setup_env()  # rank, world, master from torchrun, srun (one task per GPU) or mpirun
+    try:
+        setup_env()  # rank, world, master from torchrun, srun (one task per GPU) or mpirun
+    except (ValueError, ImportError) as exc:
+        print(f"batchlaw train: error: {exc}", file=sys.stderr)
+        return 2
     import torch
     import torch.distributed as dist
 

@@ -60,3 +60,17 @@ def test_mpirun_without_mpi4py_names_the_pip_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_mpi4py)
     with pytest.raises(ImportError, match="mpi4py is missing: pip install mpi4py mpich"):
         detect({"MPI_LOCALNRANKS": "2", "PMI_RANK": "0", "PMI_SIZE": "2"})
+
+
+def test_rank_entry_point_reports_a_bad_environment_in_one_line(capsys, monkeypatch):
+    from batchlaw.plugin.train import main
+
+    for k in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "x")
+    assert main(["configs/runs/tiny-cpu.toml"]) == 2
+    err = capsys.readouterr().err
+    assert err == "batchlaw train: error: environment SLURM_NTASKS = 'x': expected a non-negative integer\n"
