@@ -1,7 +1,8 @@
 """Tier (d), SLURM files without a cluster: every hostile value of issue 13 (newline, quotes, $(...),
 backticks, ';', '#', '%', emoji outside the BMP) in --runs-dir, --python, --env, --set and the CSV
-is refused with a one-line error or stays data: the rendered script runs under bash in a sandbox
-directory, with stub srun/scontrol on PATH, and nothing executes; run.toml stays valid TOML."""
+is refused with a one-line error or stays data: `batchlaw submit` runs against a stub sbatch, and
+the script it wrote runs under bash in a sandbox directory with the environment submit gave sbatch
+and stub srun/scontrol on PATH; nothing executes, and run.toml stays valid TOML."""
 
 import os
 import stat
@@ -30,6 +31,12 @@ for a in "$@"; do
 done
 if [ "${STUB_MODE:-done}" = stop ]; then touch "$stop"; else echo completed > "$done_marker"; fi
 """
+SBATCH = """#!/usr/bin/env bash
+# stub sbatch: record the environment and arguments that submit passes, answer a job id
+env -0 > "$SANDBOX/sbatch.env"
+printf '%s\\0' "$@" > "$SANDBOX/sbatch.args"
+echo 5
+"""
 SCONTROL = """#!/usr/bin/env bash
 # stub scontrol: one host; record requeue targets
 case "$1" in
@@ -55,6 +62,7 @@ def _sandbox(tmp_path):
     (box / "stubs").mkdir(parents=True)
     _exe(box / "stubs" / "srun", SRUN)
     _exe(box / "stubs" / "scontrol", SCONTROL)
+    _exe(box / "stubs" / "sbatch", SBATCH)
     pybin = box / f"py {EVIL}"
     pybin.mkdir()
     (pybin / "python").symlink_to(sys.executable)
@@ -67,30 +75,37 @@ def _pwned(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("PWNED*")] + [p for p in ("PWNED1", "PWNED2", "PWNED3", "PWNED4") if Path(p).exists()]
 
 
+def _nul_list(path: Path) -> list[str]:
+    return path.read_bytes().decode().split("\0")[:-1]
+
+
 @pytest.mark.parametrize("mode", ["done", "stop"])
 def test_hostile_values_stay_data_when_the_script_runs(tmp_path, monkeypatch, capsys, mode):
     box, python, env_file = _sandbox(tmp_path)
     runs = box / f"runs {EVIL}"
     monkeypatch.chdir(box)
+    monkeypatch.setenv("PATH", f"{box / 'stubs'}:{os.environ['PATH']}")
+    monkeypatch.setenv("SANDBOX", str(box))
     code = main(["submit", str(_grid(tmp_path)), "--base-config", str(BASE), "--runs-dir", str(runs),
-                 "--time", "00:05:00", "--nproc-per-node", "1", "--dry-run", "--python", str(python),
-                 "--env", str(env_file), "--set", f"log.tensorboard={EVIL}\ntouch PWNED4\n#", "--set", f"data.path=/d/{EVIL}"])
+                 "--time", "00:05:00", "--nproc-per-node", "1", "--python", str(python), "--env", str(env_file),
+                 "--set", f"log.tensorboard={EVIL}\ntouch PWNED4\n#", "--set", f"data.path=/d/{EVIL}"])
     assert code == 0, capsys.readouterr().err
     run_dir = next(runs.glob("*/run.toml")).parent
     cfg = tomllib.loads((run_dir / "run.toml").read_text())  # emoji as \U0001F600, never surrogates
     assert cfg["log"]["tensorboard"] == f"{EVIL}\ntouch PWNED4\n#" and cfg["data"]["path"] == f"/d/{EVIL}"
     assert cfg["log"]["path"] == str(run_dir / "log.h5")
-    script = runs / "train-1n.sbatch"
+    script = Path(_nul_list(box / "sbatch.args")[-1])
     header = "#SBATCH --output=\"" + str(runs).replace("%", "%%").replace('"', '\\"') + '/slurm-%A_%a.out"\n'
     assert header in script.read_text()  # what sbatch 22.05 reads back as the path (checked in test_cluster)
-    env = {**os.environ, "PATH": f"{box / 'stubs'}:{os.environ['PATH']}", "SANDBOX": str(box), "STUB_MODE": mode,
-           "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "n1", "SLURM_JOB_ID": "7",
-           "SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "0", "BATCHLAW_PYTHON": str(python),
-           "BATCHLAW_ENV": str(env_file), "BATCHLAW_RUN_LIST": str(runs / "runs-1n.txt"), "BATCHLAW_PORT": "1234"}
+    # the script runs as sbatch would run it: with the environment submit gave sbatch, inside a job
+    env = dict(item.split("=", 1) for item in _nul_list(box / "sbatch.env"))
+    assert env["BATCHLAW_PYTHON"] == str(python) and env["BATCHLAW_ENV"] == str(env_file)
+    env |= {"STUB_MODE": mode, "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "n1", "SLURM_JOB_ID": "7",
+            "SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "0", "BATCHLAW_PORT": "1234"}
     out = subprocess.run(["bash", str(script)], cwd=box, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert not _pwned(tmp_path), _pwned(tmp_path)
-    args = (box / "srun.args").read_bytes().decode().split("\0")[:-1]
+    args = _nul_list(box / "srun.args")
     assert str(run_dir / "run.toml") in args and str(python) in args  # each path one intact argument
     assert f"log.done_marker={run_dir / 'COMPLETED'}" in args
     if mode == "done":
