@@ -27,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"batchlaw train: error: {exc}", file=sys.stderr)
         return 2
+    from batchlaw.plugin.launch import setup_env
+
+    try:
+        setup_env()  # rank, world, master from torchrun, srun (one task per GPU) or mpirun
+    except (ValueError, ImportError) as exc:
+        print(f"batchlaw train: error: {exc}", file=sys.stderr)
+        return 2
     import torch
     import torch.distributed as dist
 
@@ -37,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         apply_cpu_patches()
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     else:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())  # 1 GPU/task too
     logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)

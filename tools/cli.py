@@ -23,7 +23,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("batchlaw.tools.simulate_cmd", "predict step time, memory and GPU-hours; expand, prune and plan a grid"),
     "fit": ("batchlaw.tools.fit_cmd", "fit loss, optimal-batch and critical-batch laws to data"),
-    "train": ("batchlaw.tools.train_cmd", "train a run locally (wraps torchrun -m batchlaw.plugin.train)"),
+    "train": ("batchlaw.tools.train_cmd", "train a run locally (starts and owns the ranks of python -m batchlaw.plugin.train)"),
     "data": ("batchlaw.tools.data_cmd", "build Megatron indexed datasets (.bin/.idx) from text files"),
     "submit": ("batchlaw.tools.submit_cmd", "launch exactly the plan simulate printed: run directories and sbatch job arrays"),
     "inspect": ("batchlaw.tools.inspect_cmd", "print the attributes and columns of an HDF5 run log"),

@@ -64,22 +64,62 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def render_sbatch(s: SubmitSettings, nodes: int) -> str:
-    """The sbatch script with its header fields filled; ValueError on an unset or unsafe setting."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_script_value(name: str, value: str) -> str:
+    """``value`` if it may reach the sbatch script or its environment as data; ValueError otherwise.
+
+    Control characters (newline, CR, NUL, ESC, DEL, C1, line separators) are refused: the run list
+    is one path per line and an ``#SBATCH`` line ends at a newline. Lone surrogates (undecodable
+    bytes) are refused too. Quotes, ``$``, backticks, spaces and non-ASCII stay data.
+    """
+    bad = _CONTROL.search(value) or re.search(r"[\ud800-\udfff]", value)
+    if bad:
+        raise ValueError(f"{name} = {value!r}: contains the control or undecodable character "
+                         f"{bad.group(0)!r} at {bad.start()}; use printable characters only")
+    return value
+
+
+def _sbatch_output(runs_dir: str) -> str:
+    """The ``--output`` value for an ``#SBATCH`` line, double-quoted so spaces, quotes and ``#`` stay
+    data (sbatch 22.05 reads ``"..."`` with ``\\"`` inside; a bare backslash escape does not work);
+    ``%`` doubled so SLURM's file-name patterns leave it alone. A backslash is refused: slurmd drops it
+    (it marks a file name without patterns), so the log would go to another directory."""
+    if "\\" in runs_dir:
+        raise ValueError(f"--runs-dir = {runs_dir!r}: contains a backslash, which SLURM drops from --output paths")
+    return '"' + runs_dir.replace("%", "%%").replace('"', '\\"') + '/slurm-%A_%a.out"'
+
+
+def check_settings(s: SubmitSettings, nodes: int = 1) -> None:
+    """ValueError (one line: option, value, what is allowed) for any setting the script cannot take
+    as data; ``submit`` calls it first, before any path is resolved or written."""
     if not re.fullmatch(r"\d+(-\d+)?(:\d+){0,2}|\d+", s.time or ""):
         raise ValueError(f"--time = {s.time!r}: required, e.g. 02:00:00 or 1-00:00:00")
     for name, value in (("--partition", s.partition), ("--account", s.account), ("--job-name", s.job_name)):
         if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
             raise ValueError(f"{name} = {value!r}: allowed are letters, digits, '.', '_' and '-'")
+    for name, value, low in (("nodes", nodes, 1), ("--cpus-per-task", s.cpus_per_task, 1),
+                             ("--signal-lead", s.signal_lead_s, 0), ("--gpus-per-node", s.gpus_per_node, 0),
+                             ("--nproc-per-node", s.nproc_per_node, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} = {value!r}: must be an integer >= {low}")
+    for name, value in (("--runs-dir", str(s.runs_dir)), ("--python", s.python), ("--env", s.env_file)):
+        check_script_value(name, value)
+    check_script_value("--runs-dir (made absolute)", os.path.abspath(s.runs_dir))  # the working directory too
+    _sbatch_output(str(s.runs_dir))
+
+
+def render_sbatch(s: SubmitSettings, nodes: int) -> str:
+    """The sbatch script with its header fields filled; ValueError on an unset or unsafe setting."""
+    check_settings(s, nodes)
     extra = [f"#SBATCH --partition={s.partition}"] if s.partition else []
     extra += [f"#SBATCH --account={s.account}"] if s.account else []
     extra += [f"#SBATCH --gpus-per-node={s.gpus_per_node}"] if s.gpus_per_node else []
-    fields = {"JOB_NAME": s.job_name, "NODES": str(nodes), "CPUS_PER_TASK": str(s.cpus_per_task), "TIME": s.time,
-              "OUTPUT": str(s.runs_dir / "slurm-%A_%a.out"), "SIGNAL_LEAD_S": str(s.signal_lead_s),
-              "EXTRA_SBATCH": "\n".join(extra)}
-    text = TEMPLATE.read_text()
-    for key, value in fields.items():
-        text = text.replace(f"@{key}@", value)
+    fields = {"JOB_NAME": s.job_name, "NODES": str(int(nodes)), "CPUS_PER_TASK": str(int(s.cpus_per_task)),
+              "TIME": s.time, "OUTPUT": _sbatch_output(str(s.runs_dir)),
+              "SIGNAL_LEAD_S": str(int(s.signal_lead_s)), "EXTRA_SBATCH": "\n".join(extra)}
+    text = re.sub(r"@([A-Z_]+)@", lambda m: fields.get(m.group(1), m.group(0)), TEMPLATE.read_text())
     left = re.findall(r"@[A-Z_]+@", text)
     assert not left, f"unrendered fields {left}"
     return text
@@ -164,6 +204,7 @@ def write_runs(runs: list[dict[str, Any]], s: SubmitSettings, nodes: int, script
 def submit(table: dict[str, np.ndarray], s: SubmitSettings, *, dry_run: bool) -> list[dict[str, Any]]:
     """Submit one job array per node count (writing run directories first); with ``dry_run`` write
     nothing and return what would be done, each entry with its rendered ``script``."""
+    check_settings(s)  # unsafe characters first: nothing below may resolve or write such a path
     if s.env_file and not Path(s.env_file).is_file():
         raise ValueError(f"--env {s.env_file!r}: no such file")
     runs = plan_runs(table, s)

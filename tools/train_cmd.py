@@ -1,15 +1,38 @@
-"""``batchlaw train RUN [--nproc-per-node N] [--set k=v ...]``: a local run through torchrun.
+"""``batchlaw train RUN [--nproc-per-node N] [--set k=v ...]``: a local run on one machine.
 
-Builds ``torchrun --standalone --nproc_per_node=N -m batchlaw.plugin.train RUN.toml ...`` and runs
-it (this process never imports torch). On a cluster, use ``batchlaw submit`` / slurm/train.sbatch.
+The launcher starts the N ranks itself (``python -m batchlaw.plugin.train RUN.toml ...`` with
+torch's ``env://`` variables RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and owns them,
+which torchrun does not (it puts its ranks in sessions of their own, so killing its group leaves
+them training):
+
+- the ranks stay in the launcher's process group: ``kill -KILL -PGID`` ends all of them at once;
+- each rank asks the kernel for SIGTERM when the launcher dies (``PR_SET_PDEATHSIG``), so even a
+  ``kill -9`` of the launcher alone makes them checkpoint and stop;
+- SIGTERM and SIGUSR1 to the launcher are forwarded; SIGINT and SIGHUP are forwarded as SIGTERM
+  (the ranks ignore SIGINT, so Ctrl-C in a terminal reaches them once, through the launcher). The
+  ranks checkpoint at the next step boundary and exit; the launcher prints one line and exits with
+  128 + the signal number, never a traceback. Run the same command again to resume;
+- if a rank fails, the others get SIGTERM, then SIGKILL after a grace period.
+
+This process never imports torch. On a cluster, use ``batchlaw submit`` / slurm/train.sbatch.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import shlex
+import signal
+import socket
 import subprocess
 import sys
+import time
+
+_FORWARD = {signal.SIGTERM: signal.SIGTERM, signal.SIGUSR1: signal.SIGUSR1,
+            signal.SIGINT: signal.SIGTERM, signal.SIGHUP: signal.SIGTERM}
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+GRACE_S = 30.0  # after a rank fails, how long the others get to stop before SIGKILL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,11 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", dest="nproc", type=int, help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run-config key, e.g. --set parallel.tp=2")
-    parser.add_argument("--print-command", action="store_true", help="print the torchrun command and exit")
+    parser.add_argument("--print-command", action="store_true", help="print the rank command and exit")
 
 
 def command(args: argparse.Namespace) -> list[str]:
-    """The torchrun command line for ``args`` (validated first, so errors come before any launch)."""
+    """The command line of every rank for ``args`` (validated first, so errors come before any launch)."""
     from batchlaw.simulator.runconfig import find_run_config, load_run_config
     from batchlaw.simulator.spec import validate_run
     from batchlaw.simulator.checks import check_prelaunch, cuda_visible
@@ -38,20 +61,90 @@ def command(args: argparse.Namespace) -> list[str]:
     # the same rule table the ranks check (ramp included), before anything starts
     validate_run(cfg.model, cfg.parallel, world_size=args.nproc, global_batch=cfg.train.global_batch,
                  ramp=cfg.train.ramp)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-           "-m", "batchlaw.plugin.train", str(path)]
+    cmd = [sys.executable, "-m", "batchlaw.plugin.train", str(path)]
     for item in args.overrides:
         cmd += ["--set", item]
     return cmd
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_setup(launcher_pid: int, prctl) -> None:
+    """Runs in each rank between fork and exec: SIGTERM when the launcher dies; SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != launcher_pid:  # the launcher died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _start(cmd: list[str], nproc: int) -> list[subprocess.Popen]:
+    port, me = _free_port(), os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork (Linux only)
+    procs = []
+    for rank in range(nproc):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
+               "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        env.setdefault("OMP_NUM_THREADS", "1")
+        procs.append(subprocess.Popen(cmd, env=env, preexec_fn=lambda: _rank_setup(me, prctl)))
+    pids = " ".join(str(p.pid) for p in procs)
+    print(f"batchlaw train: {nproc} rank(s), pids {pids}, master 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    return procs
+
+
+def _signal_all(procs: list[subprocess.Popen], sig: int) -> None:
+    for p in procs:
+        if p.poll() is None:
+            try:
+                p.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+
+def _supervise(procs: list[subprocess.Popen], received: list[int]) -> int:
+    """Forward signals, stop the rest when a rank fails; returns the launcher's exit status."""
+    forwarded, failed_at, failed_rc = 0, None, 0
+    while any(p.poll() is None for p in procs):
+        while forwarded < len(received):
+            sig = received[forwarded]
+            forwarded += 1
+            print(f"batchlaw train: {signal.Signals(sig).name}: asking the ranks to checkpoint and stop",
+                  file=sys.stderr, flush=True)
+            _signal_all(procs, _FORWARD[sig])
+        bad = [p.returncode for p in procs if p.returncode not in (None, 0)]
+        if bad and failed_at is None:
+            failed_at, failed_rc = time.monotonic(), bad[0]
+            _signal_all(procs, signal.SIGTERM)
+        if failed_at is not None and time.monotonic() - failed_at > GRACE_S:
+            _signal_all(procs, signal.SIGKILL)
+        time.sleep(0.05)
+    bad = [p.returncode for p in procs if p.returncode != 0]
+    if failed_rc or bad:
+        rc = failed_rc or bad[0]
+        return 128 - rc if rc < 0 else rc
+    if received:
+        sig = signal.Signals(received[0])
+        print(f"batchlaw train: stopped on {sig.name} after a checkpoint; run the same command to resume",
+              file=sys.stderr, flush=True)
+        return 128 + int(sig)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     cmd = command(args)
     if args.print_command:
-        import shlex
-
-        print(shlex.join(cmd))
+        print(f"{args.nproc} x RANK=<0..{args.nproc - 1}> WORLD_SIZE={args.nproc} " + shlex.join(cmd))
         return 0
-    env = {**os.environ}
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run(cmd, env=env).returncode
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in _FORWARD}
+    procs: list[subprocess.Popen] = []
+    try:
+        procs = _start(cmd, args.nproc)
+        return _supervise(procs, received)
+    finally:
+        _signal_all(procs, signal.SIGKILL)  # only reached with ranks alive on an error in the launcher
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

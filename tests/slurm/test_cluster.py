@@ -1,6 +1,8 @@
 """Tier (d), a real two-node SLURM on this machine (slurm/local/up.sh; .ci/run starts it): the
 project's own slurm/train.sbatch trains the tiny model on CPU with 2 nodes x 2 ranks (TP=2 x DP=2),
-survives a forced requeue, and a job array skips the run that already completed."""
+launched by torchrun and by srun alone (one task per rank), survives a forced requeue; a 3-task
+array on shared nodes (free rendezvous port per task) survives USR1 to the batch shell and to the
+step, requeueing only the signalled task, and leaves out the run that already completed."""
 
 import shutil
 import subprocess
@@ -31,11 +33,11 @@ if not _cluster_up():
 pytest.importorskip("megatron.core")
 
 
-def _submit(tmp_path, rows, *sets):
+def _submit(tmp_path, rows, *sets, runs="runs", nproc=2):
     grid = tmp_path / "grid.csv"
     grid.write_text("model,global_batch,tp,pp,nodes,survives\n" + "\n".join(rows) + "\n")
-    args = ["submit", str(grid), "--base-config", str(BASE), "--runs-dir", str(tmp_path / "runs"), "--time", "00:10:00",
-            "--nproc-per-node", "2", "--cpus-per-task", "2", "--python", sys.executable,
+    args = ["submit", str(grid), "--base-config", str(BASE), "--runs-dir", str(tmp_path / runs), "--time", "00:10:00",
+            "--nproc-per-node", str(nproc), "--cpus-per-task", str(nproc), "--python", sys.executable,
             "--env", str(REPO / "slurm" / "env" / "local.sh")]
     for s in sets:
         args += ["--set", s]
@@ -49,35 +51,68 @@ def _wait(pred, timeout=240, what=""):
         time.sleep(1)
 
 
-def test_two_nodes_tp2_dp2_requeue_and_resume(tmp_path):
-    _submit(tmp_path, ["tiny,8,2,1,2,true"], "train.steps=60", "log.stdout_every=5", "log.flush_every=5")
+def _tasks() -> list[tuple[str, str, str]]:
+    """(array job id, job id, array task id) of every running task."""
+    out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%F %A %K"], capture_output=True, text=True).stdout
+    return [tuple(line.split()) for line in out.splitlines() if line.strip()]
+
+
+def _job_state(task: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", task], capture_output=True, text=True).stdout
+    return out.split("JobState=")[1].split()[0] if "JobState=" in out else "?"
+
+
+def _steps_once(log, steps, restarts):
+    with h5py.File(log, "r") as f:
+        assert list(f["steps/step"][:]) == list(range(1, steps + 1))  # every step exactly once
+        assert f.attrs["restart_count"] == restarts and f.attrs["status"] == "completed"
+        return f.attrs["layout"]
+
+
+@pytest.mark.parametrize("launcher,target", [("torchrun", "--batch"), ("srun", "step")])
+def test_two_nodes_tp2_dp2_requeue_and_resume(tmp_path, monkeypatch, launcher, target):
+    monkeypatch.setenv("BATCHLAW_LAUNCHER", launcher)  # sbatch exports the submitting environment
+    _submit(tmp_path, ["tiny,8,2,1,2,true"], "train.steps=30", "log.stdout_every=5", "log.flush_every=5")
     run = tmp_path / "runs" / "tiny-b8-tp2-pp1"
     out = lambda: "".join(p.read_text() for p in (tmp_path / "runs").glob("slurm-*.out"))
     _wait(lambda: "step     10 " in out(), what="step 10")
-    job = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True).stdout.split()[0]
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    task = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
+    subprocess.run(["scancel", "--signal=USR1", *([target] if target == "--batch" else []), task], check=True)
     _wait(lambda: (run / "COMPLETED").is_file(), timeout=300, what="completion after requeue")
     text = out()
-    assert "requeueing job" in text and "resumed from" in text
+    assert f"{launcher} on 2 node(s)" in text and f"requeueing job {task}" in text and "resumed from" in text
+    layout = _steps_once(run / "log.h5", 30, 1)
+    assert '"tp": 2' in layout and '"dp": 2' in layout and '"world_size": 4' in layout
     with h5py.File(run / "log.h5", "r") as f:
-        steps = f["steps/step"][:]
-        assert f.attrs["restart_count"] == 1 and f.attrs["status"] == "completed"
-        assert list(steps) == list(range(1, 61))  # every step exactly once
-        assert '"tp": 2' in f.attrs["layout"] and '"dp": 2' in f.attrs["layout"] and '"world_size": 4' in f.attrs["layout"]
         assert np.all(np.isfinite(f["steps/gns_g2"][:]))
     assert (run / "pip-freeze.txt").stat().st_size > 0 and "git_sha=" in (run / "provenance.txt").read_text()
+    _wait(lambda: _job_state(task) == "COMPLETED", timeout=60, what=f"{task} COMPLETED")
 
 
-def test_job_array_skips_completed_run(tmp_path, capsys):
-    rows = ["tiny,8,1,1,1,true", "tiny,16,1,1,1,true", "tiny,4,1,1,1,true"]
-    done = tmp_path / "runs" / "tiny-b16-tp1-pp1"
-    done.mkdir(parents=True)
-    (done / "COMPLETED").write_text("completed\n")
-    _submit(tmp_path, rows, "train.steps=3", "log.stdout_every=1")
-    printed = capsys.readouterr().out
-    assert "2 runs on 1 node(s) as an array; skipped 1 completed" in printed
-    for name in ("tiny-b8-tp1-pp1", "tiny-b4-tp1-pp1"):
-        _wait(lambda: (tmp_path / "runs" / name / "COMPLETED").is_file(), what=name)
-        with h5py.File(tmp_path / "runs" / name / "log.h5", "r") as f:
-            assert list(f["steps/step"][:]) == [1, 2, 3]
-    assert not (done / "log.h5").exists()
+def test_array_on_shared_nodes_survives_usr1_to_batch_shell_and_to_step(tmp_path, capsys):
+    """Three 1-node tasks fit on one node (4 CPUs): each needs its own rendezvous port. USR1 to the
+    batch shell of the task whose job id is the array's (`scontrol requeue $SLURM_JOB_ID` there would
+    requeue the whole array) and to another task's step each end in checkpoint + requeue of that task
+    alone; the third, never signalled, must not be touched. A fourth run, already COMPLETED, is left
+    out. The runs directory name is hostile: it must reach sbatch's --output and the ranks as data."""
+    runs = "runs q\"'$(touch PWNED) `touch PWNED` #x %j \U0001F600"
+    root = tmp_path / runs
+    (root / "tiny-b32-tp1-pp1").mkdir(parents=True)
+    (root / "tiny-b32-tp1-pp1" / "COMPLETED").write_text("completed\n")
+    _submit(tmp_path, ["tiny,8,1,1,1,true", "tiny,16,1,1,1,true", "tiny,32,1,1,1,true", "tiny,4,1,1,1,true"],
+            "train.steps=40", "log.stdout_every=1", "log.flush_every=5", runs=runs, nproc=1)
+    assert "3 runs on 1 node(s) as an array; skipped 1 completed" in capsys.readouterr().out
+    _wait(lambda: len(_tasks()) == 3, what="3 array tasks")
+    array, heir = next((a, t) for a, j, t in _tasks() if a == j)  # the task whose job id is the array's
+    out = lambda i: "".join(p.read_text() for p in root.glob(f"slurm-{array}_{i}.out"))
+    signalled = {int(heir): ["--batch"], (int(heir) + 1) % 3: []}  # batch shell / step
+    for i, target in signalled.items():
+        _wait(lambda: "step      3 " in out(i), what=f"task {i} at step 3")
+        subprocess.run(["scancel", "--signal=USR1", *target, f"{array}_{i}"], check=True)
+    names = ["tiny-b8-tp1-pp1", "tiny-b16-tp1-pp1", "tiny-b4-tp1-pp1"]
+    for i, name in enumerate(names):
+        _wait(lambda: _job_state(f"{array}_{i}") == "COMPLETED", timeout=300, what=f"task {i} COMPLETED")
+        _steps_once(root / name / "log.h5", 40, 1 if i in signalled else 0)
+        assert ("requeueing job" in out(i)) == (i in signalled)
+    assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
+    assert not (root / "tiny-b32-tp1-pp1" / "log.h5").exists()

@@ -26,7 +26,7 @@ def test_rendered_script_matches_golden_and_parses(tmp_path):
     f = tmp_path / "s.sbatch"
     f.write_text(text)
     subprocess.run(["bash", "-n", str(f)], check=True)
-    assert "#SBATCH --nodes=2" in text and "--nnodes=\"$NNODES\"" in text  # node count from SLURM in torchrun
+    assert "#SBATCH --nodes=2" in text and "--nnodes=\"$NNODES\"" in text and "scontrol requeue \"$TASK\"" in text  # node count from SLURM in torchrun
 
 
 @pytest.mark.parametrize("field,value,message", [

@@ -1,4 +1,4 @@
-"""Tier (a), pure: `batchlaw train` builds the torchrun command and validates before launching."""
+"""Tier (a), pure: `batchlaw train` builds the rank command and validates before launching."""
 
 from batchlaw.tools.cli import main
 
@@ -6,7 +6,7 @@ from batchlaw.tools.cli import main
 def test_print_command_and_validation(capsys):
     assert main(["train", "configs/runs/tiny-cpu.toml", "--nproc", "2", "--set", "parallel.tp=2", "--print-command"]) == 0
     out = capsys.readouterr().out
-    assert "torch.distributed.run --standalone --nproc_per_node=2 -m batchlaw.plugin.train" in out
+    assert "2 x RANK=<0..1> WORLD_SIZE=2 " in out and " -m batchlaw.plugin.train configs/runs/tiny-cpu.toml" in out
     assert "--set parallel.tp=2" in out
     assert main(["train", "configs/runs/tiny-cpu.toml", "--nproc", "3", "--print-command"]) == 2
     assert "global batch 8 not divisible by micro_batch x dp = 6" in capsys.readouterr().err
