@@ -86,13 +86,17 @@ def test_hostile_values_stay_data_when_the_script_runs(tmp_path, monkeypatch, ca
     monkeypatch.chdir(box)
     monkeypatch.setenv("PATH", f"{box / 'stubs'}:{os.environ['PATH']}")
     monkeypatch.setenv("SANDBOX", str(box))
-    code = main(["submit", str(_grid(tmp_path)), "--base-config", str(BASE), "--runs-dir", str(runs),
-                 "--time", "00:05:00", "--nproc-per-node", "1", "--python", str(python), "--env", str(env_file),
-                 "--set", f"log.tensorboard={EVIL}\ntouch PWNED4\n#", "--set", f"data.path=/d/{EVIL}"])
+    args = ["submit", str(_grid(tmp_path)), "--base-config", str(BASE), "--runs-dir", str(runs),
+            "--time", "00:05:00", "--nproc-per-node", "1", "--python", str(python), "--env", str(env_file)]
+    # a newline in a path is refused by the config checks (one line, nothing written) ...
+    assert main(args + ["--set", f"log.tensorboard={EVIL}\ntouch PWNED4\n#"]) == 2
+    assert "U+000A" in capsys.readouterr().err and not runs.exists()
+    # ... and every other hostile character stays data
+    code = main(args + ["--set", f"log.tensorboard={EVIL}", "--set", f"data.path=/d/{EVIL}"])
     assert code == 0, capsys.readouterr().err
     run_dir = next(runs.glob("*/run.toml")).parent
     cfg = tomllib.loads((run_dir / "run.toml").read_text())  # emoji as \U0001F600, never surrogates
-    assert cfg["log"]["tensorboard"] == f"{EVIL}\ntouch PWNED4\n#" and cfg["data"]["path"] == f"/d/{EVIL}"
+    assert cfg["log"]["tensorboard"] == EVIL and cfg["data"]["path"] == f"/d/{EVIL}"
     assert cfg["log"]["path"] == str(run_dir / "log.h5")
     script = Path(_nul_list(box / "sbatch.args")[-1])
     header = "#SBATCH --output=\"" + str(runs).replace("%", "%%").replace('"', '\\"') + '/slurm-%A_%a.out"\n'

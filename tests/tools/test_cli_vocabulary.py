@@ -43,7 +43,7 @@ def test_shared_flags(name, flag):
 
 def test_old_spellings_still_parse(capsys):
     assert main(["train", "tiny-cpu", "--nproc", "2", "--set", "parallel.tp=2", "--print-command"]) == 0
-    assert "--nproc_per_node=2" in capsys.readouterr().out
+    assert "2 x RANK=<0..1> WORLD_SIZE=2 " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv,listed", [
