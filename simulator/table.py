@@ -1,10 +1,15 @@
 """``predict_table``: step time, TFLOP/s, MFU, memory and feasibility for a table of runs.
 
-Input columns are those of ``published_throughput.csv`` (``model, layers, hidden, heads, seq_len,
-vocab, gpu, gpus, tp, pp, dp, vpp, micro_batch, global_batch, recompute, sequence_parallel,
-precision``) plus optional ``query_groups, ffn_hidden, activation, tied_embeddings,
-distributed_optimizer, overlap_grad_reduce``. Other columns pass through. A blank (NaN) micro_batch
-means: choose the fastest micro batch that fits in memory.
+Input columns are those of ``published_throughput.csv`` / ``throughput_megatron.csv`` (``model,
+layers, hidden, heads, seq_len, vocab, gpu, gpus, tp, pp, dp, vpp, micro_batch, global_batch,
+recompute, sequence_parallel, precision``) plus optional ``query_groups, ffn_hidden, activation``
+(gelu, swiglu, geglu, squared-relu, relu) or ``gated_mlp`` (yes/no), ``tied_embeddings, cp, fp8,
+distributed_optimizer, overlap_grad_reduce, grad_reduce_in_fp32, tp_comm_overlap, flash_attention,
+fsdp, activation_offload_layers, pipeline_split_extra_layers`` (2 with Megatron's
+``account_for_embedding/loss_in_pipeline_split``: the divisibility rule then applies to layers + 2). ``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8
+GEMMs). ``unknown`` for sequence_parallel means on when tp > 1 (the Megatron-Core recipe default); for
+recompute it means none. Other columns pass through. A blank (NaN) micro_batch means: choose the
+fastest micro batch that fits in memory.
 """
 
 from __future__ import annotations
@@ -61,6 +66,20 @@ def _number(values, name: str) -> np.ndarray:
     return out
 
 
+_ACTIVATIONS = {"gelu": False, "relu": False, "squared-relu": False, "squared_relu": False, "swiglu": True,
+                "geglu": True, "silu-glu": True, "reglu": True}
+
+
+def _strings(cols, name: str, n: int, default: str) -> np.ndarray:
+    return np.char.strip(_lower(_column(cols, name, n, default)))
+
+
+def _flag(cols, name: str, n: int, default: bool) -> np.ndarray:
+    if name not in cols:
+        return np.full(n, default)
+    return _boolean(np.asarray(cols[name]))
+
+
 def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Typed numpy columns with defaults filled in (strings -> numbers and booleans)."""
     if hasattr(cols, "to_dict") and hasattr(cols, "columns"):  # pandas DataFrame
@@ -74,32 +93,51 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     for k in required + ("micro_batch",):
         c[k] = _number(_column(cols, k, n, np.nan), k)
     c["vpp"] = np.nan_to_num(_number(_column(cols, "vpp", n, 1), "vpp"), nan=1.0)
+    c["cp"] = np.nan_to_num(_number(_column(cols, "cp", n, 1), "cp"), nan=1.0)
     heads = c["heads"]
     c["query_groups"] = _number(_column(cols, "query_groups", n, np.nan), "query_groups")
     c["query_groups"] = np.where(np.isnan(c["query_groups"]) | (c["query_groups"] == 0), heads, c["query_groups"])
-    act = _lower(_column(cols, "activation", n, "gelu"))
-    if not np.all(np.isin(act, ("gelu", "swiglu"))):
-        raise ValueError(f"activation = {act[~np.isin(act, ('gelu', 'swiglu'))][0]!r}: allowed are gelu, swiglu")
-    c["gated"] = act == "swiglu"
+    if "activation" in cols or "gated_mlp" not in cols:
+        act = _strings(cols, "activation", n, "gelu")
+        bad = ~np.isin(act, list(_ACTIVATIONS))
+        if bad.any():
+            raise ValueError(f"activation = {act[bad][0]!r}: allowed are {', '.join(_ACTIVATIONS)}")
+        c["gated"] = np.isin(act, [k for k, v in _ACTIVATIONS.items() if v])
+    else:
+        c["gated"] = _boolean(np.asarray(cols["gated_mlp"]))
     ffn = _number(_column(cols, "ffn_hidden", n, np.nan), "ffn_hidden")
     c["ffn_hidden"] = np.where(np.isnan(ffn) | (ffn == 0), 4 * c["hidden"], ffn)
-    c["tied"] = _boolean(_column(cols, "tied_embeddings", n, False))
+    c["tied"] = _flag(cols, "tied_embeddings", n, False)
     gpus = _number(_column(cols, "gpus", n, np.nan), "gpus")
     dp = _number(_column(cols, "dp", n, np.nan), "dp")
-    c["dp"] = np.where(np.isnan(dp), gpus / (c["tp"] * c["pp"]), dp)
-    rec = _lower(_column(cols, "recompute", n, "none"))
+    c["dp"] = np.where(np.isnan(dp), gpus / (c["tp"] * c["pp"] * c["cp"]), dp)
+    rec = _strings(cols, "recompute", n, "none")
     rec = np.where(np.isin(rec, ("unknown", "", "nan", "no")), "none", rec)
     if not np.all(np.isin(rec, ("none", "selective", "full"))):
         raise ValueError(f"recompute = {rec[~np.isin(rec, ('none', 'selective', 'full'))][0]!r}: allowed are none,"
                          " selective, full")
     c["recompute"] = rec
     # Megatron-LM turns sequence parallelism off when tp = 1 (arguments.py), so it is a no-op there.
-    c["sequence_parallel"] = _boolean(_column(cols, "sequence_parallel", n, False)) & (c["tp"] > 1)
-    c["flash_attention"] = _boolean(_column(cols, "flash_attention", n, True))
-    c["distributed_optimizer"] = _boolean(_column(cols, "distributed_optimizer", n, False))
-    c["overlap_grad_reduce"] = _boolean(_column(cols, "overlap_grad_reduce", n, True))
-    prec = _lower(_column(cols, "precision", n, "bf16"))
-    c["precision"] = prec
+    sp = _strings(cols, "sequence_parallel", n, "no")
+    c["sequence_parallel"] = (np.isin(sp, list(_TRUE)) | (sp == "unknown")) & (c["tp"] > 1)
+    c["flash_attention"] = _flag(cols, "flash_attention", n, True)
+    c["distributed_optimizer"] = _flag(cols, "distributed_optimizer", n, False)
+    c["fsdp"] = _flag(cols, "fsdp", n, False)
+    c["overlap_grad_reduce"] = _flag(cols, "overlap_grad_reduce", n, True)
+    c["grad_reduce_in_fp32"] = _flag(cols, "grad_reduce_in_fp32", n, True)
+    # Megatron's account_for_embedding/loss_in_pipeline_split: the split counts 2 more layer slots
+    c["pipeline_split_extra_layers"] = np.nan_to_num(_number(_column(cols, "pipeline_split_extra_layers", n, 0.0),
+                                                             "pipeline_split_extra_layers"))
+    c["tp_comm_overlap"] = _flag(cols, "tp_comm_overlap", n, False) & c["sequence_parallel"]
+    off = _number(_column(cols, "activation_offload_layers", n, 0.0), "activation_offload_layers")
+    c["activation_offload_layers"] = np.nan_to_num(off)
+    prec = _strings(cols, "precision", n, "bf16")
+    prec = np.where(prec == "half", "fp16", prec)
+    allowed = ("bf16", "fp16", "fp32", "fp8")
+    if not np.all(np.isin(prec, allowed)):
+        raise ValueError(f"precision = {prec[~np.isin(prec, allowed)][0]!r}: allowed are {', '.join(allowed)}, half")
+    c["fp8"] = (prec == "fp8") | _flag(cols, "fp8", n, False)
+    c["precision"] = np.where(prec == "fp8", "bf16", prec)
     c["gpu"] = np.asarray(_column(cols, "gpu", n, "h100-sxm")).astype(str)
     return c
 
@@ -131,6 +169,14 @@ def feasibility(c: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return ~assigned, reason
 
 
+def _split_view(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Columns as the layout rules see them: the pipeline split counts the extra embedding/loss slots."""
+    extra = c.get("pipeline_split_extra_layers")
+    if extra is None or not extra.any():
+        return c
+    return {**c, "layers": c["layers"] + extra}
+
+
 def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
     """Predictions for rows of one system; NaN micro batches are chosen as the fastest that fits."""
     blank = np.isnan(c["micro_batch"])
@@ -139,7 +185,7 @@ def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str,
     if blank.any():
         for mb in _MICRO_CANDIDATES:
             trial = {**c, "micro_batch": np.where(blank, float(mb), c["micro_batch"])}
-            ok, _ = feasibility(trial)
+            ok, _ = feasibility(_split_view(trial))
             t = iteration(trial, system)["iter_time_s"]
             fits = memory_gib(trial, system) <= system.memory_gib
             better = blank & ok & fits & (t < best_t)
@@ -147,7 +193,7 @@ def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str,
             best_mb = np.where(better, mb, best_mb)
         best_mb = np.where(blank & np.isnan(best_mb), 1.0, best_mb)
     c = {**c, "micro_batch": best_mb}
-    ok, reason = feasibility(c)
+    ok, reason = feasibility(_split_view(c))
     it = iteration(c, system)
     mem = memory_gib(c, system)
     over = ok & (mem > system.memory_gib)
