@@ -11,8 +11,8 @@ The step is composed from op-level parts (details and equations in docs/formulas
   backward, hidden behind the attention core (Liu et al. 2023, Ring Attention; Megatron CP docs).
 - PP: 1F1B: m slots of the slowest stage (the last one carries the logits) plus (p-1)/v slots of the
   average stage (Narayanan et al. 2021, sec. 2.2), p2p of the s b h (/t with SP) boundary activation
-  forward and its gradient backward on the tier the boundary crosses, 2 (m + p - 1) transfers on
-  the critical path.
+  forward and its gradient backward on the tier the boundary crosses, 2 (m v + p - 1) transfers on
+  the critical path (each of the v model chunks sends its own).
 - DP over dp x cp ranks: all-reduce of fp32 (or 16-bit, ``grad_reduce_in_fp32`` off) gradients, or reduce-scatter of gradients + all-gather
   of 16-bit parameters with the distributed optimizer (Rajbhandari et al. 2020, sec. 7), per
   micro-batch with FSDP. With overlap the reduce-scatter hides behind the last micro-batch's backward
@@ -21,7 +21,8 @@ The step is composed from op-level parts (details and equations in docs/formulas
 - tied embeddings with p > 1: one all-reduce of the V h / t embedding gradient between the first and
   last stage (Shoeybi et al. 2019, sec. 3).
 - optimizer: Adam memory-bound, 30 bytes per local (sharded) parameter.
-- fixed overheads: ``overhead_s`` per step and ``overhead_mb_s`` per micro-batch slot.
+- fixed overheads: ``overhead_s`` per step and ``overhead_mb_s`` per micro-batch and model chunk
+  (launch, p2p synchronisation, schedule), so interleaving pays v of them per micro-batch.
 Memory: ``perf_mem.memory_gib``.
 """
 
@@ -76,13 +77,13 @@ def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, n
     cp_comm = 3.0 * (cp - 1) * kv_bytes / p2p_bandwidth(t, system)
     cp_exposed = np.maximum(cp_comm - lt["attn"], 0.0)
     layer = lt["gemm"] + lt["attn"] + lt["elem"] + lt["recompute"] + tp_comm + cp_exposed
-    stage = layers / pp * layer + e.overhead_mb_s
+    stage = layers / pp * layer + vpp * e.overhead_mb_s
     logit = logits_time(c, system)
     slot_max = stage + logit
     pipeline = m * slot_max + (pp - 1) / vpp * (stage + logit / pp)
     p2p_bytes = act_bytes / np.where(c["sequence_parallel"], t, 1.0)
     p2p_one = p2p_bytes / p2p_bandwidth(t * cp * dp, system) + system.latency_us * 1e-6
-    p2p = np.where(pp > 1, 2.0 * (m + pp - 1) * p2p_one, 0.0)
+    p2p = np.where(pp > 1, 2.0 * (m * vpp + pp - 1) * p2p_one, 0.0)
     n_local = stage_params(c)
     dp_comm = _dp_comm(c, system, n_local, slot_max)
     emb_bytes = 4.0 * c["vocab"] * h / t
