@@ -35,7 +35,7 @@ import numpy as np
 from batchlaw.simulator.params import flops_per_step
 from batchlaw.simulator.perf_comm import bus_bandwidth, collective, p2p_bandwidth
 from batchlaw.simulator.perf_mem import memory_gib, stage_params
-from batchlaw.simulator.perf_ops import layer_times, logits_time
+from batchlaw.simulator.perf_ops import flag, layer_times, logits_time
 from batchlaw.simulator.system import SystemProfile
 
 __all__ = ["iteration", "memory_gib", "run_time"]
@@ -46,7 +46,7 @@ def _dp_comm(c, system, n_local, stage_mb):
     e = system.efficiency
     n, tp, m = c["dp"] * c["cp"], c["tp"], c["global_batch"] / (c["micro_batch"] * c["dp"])
     bw = bus_bandwidth(n, tp, system)
-    grad = np.where(c["grad_reduce_in_fp32"] | (c["precision"] == "fp32"), 4.0, 2.0)
+    grad = np.where(c["grad_reduce_in_fp32"] | flag(c, "fp32"), 4.0, 2.0)
     rs = collective(n, grad * n_local, bw, system, 1.0)
     ag = collective(n, 2.0 * n_local, bw, system, 1.0)
     ar = collective(n, grad * n_local, bw, system, 2.0)
@@ -68,8 +68,8 @@ def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, n
     gb, layers = c["global_batch"], c["layers"]
     m = gb / (b * dp)
     lt = layer_times(c, system)
-    act_bytes = b * s / cp * h * np.where(c["precision"] == "fp32", 4.0, 2.0)
-    n_tp = np.where(c["recompute"] == "full", 6.0, 4.0)
+    act_bytes = b * s / cp * h * np.where(flag(c, "fp32"), 4.0, 2.0)
+    n_tp = np.where(flag(c, "rec_full"), 6.0, 4.0)
     tp_comm = n_tp * collective(t, act_bytes, bus_bandwidth(t, 1.0, system), system, 2.0)
     tp_comm = tp_comm * np.where(c["tp_comm_overlap"], e.tp_exposed, 1.0)
     hd = h / c["heads"]

@@ -26,6 +26,7 @@ from typing import Mapping
 import numpy as np
 
 from batchlaw.simulator.params import layer_linear_params
+from batchlaw.simulator.perf_ops import flag
 from batchlaw.simulator.system import SystemProfile
 
 __all__ = ["GIB", "memory_gib", "stage_params"]
@@ -45,7 +46,7 @@ def stage_params(c: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def _state_bytes(c: Mapping[str, np.ndarray], n_local: np.ndarray) -> np.ndarray:
-    p16 = c["precision"] != "fp32"
+    p16 = ~flag(c, "fp32")
     shard = c["dp"] * c["cp"]
     grad = np.where(p16 & ~c["grad_reduce_in_fp32"], 2.0, 4.0)
     plain = np.where(p16, 14.0 + grad, 16.0)
@@ -65,11 +66,11 @@ def _act_bytes_per_token(c: Mapping[str, np.ndarray]) -> np.ndarray:
     g_in = np.where(fp8, 1.0, 2.0)  # bytes of a stored GEMM input
     tp_part = 2 * (h + 2 * c["query_groups"] * hd) + g_in * h + 2 * up + g_in * c["ffn_hidden"]
     sp_part = 2 * h + 2 * h + g_in * 2 * h + 2 * h  # norm inputs (2), GEMM inputs (2), dropout masks (2 x 1 byte)
-    attn = np.where(c["flash_attention"] | (c["recompute"] == "selective"), 0.0, 5.0 * c["heads"] * s)
+    attn = np.where(c["flash_attention"] | flag(c, "rec_selective"), 0.0, 5.0 * c["heads"] * s)
     sp_div = np.where(c["sequence_parallel"], t, 1.0)
     per_tok = (tp_part + attn) / t + sp_part / sp_div
-    per_tok = np.where(c["recompute"] == "full", 2.0 * h / sp_div, per_tok)
-    return per_tok * np.where(c["precision"] == "fp32", 2.0, 1.0)
+    per_tok = np.where(flag(c, "rec_full"), 2.0 * h / sp_div, per_tok)
+    return per_tok * np.where(flag(c, "fp32"), 2.0, 1.0)
 
 
 def memory_gib(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarray:

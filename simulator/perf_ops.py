@@ -31,7 +31,18 @@ import numpy as np
 
 from batchlaw.simulator.system import SystemProfile
 
-__all__ = ["layer_times", "logits_time"]
+__all__ = ["flag", "layer_times", "logits_time"]
+
+_FLAGS = {"rec_full": ("recompute", "full"), "rec_selective": ("recompute", "selective"), "fp32": ("precision", "fp32")}
+
+
+def flag(c: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """A boolean column that ``table.normalise`` precomputes (``rec_full``, ``rec_selective``, ``fp32``),
+    derived from the string column when a caller built ``c`` by hand."""
+    if name in c:
+        return c[name]
+    col, value = _FLAGS[name]
+    return np.asarray(c[col]) == value
 
 
 def _gemm(m, n, k, *, peak, e_max, w_half, m_half, hbm, op_bytes, fp8=False):
@@ -80,9 +91,8 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
     tok_sp = np.where(c["sequence_parallel"], tok / t, tok)
     elem_fwd = (22.0 * h * tok_sp + 2.0 * (up + ffn) / t * tok) / hbm
     elem = 3.0 * elem_fwd
-    rec = c["recompute"]
-    recompute = np.where(rec == "full", gemm / 3.0 + attn_fwd + elem_fwd,
-                         np.where(rec == "selective", attn_fwd, 0.0))
+    recompute = np.where(flag(c, "rec_full"), gemm / 3.0 + attn_fwd + elem_fwd,
+                         np.where(flag(c, "rec_selective"), attn_fwd, 0.0))
     return {"gemm": gemm, "attn": attn, "elem": elem, "recompute": recompute}
 
 
