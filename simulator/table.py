@@ -248,6 +248,9 @@ def _distinct_rows(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | 
     seed, ramp axes), so each distinct one is computed once. Exact: rows are matched on every column."""
     arrays = [np.ascontiguousarray(v, dtype=np.float64) for v in c.values() if v.dtype.kind in "biuf"]
     n = len(arrays[0])
+    arrays = [a for a in arrays if not (a == a[0]).all()]  # constant columns cannot tell rows apart
+    if not arrays:
+        return np.zeros(1, dtype=np.intp), np.zeros(n, dtype=np.intp)
     key = np.zeros(n, dtype=np.uint64)
     for a in arrays:
         key = _mix(key, a.view(np.uint64))
