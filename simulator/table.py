@@ -254,6 +254,9 @@ def _distinct_rows(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | 
     key = np.zeros(n, dtype=np.uint64)
     for a in arrays:
         key = _mix(key, a.view(np.uint64))
+    sample = key[:: max(n // 65536, 1)]
+    if len(np.unique(sample)) > len(sample) // 4:  # mostly distinct: not worth the full sort
+        return None
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     if len(first) > n // 4:

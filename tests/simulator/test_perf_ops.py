@@ -166,3 +166,19 @@ def test_csv_bad_input_is_one_line_naming_file_line_column(tmp_path):
         read_csv(p)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "short.csv.tmp").exists()
+
+
+def test_identical_configurations_computed_once_give_the_same_answer():
+    from batchlaw.simulator.table import _predict_rows
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    raw = {**{k: np.full(n, v) for k, v in BASE.items()}, "tp": rng.choice([1, 2, 4], n),
+           "micro_batch": rng.choice([1, 2, np.nan], n), "recompute": rng.choice(["none", "full"], n)}
+    raw["dp"] = 8 // raw["tp"]
+    h = load_system("h100-sxm")
+    fast = predict_table(raw, h)
+    slow = _predict_rows(normalise(raw), h)
+    for k in ("pred_iter_time_s", "pred_mem_gib", "micro_batch"):
+        assert np.array_equal(fast[k], slow[k], equal_nan=True), k
+    assert fast["reason"].tolist() == slow["reason"].tolist()
