@@ -45,6 +45,9 @@ PARAMS = {"a100-80gb": ("matmul_max", "hbm_eff", "width_half", "network_eff", "d
                     "overhead_mb_s")}
 
 
+PRIOR_SIGMA = 0.3  # width of the calibration prior (log units; see calibrate.py)
+
+
 def _source_family(src: str) -> str:
     for key in ("April 2021", "H100 weak scaling", "BLOOM", "24.07", "dgxc", "Megatron-Bridge", "NeMo 25.0"):
         if key in src:
@@ -69,7 +72,8 @@ def _fit(rows, idx, name):
         warnings.simplefilter("ignore", FitWarning)
         if len(idx) == 0:
             return _start(name)
-        return calibrate({k: v[idx] for k, v in rows.items()}, _start(name), params=PARAMS[name])[0]
+        return calibrate({k: v[idx] for k, v in rows.items()}, _start(name), params=PARAMS[name],
+                         prior_sigma=PRIOR_SIGMA)[0]
 
 
 def held_out(rows, key: str) -> np.ndarray:
