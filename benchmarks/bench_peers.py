@@ -87,7 +87,8 @@ def calculon_predict(rows, path: str, lift_memory: bool = False) -> tuple[np.nda
                 model.run(systems[name])
             out[i] = model.get_total_time()
         except Exception as exc:  # Calculon signals unsupported layouts with Llm.Error and asserts
-            reasons[str(exc).split(":")[0][:60] or type(exc).__name__] = reasons.get(str(exc).split(":")[0][:60] or type(exc).__name__, 0) + 1
+            why = str(exc).split(":")[0][:60] or type(exc).__name__
+            reasons[why] = reasons.get(why, 0) + 1
     if reasons:
         print(f"Calculon rejections: {sum(reasons.values())} ({', '.join(sorted(reasons)[:3])}, ...)")
     return out, time.process_time() - t0, tried
@@ -107,7 +108,8 @@ def llm_analysis_predict(rows) -> tuple[np.ndarray, float, int]:
     for i in range(n):
         prof = load_system(rows["profile"][i])
         fp8 = rows["precision"][i] == "fp8"
-        gpu = GPUConfig(name=prof.name, mem_per_GPU_in_GB=prof.memory_gib * 1.0737, hbm_bandwidth_in_GB_per_sec=prof.hbm_gbps,
+        gpu = GPUConfig(name=prof.name, mem_per_GPU_in_GB=prof.memory_gib * 1.0737,
+                        hbm_bandwidth_in_GB_per_sec=prof.hbm_gbps,
                         intra_node_bandwidth_in_GB_per_sec=prof.nvlink_gbps, intra_node_min_message_latency=8e-6,
                         peak_fp16_TFLOPS=prof.peak_fp8_tflops if fp8 else prof.peak_tflops,
                         inter_node_bandwidth_in_GB_per_sec=prof.network_gbps * 8)
@@ -116,14 +118,16 @@ def llm_analysis_predict(rows) -> tuple[np.ndarray, float, int]:
         par = ParallelismConfig(tp_size=int(rows["tp"][i]), pp_size=int(rows["pp"][i]), dp_size=dp)
         rec = {"full": ActivationRecomputation.FULL, "selective": ActivationRecomputation.SELECTIVE}.get(
             str(rows["recompute"][i]), ActivationRecomputation.NONE)
-        zero = DSZeRO.STAGE_3 if rows["fsdp"][i] else (DSZeRO.STAGE_1 if rows["distributed_optimizer"][i] else DSZeRO.NONE)
+        zero = (DSZeRO.STAGE_3 if rows["fsdp"][i] else
+                DSZeRO.STAGE_1 if rows["distributed_optimizer"][i] else DSZeRO.NONE)
         mb = _i(rows["micro_batch"][i])
         try:
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = ModelConfig(name="row", num_layers=int(rows["layers"][i]), n_head=int(rows["heads"][i]),
                                     hidden_dim=int(rows["hidden"][i]), vocab_size=int(rows["vocab"][i]),
-                                    max_seq_len=int(rows["seq_len"][i]), num_key_value_heads=int(rows["query_groups"][i]),
+                                    max_seq_len=int(rows["seq_len"][i]),
+                                    num_key_value_heads=int(rows["query_groups"][i]),
                                     ffn_embed_dim=int(rows["ffn_hidden"][i]))
                 a = LLMAnalysis(model, gpu, DtypeConfig(), par, flops_efficiency=0.5, hbm_memory_efficiency=0.9)
                 res = a.training(batch_size_per_gpu=mb, global_batch_size=int(rows["global_batch"][i]),

@@ -38,11 +38,12 @@ _ALL = ("matmul_max", "fp8_matmul_max", "attention_eff", "hbm_eff", "width_half"
 # TP-comm overlap; the Blackwell rows are FP8 only (16-bit GEMM efficiency stays at its default).
 PARAMS = {"a100-80gb": ("matmul_max", "hbm_eff", "width_half", "network_eff", "dp_exposed", "overhead_mb_s"),
           "h100-sxm": _ALL,
-          "b200": ("fp8_matmul_max", "attention_eff", "hbm_eff", "tokens_half", "network_eff", "tp_exposed", "overhead_mb_s"),
-          "gb200": ("fp8_matmul_max", "attention_eff", "hbm_eff", "tokens_half", "network_eff", "tp_exposed", "dp_exposed",
-                    "overhead_mb_s"),
-          "gb300": ("fp8_matmul_max", "attention_eff", "hbm_eff", "tokens_half", "network_eff", "tp_exposed", "dp_exposed",
-                    "overhead_mb_s")}
+          "b200": ("fp8_matmul_max", "attention_eff", "hbm_eff", "tokens_half", "network_eff", "tp_exposed",
+                   "overhead_mb_s"),
+          "gb200": ("fp8_matmul_max", "attention_eff", "hbm_eff", "tokens_half", "network_eff", "tp_exposed",
+                    "dp_exposed", "overhead_mb_s"),
+          "gb300": ("fp8_matmul_max", "attention_eff", "hbm_eff", "tokens_half", "network_eff", "tp_exposed",
+                    "dp_exposed", "overhead_mb_s")}
 
 
 PRIOR_SIGMA = 0.3  # width of the calibration prior (log units; see calibrate.py)

@@ -1,29 +1,29 @@
 """Step time and memory per GPU of a Megatron run, vectorised over numpy arrays (one system).
 
 The step is composed from op-level parts (details and equations in docs/formulas.md, "Step time"):
-- compute per layer and micro-batch: ``perf_ops.layer_times`` (GEMMs by shape, FP8, attention
-  core fused or not, memory-bound ops, recompute) and ``perf_ops.logits_time``;
+- compute per layer and micro-batch: ``perf_ops.layer_times`` (GEMMs by shape, FP8, attention core fused
+  or not, memory-bound ops, recompute) and ``perf_ops.logits_time``;
 - communication by tier: ``perf_comm`` (NVLink domain vs network, slowest tier crossed);
-- TP: 2 collectives of s b h activations forward and 2 backward per layer (Korthikanti et al. 2022,
-  sec. 4.2.2; all-reduce, or reduce-scatter + all-gather of the same volume with SP), 2 more with
-  full recompute; a fraction ``tp_exposed`` stays exposed with TP-comm overlap, all of it without.
-- CP: ring attention passes K and V around the cp ranks, (cp-1) chunk exchanges forward and 2 x
-  backward, hidden behind the attention core (Liu et al. 2023, Ring Attention; Megatron CP docs).
+- TP: 2 collectives of s b h activations forward and 2 backward per layer (Korthikanti et al. 2022, sec.
+  4.2.2; all-reduce, or reduce-scatter + all-gather of the same volume with SP), 2 more with full
+  recompute; a fraction ``tp_exposed`` stays exposed with TP-comm overlap, all of it without.
+- CP: ring attention passes K and V around the cp ranks, (cp-1) chunk exchanges forward and 2 x backward,
+  hidden behind the attention core (Liu et al. 2023, Ring Attention; Megatron CP docs).
 - PP: 1F1B: m slots of the slowest stage (the last one carries the logits) plus (p-1)/v slots of the
   average stage (Narayanan et al. 2021, sec. 2.2), p2p of the s b h (/t with SP) boundary activation
-  forward and its gradient backward on the tier the boundary crosses, 2 (m v + p - 1) transfers on
-  the critical path (each of the v model chunks sends its own).
-- DP over dp x cp ranks: all-reduce of fp32 (or 16-bit, ``grad_reduce_in_fp32`` off) gradients, or reduce-scatter of gradients + all-gather
-  of 16-bit parameters with the distributed optimizer (Rajbhandari et al. 2020, sec. 7), per
-  micro-batch with FSDP. With overlap the reduce-scatter hides behind the last micro-batch's backward
-  and the all-gather behind the first forward (Megatron ``--overlap-grad-reduce`` /
-  ``--overlap-param-gather``); at least ``dp_exposed`` of it stays exposed.
-- tied embeddings with p > 1: one all-reduce of the V h / t embedding gradient between the first and
-  last stage (Shoeybi et al. 2019, sec. 3).
+  forward and its gradient backward on the tier the boundary crosses, 2 (m v + p - 1) transfers on the
+  critical path (each of the v model chunks sends its own).
+- DP over dp x cp ranks: all-reduce of fp32 (or 16-bit, ``grad_reduce_in_fp32`` off) gradients, or
+  reduce-scatter of gradients + all-gather of 16-bit parameters with the distributed optimizer
+  (Rajbhandari et al. 2020, sec. 7), per micro-batch with FSDP. With overlap the reduce-scatter hides
+  behind the last micro-batch's backward and the all-gather behind the first forward (Megatron
+  ``--overlap-grad-reduce`` / ``--overlap-param-gather``); at least ``dp_exposed`` of it stays exposed.
+- tied embeddings with p > 1: one all-reduce of the V h / t embedding gradient between the first and last
+  stage (Shoeybi et al. 2019, sec. 3).
 - optimizer: Adam memory-bound, 30 bytes per local (sharded) parameter.
-- fixed overheads: ``overhead_s`` per step and ``overhead_mb_s`` per micro-batch and model chunk
-  (launch, p2p synchronisation, schedule), so interleaving pays v of them per micro-batch.
-Memory: ``perf_mem.memory_gib``.
+- fixed overheads: ``overhead_s`` per step and ``overhead_mb_s`` per micro-batch and model chunk (launch,
+  p2p synchronisation, schedule), so interleaving pays v of them per micro-batch. Memory:
+  ``perf_mem.memory_gib``.
 """
 
 from __future__ import annotations

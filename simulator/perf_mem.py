@@ -1,17 +1,18 @@
 """Peak memory per GPU on the most loaded pipeline stage, vectorised (docs/formulas.md, "Memory").
 
 Assumptions, stated once:
-- Model states per parameter: 18 bytes with 16-bit params, fp32 main grads and Adam (2 + 4 + 12),
-  16 with 16-bit grads (``grad_reduce_in_fp32`` off); 6 + 12/n (4 + 12/n) with the distributed optimizer and 18/n with FSDP (ZeRO-3), n = dp x cp, the group
-  Megatron shards over (Megatron distributed-optimizer docs; Rajbhandari et al. 2020, sec. 5). FSDP
-  adds the unsharded 16-bit params and fp32 grads of two layers (prefetch buffers).
-- Activations per layer and token (Korthikanti et al. 2022, Table 2, generalised to GQA and any
-  ffn the way Megatron's ``theoretical_memory_usage`` does): QKV outputs 2(h + 2 g d), attention
-  output 2h, MLP up output 2 f_up and activation output 2f, all / t; two norm inputs, two GEMM
-  inputs 2h each and two 1-byte dropout masks on the sequence-parallel shard (/ t with SP). FP8
-  stores the four GEMM inputs at 1 byte (Transformer Engine saves the quantised copies). Unfused
-  attention adds 5 a s bytes per token; flash attention stores no s x s term. Full recompute keeps
-  the 2h-byte layer input only; selective drops the s x s term.
+- Model states per parameter: 18 bytes with 16-bit params, fp32 main grads and Adam (2 + 4 + 12), 16 with
+  16-bit grads (``grad_reduce_in_fp32`` off); 6 + 12/n (4 + 12/n) with the distributed optimizer and 18/n
+  with FSDP (ZeRO-3), n = dp x cp, the group Megatron shards over (Megatron distributed-optimizer docs;
+  Rajbhandari et al. 2020, sec. 5). FSDP adds the unsharded 16-bit params and fp32 grads of two layers
+  (prefetch buffers).
+- Activations per layer and token (Korthikanti et al. 2022, Table 2, generalised to GQA and any ffn the
+  way Megatron's ``theoretical_memory_usage`` does): QKV outputs 2(h + 2 g d), attention output 2h, MLP
+  up output 2 f_up and activation output 2f, all / t; two norm inputs, two GEMM inputs 2h each and two
+  1-byte dropout masks on the sequence-parallel shard (/ t with SP). FP8 stores the four GEMM inputs at 1
+  byte (Transformer Engine saves the quantised copies). Unfused attention adds 5 a s bytes per token;
+  flash attention stores no s x s term. Full recompute keeps the 2h-byte layer input only; selective
+  drops the s x s term.
 - In flight on the first stage under 1F1B: min(p, m) micro-batches of L/p layers, x (1 + (p-1)/(p v))
   when interleaved (Narayanan et al. 2021, sec. 2.2; Megatron ``theoretical_memory_usage``); minus the
   layers whose activations are offloaded to the host (``activation_offload_layers``).

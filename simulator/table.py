@@ -1,15 +1,16 @@
 """``predict_table``: step time, TFLOP/s, MFU, memory and feasibility for a table of runs.
 
-Input columns are those of ``published_throughput.csv`` / ``throughput_megatron.csv`` (``model,
-layers, hidden, heads, seq_len, vocab, gpu, gpus, tp, pp, dp, vpp, micro_batch, global_batch,
-recompute, sequence_parallel, precision``) plus optional ``query_groups, ffn_hidden, activation``
-(gelu, swiglu, geglu, squared-relu, relu) or ``gated_mlp`` (yes/no), ``tied_embeddings, cp, fp8,
-distributed_optimizer, overlap_grad_reduce, grad_reduce_in_fp32, tp_comm_overlap, flash_attention,
-fsdp, activation_offload_layers, pipeline_split_extra_layers`` (2 with Megatron's
-``account_for_embedding/loss_in_pipeline_split``: the divisibility rule then applies to layers + 2). ``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8
-GEMMs). ``unknown`` for sequence_parallel means on when tp > 1 (the Megatron-Core recipe default); for
-recompute it means none. Other columns pass through. A blank (NaN) micro_batch means: choose the
-fastest micro batch that fits in memory.
+Input columns are those of ``published_throughput.csv`` / ``throughput_megatron.csv`` (``model, layers,
+hidden, heads, seq_len, vocab, gpu, gpus, tp, pp, dp, vpp, micro_batch, global_batch, recompute,
+sequence_parallel, precision``) plus optional ``query_groups, ffn_hidden, activation`` (gelu, swiglu,
+geglu, squared-relu, relu) or ``gated_mlp`` (yes/no), ``tied_embeddings, cp, fp8, distributed_optimizer,
+overlap_grad_reduce, grad_reduce_in_fp32, tp_comm_overlap, flash_attention, fsdp,
+activation_offload_layers, pipeline_split_extra_layers`` (2 with Megatron's
+``account_for_embedding/loss_in_pipeline_split``: the divisibility rule then applies to layers + 2).
+``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8 GEMMs). ``unknown`` for
+sequence_parallel means on when tp > 1 (the Megatron-Core recipe default); for recompute it means none.
+Other columns pass through. A blank (NaN) micro_batch means: choose the fastest micro batch that fits in
+memory.
 """
 
 from __future__ import annotations
