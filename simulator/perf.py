@@ -1,20 +1,29 @@
 """Step time and memory per GPU of a Megatron run, vectorised over numpy arrays (one system).
 
-Sources of each term (details and equations in docs/formulas.md):
-- FLOPs: ``params.flops_per_step`` (Narayanan et al. 2021; Korthikanti et al. 2022).
-- GEMM efficiency grows with operation size: ``eff = e_max * w/(w + w_half) * n/(n + n_half)``, w =
-  h/tp the per-GPU GEMM width, n = micro_batch x seq the GEMM rows (Calculon's size-keyed efficiency
-  tables, Isaev et al. SC'23, reduced to two saturating factors fitted per system).
-- TP: 2 all-reduces of s b h activations per layer forward and 2 backward (Korthikanti et al. 2022,
-  sec. 4.2.2; with SP the same volume as reduce-scatter + all-gather), ring cost 2(t-1)/t bytes/bw.
-- PP: 1F1B bubble (p-1)/v micro-batch slots (Narayanan et al. 2021, sec. 2.2), p2p of s b h
-  activations per micro-batch and stage boundary.
-- DP: ring all-reduce of fp32 gradients, or reduce-scatter of gradients + all-gather of 16-bit
-  parameters with the distributed optimizer (Rajbhandari et al. 2020, sec. 7), partly hidden when
-  overlapped; optimizer step memory-bound over the local shard.
-- Memory: bytes per parameter 18 / (6 + 12/d) (Megatron distributed-optimizer docs); activations per
-  layer from Korthikanti et al. 2022 Table 2, first stage holding min(p, m) micro-batches (1F1B) and
-  x (1 + (p-1)/(p v)) when interleaved; logits 4 s b V / t bytes when p = 1.
+The step is composed from op-level parts (details and equations in docs/formulas.md, "Step time"):
+- compute per layer and micro-batch: ``perf_ops.layer_times`` (GEMMs by shape, FP8, attention core fused
+  or not, memory-bound ops, recompute) and ``perf_ops.logits_time``;
+- communication by tier: ``perf_comm`` (NVLink domain vs network, slowest tier crossed);
+- TP: 2 collectives of s b h activations forward and 2 backward per layer (Korthikanti et al. 2022, sec.
+  4.2.2; all-reduce, or reduce-scatter + all-gather of the same volume with SP), 2 more with full
+  recompute; a fraction ``tp_exposed`` stays exposed with TP-comm overlap, all of it without.
+- CP: ring attention passes K and V around the cp ranks, (cp-1) chunk exchanges forward and 2 x backward,
+  hidden behind the attention core (Liu et al. 2023, Ring Attention; Megatron CP docs).
+- PP: 1F1B: m slots of the slowest stage (the last one carries the logits) plus (p-1)/v slots of the
+  average stage (Narayanan et al. 2021, sec. 2.2), p2p of the s b h (/t with SP) boundary activation
+  forward and its gradient backward on the tier the boundary crosses, 2 (m v + p - 1) transfers on the
+  critical path (each of the v model chunks sends its own).
+- DP over dp x cp ranks: all-reduce of fp32 (or 16-bit, ``grad_reduce_in_fp32`` off) gradients, or
+  reduce-scatter of gradients + all-gather of 16-bit parameters with the distributed optimizer
+  (Rajbhandari et al. 2020, sec. 7), per micro-batch with FSDP. With overlap the reduce-scatter hides
+  behind the last micro-batch's backward and the all-gather behind the first forward (Megatron
+  ``--overlap-grad-reduce`` / ``--overlap-param-gather``); at least ``dp_exposed`` of it stays exposed.
+- tied embeddings with p > 1: one all-reduce of the V h / t embedding gradient between the first and last
+  stage (Shoeybi et al. 2019, sec. 3).
+- optimizer: Adam memory-bound, 30 bytes per local (sharded) parameter.
+- fixed overheads: ``overhead_s`` per step and ``overhead_mb_s`` per micro-batch and model chunk (launch,
+  p2p synchronisation, schedule), so interleaving pays v of them per micro-batch. Memory:
+  ``perf_mem.memory_gib``.
 """
 
 from __future__ import annotations
@@ -23,90 +32,72 @@ from typing import Mapping
 
 import numpy as np
 
-from batchlaw.simulator.params import flops_per_step, layer_linear_params
+from batchlaw.simulator.params import flops_per_step
+from batchlaw.simulator.perf_comm import bus_bandwidth, collective, p2p_bandwidth
+from batchlaw.simulator.perf_mem import memory_gib, stage_params
+from batchlaw.simulator.perf_ops import flag, layer_times, logits_time
 from batchlaw.simulator.system import SystemProfile
 
 __all__ = ["iteration", "memory_gib", "run_time"]
 
-GIB = 2.0**30
 
-
-def _ring(n, nbytes, bw_gbps, latency_s, factor=2.0):
-    """Ring collective time: factor (n-1)/n bytes / bandwidth + latency (0 when n = 1)."""
-    n = np.asarray(n, dtype=np.float64)
-    return np.where(n > 1, factor * (n - 1) / n * nbytes / (bw_gbps * 1e9) + latency_s, 0.0)
-
-
-def _stage_params(c: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Parameters on the most loaded GPU: L/p layers + embedding (+ output layer when p = 1), / t."""
-    h = c["hidden"]
-    per_layer = layer_linear_params(h, c["heads"], c["query_groups"], c["ffn_hidden"], c["gated"]) + 2 * h
-    emb = c["vocab"] * h
-    out = np.where(c["tied"], 0.0, emb)
-    first = c["layers"] / c["pp"] * per_layer + emb + np.where(c["pp"] == 1, out, 0.0)
-    last = c["layers"] / c["pp"] * per_layer + out
-    return np.maximum(first, last) / c["tp"]
-
-
-def memory_gib(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarray:
-    """Peak memory per GPU on the most loaded pipeline stage, GiB (incl. the system's overhead)."""
-    p16 = c["precision"] != "fp32"
-    dp = c["dp"]
-    bytes_per_param = np.where(c["distributed_optimizer"], np.where(p16, 6 + 12 / dp, 8 + 8 / dp),
-                               np.where(p16, 18.0, 16.0))
-    states = _stage_params(c) * bytes_per_param
-    s, b, h, t, a = c["seq_len"], c["micro_batch"], c["hidden"], c["tp"], c["heads"]
-    mlp_scale = np.where(c["gated"], 2.0, 1.0) * c["ffn_hidden"] / (4 * h)  # Korthikanti's 16 sbh MLP part
-    sharded = 8.0 + 16.0 * mlp_scale  # the 24/t term, MLP generalised to ffn and SwiGLU
-    # Flash attention never stores the s x s scores (Megatron's theoretical_memory_usage omits the term).
-    attn_core = np.where(c["flash_attention"], 0.0, 5.0 * a * s / h)
-    sp = c["sequence_parallel"]
-    rec = c["recompute"]
-    per_layer = np.where(
-        rec == "full", 2.0 / np.where(sp, t, 1),
-        np.where(sp, (10.0 + sharded) / t, 10.0 + sharded / t) + np.where(rec == "selective", 0.0, attn_core / t))
-    per_layer = per_layer * s * b * h * np.where(p16, 1.0, 2.0)
-    m = c["global_batch"] / (b * dp)
-    pp, vpp = c["pp"], c["vpp"]
-    in_flight = np.minimum(pp, m) / pp * np.where(vpp > 1, 1 + (pp - 1) / (pp * vpp), 1.0)
-    acts = per_layer * c["layers"] * in_flight
-    logits = np.where(pp == 1, 4.0 * s * b * c["vocab"] / t, 0.0)
-    return (states + acts + logits) / GIB + system.memory_overhead_gib
+def _dp_comm(c, system, n_local, stage_mb):
+    """Exposed seconds of the data-parallel gradient/parameter collectives."""
+    e = system.efficiency
+    n, tp, m = c["dp"] * c["cp"], c["tp"], c["global_batch"] / (c["micro_batch"] * c["dp"])
+    bw = bus_bandwidth(n, tp, system)
+    grad = np.where(c["grad_reduce_in_fp32"] | flag(c, "fp32"), 4.0, 2.0)
+    rs = collective(n, grad * n_local, bw, system, 1.0)
+    ag = collective(n, 2.0 * n_local, bw, system, 1.0)
+    ar = collective(n, grad * n_local, bw, system, 2.0)
+    overlap = c["overlap_grad_reduce"]
+    # distributed optimizer: RS hides behind the last backward (2/3 of a slot), AG behind the first forward
+    dist = np.where(overlap, np.maximum(rs - 2 / 3 * stage_mb, e.dp_exposed * rs)
+                    + np.maximum(ag - stage_mb / 3, e.dp_exposed * ag), rs + ag)
+    plain = np.where(overlap, np.maximum(ar - 2 / 3 * stage_mb, e.dp_exposed * ar), ar)
+    # FSDP: all-gather forward and backward + reduce-scatter per micro-batch, overlapped layer by layer
+    fsdp_mb = 2.0 * ag + rs
+    fsdp = m * np.maximum(fsdp_mb - stage_mb, e.dp_exposed * fsdp_mb)
+    return np.where(c["fsdp"], fsdp, np.where(c["distributed_optimizer"], dist, plain))
 
 
 def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
     """Predicted iteration time and its parts, model FLOPs and MFU."""
     e = system.efficiency
-    s, b, h, t, pp, dp, vpp = (c[k] for k in ("seq_len", "micro_batch", "hidden", "tp", "pp", "dp", "vpp"))
+    s, b, h, t, pp, dp, vpp, cp = (c[k] for k in ("seq_len", "micro_batch", "hidden", "tp", "pp", "dp", "vpp", "cp"))
     gb, layers = c["global_batch"], c["layers"]
-    model_f, hw_f = flops_per_step(gb, s, layers, h, c["heads"], c["query_groups"], c["ffn_hidden"], c["vocab"],
-                                   gated=c["gated"], recompute=c["recompute"])
-    width, rows = h / t, b * s
-    eff = e.matmul_max * width / (width + e.width_half) * rows / (rows + e.tokens_half)
-    gpus = t * pp * dp
-    compute = hw_f / gpus / (system.peak_tflops * 1e12 * eff)
     m = gb / (b * dp)
-    lat = system.latency_us * 1e-6
-    intra = np.where(t <= system.gpus_per_node, system.nvlink_gbps, system.network_gbps) * e.network_eff
-    act_bytes = s * b * h * np.where(c["precision"] == "fp32", 4.0, 2.0)
-    tp_per_mb = _ring(t, act_bytes, intra, lat) * 4 * layers / pp
-    tp_per_mb = tp_per_mb * np.where(c["recompute"] == "full", 1.5, 1.0)
-    stage_mb = compute / m + tp_per_mb  # one micro-batch through one stage, fwd + bwd
-    bubble = (pp - 1) / vpp * stage_mb
-    p2p = np.where(pp > 1, 2 * act_bytes / (system.network_gbps * e.network_eff * 1e9) * m * vpp, 0.0)
-    inter = np.where(gpus > system.gpus_per_node, system.network_gbps, system.nvlink_gbps) * e.network_eff
-    n_local = _stage_params(c)
-    grad_bytes = 4.0 * n_local
-    dp_comm = np.where(c["distributed_optimizer"],
-                       _ring(dp, grad_bytes, inter, lat, 1.0) + _ring(dp, 2.0 * n_local, inter, lat, 1.0),
-                       _ring(dp, grad_bytes, inter, lat))
-    dp_comm = dp_comm * np.where(c["overlap_grad_reduce"], e.dp_exposed, 1.0)
-    shard = np.where(c["distributed_optimizer"], n_local / dp, n_local)
-    optimizer = 24.0 * shard / (system.hbm_gbps * 1e9 * 0.7)
-    total = m * stage_mb + bubble + p2p + dp_comm + optimizer + e.overhead_s
+    lt = layer_times(c, system)
+    act_bytes = b * s / cp * h * np.where(flag(c, "fp32"), 4.0, 2.0)
+    n_tp = np.where(flag(c, "rec_full"), 6.0, 4.0)
+    tp_comm = n_tp * collective(t, act_bytes, bus_bandwidth(t, 1.0, system), system, 2.0)
+    tp_comm = tp_comm * np.where(c["tp_comm_overlap"], e.tp_exposed, 1.0)
+    hd = h / c["heads"]
+    kv_bytes = b * s / cp * 2 * c["query_groups"] * hd / t * 2.0
+    cp_comm = 3.0 * (cp - 1) * kv_bytes / p2p_bandwidth(t, system)
+    cp_exposed = np.maximum(cp_comm - lt["attn"], 0.0)
+    layer = lt["gemm"] + lt["attn"] + lt["elem"] + lt["recompute"] + tp_comm + cp_exposed
+    stage = layers / pp * layer + vpp * e.overhead_mb_s
+    logit = logits_time(c, system)
+    slot_max = stage + logit
+    pipeline = m * slot_max + (pp - 1) / vpp * (stage + logit / pp)
+    p2p_bytes = act_bytes / np.where(c["sequence_parallel"], t, 1.0)
+    p2p_one = p2p_bytes / p2p_bandwidth(t * cp * dp, system) + system.latency_us * 1e-6
+    p2p = np.where(pp > 1, 2.0 * (m * vpp + pp - 1) * p2p_one, 0.0)
+    n_local = stage_params(c)
+    dp_comm = _dp_comm(c, system, n_local, slot_max)
+    emb_bytes = 4.0 * c["vocab"] * h / t
+    tied = np.where(c["tied"] & (pp > 1), emb_bytes / p2p_bandwidth(t * cp * dp, system), 0.0)
+    shard = np.where(c["distributed_optimizer"] | c["fsdp"], n_local / (dp * cp), n_local)
+    optimizer = 30.0 * shard / (system.hbm_gbps * 1e9 * e.hbm_eff)
+    total = pipeline + p2p + dp_comm + tied + optimizer + e.overhead_s
+    model_f, _ = flops_per_step(gb, s, layers, h, c["heads"], c["query_groups"], c["ffn_hidden"], c["vocab"],
+                                gated=c["gated"], recompute="none")
+    gpus = t * pp * dp * cp
     tflops = model_f / gpus / total / 1e12
-    return {"iter_time_s": total, "compute_s": m * compute / m, "bubble_s": bubble, "tp_comm_s": m * tp_per_mb,
-            "dp_comm_s": dp_comm, "model_flops": model_f, "tflops_per_gpu": tflops,
+    return {"iter_time_s": total, "compute_s": m * layers / pp * (layer - tp_comm - cp_exposed) + m * logit,
+            "bubble_s": (pp - 1) / vpp * (stage + logit / pp), "tp_comm_s": m * layers / pp * tp_comm,
+            "dp_comm_s": dp_comm, "pp_comm_s": p2p, "model_flops": model_f, "tflops_per_gpu": tflops,
             "mfu": tflops / system.peak_tflops}
 
 

@@ -12,29 +12,67 @@ from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator import resources
 
-__all__ = ["Efficiency", "SystemProfile", "load_system", "save_system", "system_names", "GPU_ALIASES"]
+__all__ = ["Calibration", "Efficiency", "SystemProfile", "gpu_profile_name", "load_system", "save_system",
+           "system_names", "GPU_ALIASES"]
 
 # GPU names as they appear in published tables -> shipped profile names.
-GPU_ALIASES = {"A100-SXM4-80GB": "a100-80gb", "A100-SXM4-40GB": "a100-40gb", "H100-SXM5-80GB": "h100-sxm",
-               "H100": "h100-sxm", "H200": "h200", "A100": "a100-80gb"}
+# Matching is case-insensitive (``gpu_profile_name``).
+GPU_ALIASES = {"A100-SXM4-80GB": "a100-80gb", "A100-80GB": "a100-80gb", "A100": "a100-80gb",
+               "A100-SXM4-40GB": "a100-40gb", "A100-40GB": "a100-40gb",
+               "H100-SXM5-80GB": "h100-sxm", "H100-SXM": "h100-sxm", "H100-80GB": "h100-sxm", "H100": "h100-sxm",
+               "DGX-H100": "h100-sxm", "H200": "h200", "H200-SXM-141GB": "h200", "DGX-H200": "h200",
+               "B200": "b200", "DGX-B200": "b200", "B200-SXM-180GB": "b200",
+               "GB200": "gb200", "GB200-NVL72": "gb200", "DGX-GB200": "gb200",
+               "GB300": "gb300", "GB300-NVL72": "gb300", "DGX-GB300": "gb300"}
+_ALIASES_LOWER = {k.lower(): v for k, v in GPU_ALIASES.items()}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Efficiency:
-    """Fitted efficiency parameters of the step-time model (see docs/formulas.md)."""
+    """Efficiency parameters of the op-level step-time model (docs/formulas.md, "Step time")."""
 
     matmul_max: float = 0.75
-    """Asymptotic fraction of peak reached by large GEMMs."""
-    width_half: float = 512.0
-    """Per-GPU GEMM width (h / tp) at which GEMM efficiency is half its maximum."""
-    tokens_half: float = 512.0
-    """Tokens per micro-batch at which GEMM efficiency is half its maximum."""
+    """Asymptotic fraction of the 16-bit peak reached by large 16-bit GEMMs."""
+    fp8_matmul_max: float = 0.6
+    """Asymptotic fraction of the FP8 peak reached by large FP8 GEMMs."""
+    attention_eff: float = 0.5
+    """Fraction of the 16-bit peak reached by the fused (flash) attention core, causal FLOPs."""
+    hbm_eff: float = 0.7
+    """Achieved fraction of HBM bandwidth for memory-bound ops and GEMM operand traffic."""
+    width_half: float = 64.0
+    """GEMM width min(N, K) per GPU at which GEMM efficiency is half its maximum."""
+    tokens_half: float = 64.0
+    """GEMM rows (tokens per micro-batch per rank) at which GEMM efficiency is half its maximum."""
     network_eff: float = 0.8
     """Achieved fraction of the nominal link bandwidths (both tiers)."""
+    tp_exposed: float = 0.3
+    """Fraction of TP communication left exposed when TP-comm overlap is on."""
     dp_exposed: float = 0.2
-    """Fraction of the DP gradient communication not hidden behind the backward pass when overlapped."""
-    overhead_s: float = 0.0
-    """Fixed per-step overhead (launch, optimizer bookkeeping), seconds."""
+    """Fraction of the DP communication never hidden, even with a long enough overlap window."""
+    overhead_s: float = 0.02
+    """Fixed per-step overhead (optimizer launch, framework bookkeeping), seconds."""
+    overhead_mb_s: float = 0.001
+    """Fixed overhead per micro-batch and pipeline stage (kernel launches, schedule), seconds."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Calibration:
+    """Record of the fit that produced a profile's efficiency parameters."""
+
+    fitted_on: str = ""
+    """Which rows the parameters were fitted on (file and filter)."""
+    n_rows: int = 0
+    """Number of rows fitted."""
+    params: tuple[str, ...] = ()
+    """Names of the fitted parameters."""
+    stderr: tuple[float, ...] = ()
+    """Standard errors of the fitted parameters (same order), from the Jacobian at the optimum."""
+    median_abs_error: float = 0.0
+    """Median |relative error| of iteration time on the fitted rows."""
+    max_abs_error: float = 0.0
+    """Worst |relative error| of iteration time on the fitted rows."""
+    fixed: str = ""
+    """Parameters held fixed and why."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,12 +83,14 @@ class SystemProfile:
     """Profile name."""
     peak_tflops: float
     """Dense 16-bit peak per GPU, TFLOP/s."""
+    peak_fp8_tflops: float = 0.0
+    """Dense FP8 peak per GPU, TFLOP/s (0: no FP8 tensor cores; FP8 runs at the 16-bit peak)."""
     hbm_gbps: float
     """Memory bandwidth per GPU, GB/s."""
     memory_gib: float
     """Memory per GPU, GiB."""
     gpus_per_node: int = 8
-    """GPUs in one NVLink domain."""
+    """GPUs in one NVLink domain (8 on DGX/HGX, 72 on GB200/GB300 NVL72)."""
     nvlink_gbps: float = 300.0
     """Intra-node bandwidth per GPU and direction, GB/s."""
     network_gbps: float = 25.0
@@ -61,6 +101,8 @@ class SystemProfile:
     """CUDA context, NCCL buffers and allocator slack reserved per GPU, GiB."""
     efficiency: Efficiency = field(default_factory=Efficiency)
     """Fitted efficiency parameters."""
+    calibration: Calibration = field(default_factory=Calibration)
+    """What the efficiency parameters were fitted on, and how well they fit."""
 
     def __post_init__(self) -> None:
         checks.check_system(self)
@@ -77,16 +119,25 @@ def load_system(name_or_path: str | Path) -> SystemProfile:
     text = str(name_or_path)
     path = Path(text)
     if path.suffix != ".toml":
-        path = resources.find("systems", GPU_ALIASES.get(text, text))
+        path = resources.find("systems", gpu_profile_name(text))
         if path is None:
             raise ValueError(f"system = {text!r}: unknown; shipped profiles are {', '.join(system_names())}"
                              f" (or a TOML path)")
     data = _config.load_toml(path)
-    unknown = set(data) - {"system", "efficiency"}
+    unknown = set(data) - {"system", "efficiency", "calibration"}
     if unknown:
-        raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid tables are system, efficiency")
+        raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; valid tables are system, efficiency,"
+                         " calibration")
     checks.check_system_tables(data, path)
-    return _config.build(SystemProfile, {**data["system"], "efficiency": data.get("efficiency", {})}, "system")
+    cal = {k: tuple(v) if isinstance(v, list) else v for k, v in data.get("calibration", {}).items()}
+    return _config.build(SystemProfile, {**data["system"], "efficiency": data.get("efficiency", {}),
+                                         "calibration": cal}, "system")
+
+
+def gpu_profile_name(name: str) -> str:
+    """Shipped profile name for a GPU name as sources write it (``H100-SXM5-80GB`` -> ``h100-sxm``)."""
+    text = str(name).strip()
+    return _ALIASES_LOWER.get(text.lower(), text)
 
 
 def _toml_value(v) -> str:
@@ -94,6 +145,8 @@ def _toml_value(v) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return repr(float(v)) if isinstance(v, float) else str(v)
 
 
@@ -101,9 +154,12 @@ def save_system(profile: SystemProfile, path: str | Path, comment: str = "") -> 
     """Write a profile TOML that ``load_system(path)`` reads back (atomically)."""
     data = _config.to_dict(profile)
     eff = data.pop("efficiency")
+    cal = data.pop("calibration")
     lines = [f"# {line}" for line in comment.splitlines()] + ["[system]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in data.items()]
     lines += ["", "[efficiency]"] + [f"{k} = {_toml_value(v)}" for k, v in eff.items()]
+    if cal.get("n_rows"):
+        lines += ["", "[calibration]"] + [f"{k} = {_toml_value(v)}" for k, v in cal.items()]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -1,10 +1,16 @@
 """``predict_table``: step time, TFLOP/s, MFU, memory and feasibility for a table of runs.
 
-Input columns are those of ``published_throughput.csv`` (``model, layers, hidden, heads, seq_len,
-vocab, gpu, gpus, tp, pp, dp, vpp, micro_batch, global_batch, recompute, sequence_parallel,
-precision``) plus optional ``query_groups, ffn_hidden, activation, tied_embeddings,
-distributed_optimizer, overlap_grad_reduce``. Other columns pass through. A blank (NaN) micro_batch
-means: choose the fastest micro batch that fits in memory.
+Input columns are those of ``published_throughput.csv`` / ``throughput_megatron.csv`` (``model, layers,
+hidden, heads, seq_len, vocab, gpu, gpus, tp, pp, dp, vpp, micro_batch, global_batch, recompute,
+sequence_parallel, precision``) plus optional ``query_groups, ffn_hidden, activation`` (gelu, swiglu,
+geglu, squared-relu, relu) or ``gated_mlp`` (yes/no), ``tied_embeddings, cp, fp8, distributed_optimizer,
+overlap_grad_reduce, grad_reduce_in_fp32, tp_comm_overlap, flash_attention, fsdp,
+activation_offload_layers, pipeline_split_extra_layers`` (2 with Megatron's
+``account_for_embedding/loss_in_pipeline_split``: the divisibility rule then applies to layers + 2).
+``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8 GEMMs). ``unknown`` for
+sequence_parallel means on when tp > 1 (the Megatron-Core recipe default); for recompute it means none.
+Other columns pass through. A blank (NaN) micro_batch means: choose the fastest micro batch that fits in
+memory.
 """
 
 from __future__ import annotations
@@ -33,14 +39,74 @@ def _column(cols: Mapping[str, Any], name: str, n: int, default) -> np.ndarray:
     return np.full(n, default)
 
 
-def _lower(values) -> np.ndarray:
-    """Lower-case strings, vectorised (a per-row Python loop dominated predict_table's time)."""
+def _row_keys(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(64-bit key per string, the string bytes as uint64 words) of a 'U'/'S' array."""
+    n, width = len(arr), arr.dtype.itemsize
+    words = np.zeros((n, -(-width // 8) * 8), dtype=np.uint8)
+    words[:, :width] = np.ascontiguousarray(arr).view(np.uint8).reshape(n, width)
+    words = words.view(np.uint64)
+    key = np.zeros(n, dtype=np.uint64)
+    for j in range(words.shape[1]):
+        key = _mix(key, words[:, j])
+    return key, words
+
+
+def _mix(key: np.ndarray, word: np.ndarray) -> np.ndarray:
+    """Fold a 64-bit word into a running key (xor-shift-multiply, so high and low bits both matter)."""
+    key = (key ^ word ^ (word >> np.uint64(32))) * np.uint64(0x9E3779B97F4A7C15)
+    return key ^ (key >> np.uint64(29))
+
+
+def _factorize(values) -> tuple[list[str], np.ndarray]:
+    """Distinct values (as str) and integer codes of a 1-D array.
+
+    Categorical columns hold a handful of distinct strings, so each distinct value costs one vectorised
+    pass over a 64-bit key of the string's bytes (no sort); more than 16 distinct values fall back to
+    ``np.unique``. Exact: rows are matched on their full bytes, not on the key alone.
+    """
     arr = np.asarray(values)
-    arr = arr if arr.dtype.kind == "U" else arr.astype(str)
-    for value in set(arr.tolist()):  # a handful of distinct values in practice
-        if value != value.lower():
-            arr = np.where(arr == value, value.lower(), arr)
-    return arr
+    if arr.dtype.kind not in "US":
+        arr = arr.astype(str)
+    n = len(arr)
+    if n == 0:
+        return [], np.zeros(0, dtype=np.intp)
+    key, words = _row_keys(arr)
+    codes = np.full(n, -1, dtype=np.intp)
+    first: list[int] = []
+    j = 0
+    while len(first) < 16:
+        codes[key == key[j]] = len(first)
+        first.append(j)
+        j = int(np.argmax(codes < 0))
+        if codes[j] >= 0:
+            if (words == words[np.asarray(first)][codes]).all():  # no two strings shared a key
+                return [str(arr[i]) for i in first], codes
+            break
+    uniq, codes = np.unique(arr, return_inverse=True)
+    return [str(u) for u in uniq], codes.reshape(-1)
+
+
+def _category(cols, name: str, n: int, default: str) -> tuple[list[str], np.ndarray]:
+    """Distinct stripped, lower-cased values of a string column and each row's index into them."""
+    if name not in cols:
+        return [default], np.zeros(n, dtype=np.intp)
+    uniq, codes = _factorize(cols[name])
+    norm = [u.strip().lower() for u in uniq]
+    merged = list(dict.fromkeys(norm))
+    if len(merged) < len(norm):
+        codes = np.array([merged.index(u) for u in norm], dtype=np.intp)[codes]
+    return merged, codes
+
+
+def _mapped(values, fn, dtype=None) -> np.ndarray:
+    """``fn`` applied to each distinct value, broadcast back to every row."""
+    uniq, codes = _factorize(values)
+    return np.asarray([fn(u) for u in uniq], dtype=dtype)[codes] if uniq else np.zeros(0, dtype=dtype)
+
+
+def _lower(values) -> np.ndarray:
+    """Lower-cased, stripped strings, vectorised (per distinct value, not per row)."""
+    return _mapped(values, lambda u: u.strip().lower(), dtype=str)
 
 
 def _boolean(values: np.ndarray) -> np.ndarray:
@@ -48,21 +114,34 @@ def _boolean(values: np.ndarray) -> np.ndarray:
         return values
     if values.dtype.kind in "iuf":
         return np.nan_to_num(values.astype(float)) != 0
-    return np.isin(np.char.strip(_lower(values)), list(_TRUE))
+    return _mapped(values, lambda u: u.strip().lower() in _TRUE, dtype=bool)
 
 
 def _number(values, name: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind in "iufb":
         return arr.astype(np.float64)
-    out = np.empty(len(arr))
-    for i, v in enumerate(arr):
-        text = str(v).strip()
+    text = np.char.strip(arr.astype(str))
+    try:
+        return np.where(np.isin(text, ("", "None")), "nan", text).astype(np.float64)
+    except ValueError:
+        pass
+    for i, v in enumerate(text):
         try:
-            out[i] = float(text) if text not in ("", "nan", "None") else np.nan
+            float(v) if v not in ("", "nan", "None") else None
         except ValueError:
-            raise ValueError(f"{name} = {text!r} (row {i}): expected a number") from None
-    return out
+            raise ValueError(f"{name} = {str(v)!r} (row {i}): expected a number") from None
+    raise AssertionError("unreachable: a value failed to parse but no row did")
+
+
+_ACTIVATIONS = {"gelu": False, "relu": False, "squared-relu": False, "squared_relu": False, "swiglu": True,
+                "geglu": True, "silu-glu": True, "reglu": True}
+
+
+def _flag(cols, name: str, n: int, default: bool) -> np.ndarray:
+    if name not in cols:
+        return np.full(n, default)
+    return _boolean(np.asarray(cols[name]))
 
 
 def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -78,34 +157,58 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     for k in required + ("micro_batch",):
         c[k] = _number(_column(cols, k, n, np.nan), k)
     c["vpp"] = np.nan_to_num(_number(_column(cols, "vpp", n, 1), "vpp"), nan=1.0)
+    c["cp"] = np.nan_to_num(_number(_column(cols, "cp", n, 1), "cp"), nan=1.0)
     heads = c["heads"]
     c["query_groups"] = _number(_column(cols, "query_groups", n, np.nan), "query_groups")
     c["query_groups"] = np.where(np.isnan(c["query_groups"]) | (c["query_groups"] == 0), heads, c["query_groups"])
-    act = _lower(_column(cols, "activation", n, _MODEL.activation))
-    if not np.all(np.isin(act, ("gelu", "swiglu"))):
-        raise ValueError(f"activation = {act[~np.isin(act, ('gelu', 'swiglu'))][0]!r}: allowed are gelu, swiglu")
-    c["gated"] = act == "swiglu"
+    if "activation" in cols or "gated_mlp" not in cols:
+        uniq, codes = _category(cols, "activation", n, _MODEL.activation)
+        bad = [u for u in uniq if u not in _ACTIVATIONS]
+        if bad:
+            raise ValueError(f"activation = {bad[0]!r}: allowed are {', '.join(_ACTIVATIONS)}")
+        c["gated"] = np.array([_ACTIVATIONS[u] for u in uniq], dtype=bool)[codes]
+    else:
+        c["gated"] = _boolean(np.asarray(cols["gated_mlp"]))
     ffn = _number(_column(cols, "ffn_hidden", n, np.nan), "ffn_hidden")
     c["ffn_hidden"] = np.where(np.isnan(ffn) | (ffn == 0), default_ffn(c["hidden"], c["gated"]), ffn)
-    c["tied"] = _boolean(_column(cols, "tied_embeddings", n, _MODEL.tied_embeddings))
+    c["tied"] = _flag(cols, "tied_embeddings", n, _MODEL.tied_embeddings)
     gpus = _number(_column(cols, "gpus", n, np.nan), "gpus")
     dp = _number(_column(cols, "dp", n, np.nan), "dp")
-    c["dp"] = np.where(np.isnan(dp), gpus / (c["tp"] * c["pp"]), dp)
-    rec = _lower(_column(cols, "recompute", n, _PAR.recompute))
-    rec = np.where(np.isin(rec, ("unknown", "", "nan", "no")), "none", rec)
-    if not np.all(np.isin(rec, ("none", "selective", "full"))):
-        raise ValueError(f"recompute = {rec[~np.isin(rec, ('none', 'selective', 'full'))][0]!r}: allowed are none,"
-                         " selective, full")
-    c["recompute"] = rec
+    c["dp"] = np.where(np.isnan(dp), gpus / (c["tp"] * c["pp"] * c["cp"]), dp)
+    uniq, codes = _category(cols, "recompute", n, _PAR.recompute)
+    uniq = ["none" if u in ("unknown", "", "nan", "no") else u for u in uniq]
+    bad = [u for u in uniq if u not in ("none", "selective", "full")]
+    if bad:
+        raise ValueError(f"recompute = {bad[0]!r}: allowed are none, selective, full")
+    c["recompute"] = np.array(uniq or ["none"])[codes]
+    c["rec_full"] = np.array([u == "full" for u in uniq], dtype=bool)[codes]
+    c["rec_selective"] = np.array([u == "selective" for u in uniq], dtype=bool)[codes]
     # Megatron-LM turns sequence parallelism off when tp = 1 (arguments.py), so it is a no-op there.
-    c["sequence_parallel"] = _boolean(_column(cols, "sequence_parallel", n, _PAR.sequence_parallel)) & (c["tp"] > 1)
-    c["flash_attention"] = _boolean(_column(cols, "flash_attention", n, True))
-    c["distributed_optimizer"] = _boolean(_column(cols, "distributed_optimizer", n, _PAR.distributed_optimizer))
-    c["overlap_grad_reduce"] = _boolean(_column(cols, "overlap_grad_reduce", n, _PAR.overlap_grad_reduce))
-    # precision "auto" (the run default) is bf16 on a GPU; grids resolve it to fp32 on CPU systems
-    prec = _lower(_column(cols, "precision", n, "bf16"))
-    prec = np.where(prec == "auto", "bf16", prec)
-    c["precision"] = prec
+    sp = np.asarray(cols.get("sequence_parallel", np.zeros(n, dtype=bool)))
+    if sp.dtype.kind not in "biuf":
+        sp = _mapped(sp, lambda u: u.strip().lower() in _TRUE or u.strip().lower() == "unknown", dtype=bool)
+    c["sequence_parallel"] = _boolean(sp) & (c["tp"] > 1)
+    c["flash_attention"] = _flag(cols, "flash_attention", n, True)
+    c["distributed_optimizer"] = _flag(cols, "distributed_optimizer", n, _PAR.distributed_optimizer)
+    c["fsdp"] = _flag(cols, "fsdp", n, False)
+    c["overlap_grad_reduce"] = _flag(cols, "overlap_grad_reduce", n, _PAR.overlap_grad_reduce)
+    c["grad_reduce_in_fp32"] = _flag(cols, "grad_reduce_in_fp32", n, True)
+    # Megatron's account_for_embedding/loss_in_pipeline_split: the split counts 2 more layer slots
+    c["pipeline_split_extra_layers"] = np.nan_to_num(_number(_column(cols, "pipeline_split_extra_layers", n, 0.0),
+                                                             "pipeline_split_extra_layers"))
+    c["tp_comm_overlap"] = _flag(cols, "tp_comm_overlap", n, False) & c["sequence_parallel"]
+    off = _number(_column(cols, "activation_offload_layers", n, 0.0), "activation_offload_layers")
+    c["activation_offload_layers"] = np.nan_to_num(off)
+    uniq, codes = _category(cols, "precision", n, "bf16")
+    # "auto" (the run default) is bf16 on a GPU; grids resolve it to fp32 on CPU systems
+    uniq = ["fp16" if u == "half" else "bf16" if u == "auto" else u for u in uniq]
+    allowed = ("bf16", "fp16", "fp32", "fp8")
+    bad = [u for u in uniq if u not in allowed]
+    if bad:
+        raise ValueError(f"precision = {bad[0]!r}: allowed are {', '.join(allowed)}, half")
+    c["fp8"] = np.array([u == "fp8" for u in uniq], dtype=bool)[codes] | _flag(cols, "fp8", n, False)
+    c["fp32"] = np.array([u == "fp32" for u in uniq], dtype=bool)[codes]
+    c["precision"] = np.array(["bf16" if u == "fp8" else u for u in uniq] or ["bf16"])[codes]
     # a RunSpec table names its system in the ``system`` column (system.name), a published one in ``gpu``
     c["gpu"] = np.asarray(_column(cols, "gpu" if "gpu" in cols or "system" not in cols else "system", n,
                                   "h100-sxm")).astype(str)
@@ -131,15 +234,59 @@ def feasibility(c: Mapping[str, np.ndarray], *, trainer: bool = False) -> tuple[
     return ok & ~bad, reason
 
 
+def _split_view(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Columns as the layout rules see them: the pipeline split counts the extra embedding/loss slots."""
+    extra = c.get("pipeline_split_extra_layers")
+    if extra is None or not extra.any():
+        return c
+    return {**c, "layers": c["layers"] + extra}
+
+
+def _distinct_rows(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first row of each distinct configuration, each row's index into them), or None when the rows are
+    (nearly) all distinct. A grid repeats few performance-relevant combinations over many rows (lr,
+    seed, ramp axes), so each distinct one is computed once. Exact: rows are matched on every column."""
+    arrays = [np.ascontiguousarray(v, dtype=np.float64) for v in c.values() if v.dtype.kind in "biuf"]
+    n = len(arrays[0])
+    arrays = [a for a in arrays if not (a == a[0]).all()]  # constant columns cannot tell rows apart
+    if not arrays:
+        return np.zeros(1, dtype=np.intp), np.zeros(n, dtype=np.intp)
+    key = np.zeros(n, dtype=np.uint64)
+    for a in arrays:
+        key = _mix(key, a.view(np.uint64))
+    sample = key[:: max(n // 65536, 1)]
+    if len(np.unique(sample)) > len(sample) // 4:  # mostly distinct: not worth the full sort
+        return None
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if len(first) > n // 4:
+        return None
+    for a in arrays:  # no two configurations shared a key
+        bits = a.view(np.uint64)
+        if not np.array_equal(bits[first][inverse], bits):
+            return None
+    return first, inverse
+
+
 def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
     """Predictions for rows of one system; NaN micro batches are chosen as the fastest that fits."""
+    if len(c["layers"]) >= 4096:
+        distinct = _distinct_rows({k: v for k, v in c.items() if k != "gpu"})
+        if distinct is not None:
+            first, inverse = distinct
+            part = _predict_rows({k: v[first] for k, v in c.items()}, system)
+            return {k: v[inverse] for k, v in part.items()}
+    return _predict_rows(c, system)
+
+
+def _predict_rows(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
     blank = np.isnan(c["micro_batch"])
     best_t = np.full(len(blank), np.inf)
     best_mb = np.where(blank, np.nan, c["micro_batch"])
     if blank.any():
         for mb in _MICRO_CANDIDATES:
             trial = {**c, "micro_batch": np.where(blank, float(mb), c["micro_batch"])}
-            ok, _ = feasibility(trial)
+            ok, _ = feasibility(_split_view(trial))
             t = iteration(trial, system)["iter_time_s"]
             fits = memory_gib(trial, system) <= system.memory_gib
             better = blank & ok & fits & (t < best_t)
@@ -147,7 +294,7 @@ def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str,
             best_mb = np.where(better, mb, best_mb)
         best_mb = np.where(blank & np.isnan(best_mb), 1.0, best_mb)
     c = {**c, "micro_batch": best_mb}
-    ok, reason = feasibility(c)
+    ok, reason = feasibility(_split_view(c))
     it = iteration(c, system)
     mem = memory_gib(c, system)
     over = ok & (mem > system.memory_gib)
@@ -169,15 +316,26 @@ def predict_table(columns: Mapping[str, Any], system: SystemProfile | str | None
     c = normalise(columns)
     n = len(c["layers"])
     out = {k: np.asarray(v) for k, v in columns.items()}
+    if system is None:
+        uniq, codes = _factorize(c["gpu"])
+        groups = [(u, codes == j) for j, u in enumerate(uniq)]
+    else:
+        groups = [(system if isinstance(system, str) else "", None)]
+    if len(groups) == 1:
+        name = groups[0][0]
+        prof = system if isinstance(system, SystemProfile) else load_system(name)
+        part = _predict_group(c, prof)
+        out.update({k: part[k] for k in OUTPUT_COLUMNS})
+        out["micro_batch"] = part["micro_batch"]
+        return out
     res = {k: np.full(n, np.nan) for k in OUTPUT_COLUMNS[:4]}
     res["feasible"] = np.zeros(n, dtype=bool)
     res["reason"] = np.full(n, "", dtype=object)
     mb = c["micro_batch"].copy()
-    names = np.full(n, system if isinstance(system, str) else "", dtype=object) if system is not None else c["gpu"]
-    for name in dict.fromkeys(names):
-        idx = np.flatnonzero(names == name)
-        prof = system if isinstance(system, SystemProfile) else load_system(name)
-        part = _predict_group(c if len(idx) == n else {k: v[idx] for k, v in c.items()}, prof)
+    for name, mask in groups:
+        idx = np.flatnonzero(mask)
+        prof = load_system(name)
+        part = _predict_group({k: v[idx] for k, v in c.items()}, prof)
         for k in res:
             res[k][idx] = part[k]
         mb[idx] = part["micro_batch"]

@@ -1,0 +1,68 @@
+"""The public throughput rows (``data/throughput/throughput_megatron.csv``) as ``predict_table`` input.
+
+The CSV gives the layout as published; the framework settings each source ran with are read from its
+provenance (``throughput_megatron.PROVENANCE.md``) and the row's ``notes``, once, here:
+
+- Megatron-LM 2021 A100 rows (Narayanan et al. SC21) and BLOOM-176B (Megatron-DeepSpeed, 2022): no
+  flash attention (it did not exist / was not used), no TP-comm overlap; BLOOM's DeepSpeed ZeRO-1 is a
+  distributed optimizer; BLOOM has tied embeddings.
+- Megatron-Core r0.8 (H100 README), NeMo and Megatron-Bridge recipes: flash attention, distributed
+  optimizer with overlapped gradient reduce and parameter gather, TP-comm overlap with SP (the README
+  lists ``--tp-comm-overlap``; the NeMo/Bridge performance recipes enable userbuffers overlap).
+- gradients reduced in bf16 in the NeMo / Megatron-Bridge performance scripts;
+- the embedding/loss layer slots in the pipeline split where the layer count needs them;
+- Megatron-FSDP where the notes say "FSDP used" / "Megatron-FSDP used"; CPU activation offloading
+  where the notes give ``cpu_offloading_num_layers`` for the table's own layout.
+
+``published_throughput.csv`` holds 15 of these rows again (A100 2021 and the first 5 H100 rows), so the
+199 rows of ``throughput_megatron.csv`` are the whole public set.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from batchlaw.simulator.csvio import read_csv
+
+__all__ = ["PUBLIC_CSV", "public_rows"]
+
+PUBLIC_CSV = Path(__file__).resolve().parents[1] / "data" / "throughput" / "throughput_megatron.csv"
+_OFFLOAD = re.compile(r"(?<!not applicable)cpu_offloading_num_layers=(\d+)(?![^;]*not applicable)")
+
+
+def _offload_layers(note: str) -> float:
+    m = _OFFLOAD.search(note)
+    return float(m.group(1)) if m else 0.0
+
+
+def public_rows(path: str | Path = PUBLIC_CSV) -> dict[str, np.ndarray]:
+    """Rows of the public throughput table with the framework settings of their source filled in."""
+    cols = read_csv(path)
+    src = cols["source"].astype(str)
+    notes = cols["notes"].astype(str)
+    old = np.char.find(src, "April 2021") >= 0
+    bloom = np.char.find(src, "BLOOM") >= 0
+    legacy = old | bloom
+    n = len(src)
+    cols["flash_attention"] = ~legacy
+    cols["distributed_optimizer"] = ~old
+    cols["overlap_grad_reduce"] = ~legacy
+    cols["tp_comm_overlap"] = ~legacy
+    cols["tied_embeddings"] = bloom
+    cols["fsdp"] = np.array([("FSDP used" in t) or ("Megatron-FSDP used" in t) for t in notes])
+    cols["activation_offload_layers"] = np.array([_offload_layers(t) for t in notes])
+    # NeMo 2.0 and Megatron-Bridge performance scripts reduce gradients in bf16
+    # (``set_basic_perf_overrides``: ``grad_reduce_in_fp32 = False``); Megatron-LM's default is fp32.
+    recipe = (np.char.find(src, "NeMo") >= 0) | (np.char.find(src, "dgxc") >= 0) | (np.char.find(src, "Bridge") >= 0)
+    cols["grad_reduce_in_fp32"] = ~recipe
+    # 126-layer Llama 3.1 405B on pp x vpp = 32/64/128, 30/62-layer proxies and BLOOM's 70 layers on 12
+    # stages ran, so they used the split that counts the embedding and loss as layer slots (Megatron
+    # account_for_embedding/loss_in_pipeline_split; Megatron-DeepSpeed counts them as pipe layers).
+    layers, slots = cols["layers"], cols["pp"] * np.nan_to_num(cols["vpp"], nan=1.0)
+    cols["pipeline_split_extra_layers"] = np.where((layers % slots != 0) & ((layers + 2) % slots == 0), 2.0, 0.0)
+    cols["iter_time_s"] = np.asarray(cols["iter_time_s"], dtype=float)
+    cols["row"] = np.arange(n)
+    return cols

@@ -1,0 +1,107 @@
+"""Op-level compute time of one transformer layer and of the output layer, per micro-batch and GPU.
+
+Vectorised over numpy arrays. Every op is costed on its own shape (docs/formulas.md, "Step time"):
+
+- GEMMs (QKV, attention projection, MLP up/gate and down, logits): additive roofline
+  ``t = 2MNK / (peak x eff) + bytes / (HBM x hbm_eff)`` with a size-dependent efficiency
+  ``eff = e_max x w / (w + w_half) x M / (M + M_half)``, w = min(N, K) the per-GPU GEMM width and
+  M the tokens per micro-batch and rank (Calculon's size-keyed efficiency tables, Isaev et al.
+  SC'23, reduced to two saturating factors). Backward runs two GEMMs of the forward's size (dgrad,
+  wgrad), so a GEMM costs 3 x its forward (Narayanan et al. 2021, sec. 5.1).
+- FP8 GEMMs (Transformer Engine): the four linear layers of a block at the FP8 peak with their own
+  e_max; operands 1 byte, plus a quantisation pass over the activation operand (read 2, write 1
+  byte); the logits GEMM and the attention core stay 16-bit (Megatron/TE default).
+- Attention core: fused (flash) attention runs the causal half of the s x s products (Dao 2023,
+  FlashAttention-2, sec. 3.1: masked blocks are skipped), backward 2.5 x forward FLOPs (five
+  matmuls against two); unfused attention runs the full s x s batched GEMMs plus scale-mask-softmax
+  and dropout over the s x s scores at HBM bandwidth (Korthikanti et al. 2022, sec. 4: 5as/h bytes
+  per sbh stored, 11 bytes per score moved).
+- Memory-bound ops (two norms, two bias-dropout-residual adds, the activation function) at HBM
+  bandwidth, on s/t tokens with sequence parallelism and on s tokens without; backward 2 x forward.
+- Recompute: ``full`` re-runs the forward of every op of the layer, ``selective`` re-runs the
+  attention core only (Korthikanti et al. 2022, sec. 5).
+- Cross-entropy: vocab-parallel softmax in fp32 over s x V/t logits, 16 bytes per logit (fwd+bwd).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from batchlaw.simulator.system import SystemProfile
+
+__all__ = ["flag", "layer_times", "logits_time"]
+
+_FLAGS = {"rec_full": ("recompute", "full"), "rec_selective": ("recompute", "selective"), "fp32": ("precision", "fp32")}
+
+
+def flag(c: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """A boolean column that ``table.normalise`` precomputes (``rec_full``, ``rec_selective``, ``fp32``),
+    derived from the string column when a caller built ``c`` by hand."""
+    if name in c:
+        return c[name]
+    col, value = _FLAGS[name]
+    return np.asarray(c[col]) == value
+
+
+def _gemm(m, n, k, *, peak, e_max, w_half, m_half, hbm, op_bytes, fp8=False):
+    """Forward + backward seconds of one GEMM family of shape (M, N, K) (3 x the forward GEMM)."""
+    w = np.minimum(n, k)
+    eff = e_max * (w / (w + w_half)) * (m / (m + m_half))
+    nbytes = op_bytes * (m * k + k * n) + 2.0 * m * n
+    if fp8 is not False:
+        nbytes = nbytes + np.where(fp8, 3.0 * m * k, 0.0)
+    return 3.0 * (2.0 * m * n * k / (peak * eff) + nbytes / hbm)
+
+
+def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
+    """Seconds of one transformer layer for one micro-batch on one GPU.
+
+    Returns ``gemm``, ``attn``, ``elem`` (forward + backward each) and ``recompute`` (extra forward).
+    """
+    e = system.efficiency
+    s, b, h, t, cp = c["seq_len"], c["micro_batch"], c["hidden"], c["tp"], c["cp"]
+    heads, groups, ffn = c["heads"], c["query_groups"], c["ffn_hidden"]
+    fp8 = c["fp8"]
+    tok = b * s / cp
+    hd = h / heads
+    hbm = system.hbm_gbps * 1e9 * e.hbm_eff
+    p16 = system.peak_tflops * 1e12
+    p8 = (system.peak_fp8_tflops or system.peak_tflops) * 1e12
+    peak = np.where(fp8, p8, p16)
+    e_max = np.where(fp8, e.fp8_matmul_max, e.matmul_max)
+    op_bytes = np.where(fp8, 1.0, 2.0)
+    kw = dict(peak=peak, e_max=e_max, w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=op_bytes, fp8=fp8)
+    up = np.where(c["gated"], 2.0, 1.0) * ffn
+    gemm = (_gemm(tok, (h + 2 * groups * hd) / t, h, **kw) + _gemm(tok, h, h / t, **kw)
+            + _gemm(tok, up / t, h, **kw) + _gemm(tok, h, ffn / t, **kw))
+    # attention core: QK^T and AV, 4 x tok x s x h/t multiply-add FLOPs for the full s x s matrix
+    full = 4.0 * tok * s * h / t
+    flash_fwd = 0.5 * full / (p16 * e.attention_eff)
+    un_w = np.minimum(s, hd)
+    un_eff = e.matmul_max * (un_w / (un_w + e.width_half))
+    score_bytes = 11.0 * b * heads / t * s * s / cp
+    unfused_fwd = full / (p16 * un_eff) + score_bytes / hbm
+    attn_fwd = np.where(c["flash_attention"], flash_fwd, unfused_fwd)
+    attn = np.where(c["flash_attention"], 3.5, 3.0) * attn_fwd
+    # memory-bound ops per token, forward: 2 norms (read + write h) and 2 bias-dropout-add (read 2h,
+    # write h, 1-byte mask): 11 h elements of 2 bytes on the sequence-parallel shard; activation function
+    # reads 2f (gated) or f and writes f, on the TP shard
+    tok_sp = np.where(c["sequence_parallel"], tok / t, tok)
+    elem_fwd = (22.0 * h * tok_sp + 2.0 * (up + ffn) / t * tok) / hbm
+    elem = 3.0 * elem_fwd
+    recompute = np.where(flag(c, "rec_full"), gemm / 3.0 + attn_fwd + elem_fwd,
+                         np.where(flag(c, "rec_selective"), attn_fwd, 0.0))
+    return {"gemm": gemm, "attn": attn, "elem": elem, "recompute": recompute}
+
+
+def logits_time(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarray:
+    """Seconds of the output layer (16-bit GEMM) and the vocab-parallel cross-entropy, one micro-batch."""
+    e = system.efficiency
+    tok = c["micro_batch"] * c["seq_len"] / c["cp"]
+    hbm = system.hbm_gbps * 1e9 * e.hbm_eff
+    v_local = c["vocab"] / c["tp"]
+    gemm = _gemm(tok, v_local, c["hidden"], peak=system.peak_tflops * 1e12, e_max=e.matmul_max,
+                 w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=2.0)
+    return gemm + 16.0 * tok * v_local / hbm
