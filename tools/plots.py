@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator  # noqa: E402
 
 from batchlaw.simulator.noise import b_simple_series  # noqa: E402
 from batchlaw.tools.logs import read_columns  # noqa: E402
@@ -25,24 +25,38 @@ __all__ = ["plot_bopt_vs_n", "plot_final_loss_vs_batch", "plot_loss_curves", "pl
 
 _COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 _STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)), (0, (3, 1, 1, 1))]
-_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h", "p", "d", "H", "8"]
 
 
 def _plain(x, _pos=None) -> str:
     if x <= 0:
         return ""
     exp = int(np.floor(np.log10(x) + 1e-9))
-    if abs(exp) >= 5:
+    if abs(exp) >= 4:
         m = x / 10**exp
         return f"{m:.3g}e{exp}" if abs(m - 1) > 1e-6 else f"1e{exp}"
     return f"{x:.6g}"
 
 
-def _log_axis(axis, subs=(1.0, 2.0, 5.0)) -> None:
-    """Log scale with ticks at 1, 2, 5 x 10^k labelled as plain numbers."""
-    axis.set_major_locator(LogLocator(base=10, subs=subs))
+def _log_axis(axis) -> None:
+    """Log scale with ticks at 1, 2, 5 x 10^k (only 10^k past 2.5 decades) labelled as plain numbers.
+    Call after the data are drawn (the decades are read from the axis limits)."""
+    lo, hi = sorted(axis.get_view_interval())
+    decades = np.log10(hi / lo) if lo > 0 and hi > 0 else 10
+    subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,) if decades <= 8 else None
+    axis.set_major_locator(LogLocator(base=10, subs=subs) if subs else LogLocator(base=10, numticks=8))
     axis.set_major_formatter(FuncFormatter(_plain))
     axis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+
+
+def _batch_axis(axis, batches) -> None:
+    """Log scale with a tick at each batch tried (thinned to every other one past 10)."""
+    ticks = sorted(set(float(b) for b in batches))
+    if len(ticks) > 10:
+        ticks = ticks[::2]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(_plain))
+    axis.set_minor_locator(FixedLocator([]))
 
 
 def _save(fig, path: Path):
@@ -65,16 +79,20 @@ def _batch_index(batches) -> dict[int, int]:
     return {b: i for i, b in enumerate(sorted(set(int(v) for v in batches)))}
 
 
-def _legends(ax, sizes: dict[str, str], batches: dict[int, int], *, lines: bool, extra=(), loc="best") -> None:
-    """Two legends: sizes by colour, batches by line style (or marker); extra handles go with the sizes."""
+def _legends(ax, sizes: dict[str, str], batches: dict[int, int], *, lines: bool, extra=(), loc="best",
+             outside: bool = False) -> None:
+    """Two legends: sizes by colour, batches by line style (or marker); extra handles go with the sizes.
+    ``outside`` puts both to the right of the axes, where they hide no data."""
     h1 = [Line2D([], [], color=c, lw=2, label=name) for name, c in sizes.items()] + list(extra)
     h2 = [Line2D([], [], color="0.3", ls=_STYLES[i % len(_STYLES)] if lines else "none",
                  marker=None if lines else _MARKERS[i % len(_MARKERS)], label=f"B={b}") for b, i in batches.items()]
-    first = ax.legend(handles=h1, fontsize=7, loc=loc, title="model", title_fontsize=7)
+    kw1 = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if outside else {"loc": loc}
+    first = ax.legend(handles=h1, fontsize=7, title="model", title_fontsize=7, **kw1)
     ax.add_artist(first)
     if h2:
-        ax.legend(handles=h2, fontsize=7, loc="lower left" if loc != "lower left" else "upper right",
-                  title="batch", title_fontsize=7, ncol=2 if len(h2) > 4 else 1)
+        kw2 = ({"loc": "lower left", "bbox_to_anchor": (1.01, 0.0)} if outside
+               else {"loc": "lower left" if loc != "lower left" else "upper right"})
+        ax.legend(handles=h2, fontsize=7, title="batch", title_fontsize=7, ncol=2 if len(h2) > 4 else 1, **kw2)
 
 
 def _by_model(runs):
@@ -84,31 +102,41 @@ def _by_model(runs):
     return sorted(out.items())
 
 
+def _shade(colour: str, i: int, n: int) -> tuple[float, float, float]:
+    """The size's colour, lighter for small batches and darker for large ones."""
+    rgb = np.array(matplotlib.colors.to_rgb(colour))
+    t = 0.5 if n <= 1 else i / (n - 1)
+    return tuple(rgb * (0.55 + 0.45 * (1 - t)) + (1 - rgb) * 0.45 * (1 - t) * 0.6)
+
+
 def plot_loss_curves(runs, path: Path):
-    """Training loss against tokens, one panel per model (its colour), one line style per batch size."""
+    """Training loss against tokens, one panel per model (its colour, darker for larger batches), one
+    line style per batch size; ramp runs in black."""
     groups = _by_model(runs)
     colours = size_colours([r.num_params for r in runs])
     bidx = _batch_index([r.global_batch for r in runs])
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False, sharey=True)
     for ax, ((n, name), rs) in zip(axes[0], groups):
+        handles = []
         for r in sorted(rs, key=lambda r: (r.global_batch, r.first_batch)):
             c = read_columns(r.path, ("tokens", "loss"))
             ramp = r.first_batch != r.global_batch
-            ax.plot(c["tokens"], c["loss"], lw=1.6 if ramp else 1, color="k" if ramp else colours[n],
-                    ls=_STYLES[bidx[r.global_batch] % len(_STYLES)], alpha=0.9)
+            i = bidx[r.global_batch]
+            col = "k" if ramp else _shade(colours[n], i, len(bidx))
+            label = f"ramp {r.first_batch}->{r.global_batch}" if ramp else f"B={r.global_batch}"
+            (h,) = ax.plot(c["tokens"], c["loss"], lw=1.6 if ramp else 1.1, color=col, ls=_STYLES[i % len(_STYLES)],
+                           label=label)
+            handles.append(h)
         ax.set(title=f"{name} ({n / 1e6:.3g}M params)", xlabel="tokens", xscale="log")
         _log_axis(ax.xaxis)
-        ramp_h = [Line2D([], [], color="k", lw=1.6, label="ramp run")] if any(
-            r.first_batch != r.global_batch for r in rs) else []
-        _legends(ax, {name: colours[n]}, {b: bidx[b] for b in sorted({r.global_batch for r in rs})}, lines=True,
-                 extra=ramp_h, loc="upper right")
+        ax.legend(handles=handles, fontsize=7, loc="upper right", ncol=2 if len(handles) > 5 else 1)
     axes[0][0].set_ylabel("training loss (nats/token)")
     return _save(fig, path)
 
 
 def plot_noise_scale(runs, path: Path):
     """B_simple (separately smoothed |G|^2 and tr(Sigma)) against tokens: colour = size, style = batch."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(8.0, 4.2))
     colours = size_colours([r.num_params for r in runs])
     bidx = _batch_index([r.global_batch for r in runs])
     for r in sorted(runs, key=lambda r: (r.num_params, r.global_batch)):
@@ -123,13 +151,13 @@ def plot_noise_scale(runs, path: Path):
     _log_axis(ax.xaxis)
     _log_axis(ax.yaxis)
     names = {name: colours[n] for n, name in sorted({(r.num_params, r.model_name) for r in runs})}
-    _legends(ax, names, bidx, lines=True, loc="upper left")
+    _legends(ax, names, bidx, lines=True, outside=True)
     return _save(fig, path)
 
 
 def plot_final_loss_vs_batch(result, path: Path):
     """Final loss against batch per model: points (marker = batch), parabola, optimum or bound."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(8.0, 4.2))
     colours = size_colours([o.num_params for o in result.optima])
     bidx = _batch_index([b for o in result.optima for b in o.batches])
     for o in result.optima:
@@ -147,12 +175,12 @@ def plot_final_loss_vs_batch(result, path: Path):
             ax.plot([o.b_opt], [o.best_loss], "<" if o.bound == "<=" else ">", color=col, ms=12, mfc="none", mew=1.5)
     ax.set(xscale="log", xlabel="global batch (sequences)", ylabel="final training loss (nats/token)",
            title="final loss against batch size")
-    _log_axis(ax.xaxis, subs=(1.0, 2.0, 4.0, 5.0, 8.0))
+    _batch_axis(ax.xaxis, [b for o in result.optima for b in o.batches])
     extra = [Line2D([], [], ls="none", marker="*", color="0.5", mec="k", ms=12, label="optimum (bracketed)"),
              Line2D([], [], ls="none", marker="<", color="0.5", mfc="none", ms=10, label="bound (edge)"),
              plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.2, label="80% interval of B_opt")]
     _legends(ax, {o.model_name: colours[o.num_params] for o in result.optima}, bidx, lines=False, extra=extra,
-             loc="upper right")
+             outside=True)
     return _save(fig, path)
 
 
