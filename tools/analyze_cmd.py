@@ -41,7 +41,7 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
     from batchlaw.tools import plots
     from batchlaw.tools.analysis import analyse
     from batchlaw.tools.logs import load_runs, summaries_table
-    from batchlaw.tools.report import describe_pictures, write_report
+    from batchlaw.tools.report import describe_pictures, probe_section, write_report
 
     if min_sizes < 2:
         raise ValueError(f"--min-sizes = {min_sizes}: a law across sizes needs at least 2 (3 recommended)")
@@ -70,7 +70,7 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
     if errors:
         skipped.extend(errors)
     return write_report(out, runs, result, {k: v for k, v in pics.items() if (out / v).exists()},
-                        skipped=errors or (), descriptions=describe_pictures(runs, result))
+                        probe_section(logdir), skipped=errors or (), descriptions=describe_pictures(runs, result))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -57,12 +57,19 @@ class RunSummary:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+PROBE_MARKER = ".batchlaw-probe-branches"
+"""File ``batchlaw probe-cbs`` puts in its branches folder: those logs are probe branches, not runs."""
+
+
 def find_logs(logdir: str | Path) -> list[Path]:
-    """All ``*.h5`` run logs under ``logdir`` (sorted)."""
+    """All ``*.h5`` run logs under ``logdir`` (sorted), without the branch logs of ``probe-cbs``."""
     root = Path(logdir)
     if not root.exists():
         raise ValueError(f"LOGDIR {str(root)!r} does not exist")
-    return sorted(root.rglob("*.h5")) if root.is_dir() else [root]
+    if not root.is_dir():
+        return [root]
+    skip = [m.parent for m in root.rglob(PROBE_MARKER)]
+    return sorted(p for p in root.rglob("*.h5") if not any(s in p.parents for s in skip))
 
 
 def open_log(path: str | Path) -> h5py.File:

@@ -130,6 +130,10 @@ def _prepare(plan, cfg: dict, seq_len: int, root: Path) -> Path:
     """The branch folder: run.toml and a hard-linked copy of the checkpoint to resume from."""
     from batchlaw.simulator import config as _config
 
+    from batchlaw.tools.logs import PROBE_MARKER
+
+    (root / "branches").mkdir(parents=True, exist_ok=True)
+    (root / "branches" / PROBE_MARKER).touch()
     out = root / "branches" / plan.name
     src = Path(plan.checkpoint)
     dst = out / "ckpt" / src.name

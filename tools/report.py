@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-__all__ = ["DEFINITIONS", "describe_pictures", "plural", "write_report"]
+__all__ = ["DEFINITIONS", "describe_pictures", "plural", "probe_section", "write_report"]
 
 DEFINITIONS = """## Definitions and units
 
@@ -88,6 +88,34 @@ def _summary(runs, result, skipped) -> list[str]:
         out += ["", f"**{plural(len(skipped), 'log')} could not be read and {'was' if len(skipped) == 1 else 'were'}"
                 " skipped:**", ""] + [f"- {e}" for e in skipped]
     return out
+
+
+def probe_section(logdir) -> list[str]:
+    """B_crit measured by ``probe-cbs`` beside B_simple, for every probe.json under ``logdir``."""
+    import json
+
+    root = Path(logdir)
+    files = sorted(root.rglob("probe.json")) if root.is_dir() else []
+    if not files:
+        return []
+    lines = ["", "## Critical batch measured by branched training (probe-cbs)", "",
+             "B_crit (probe): the largest batch whose loss after a fixed token window stays within the tolerance of"
+             " the base batch (Merrill et al. 2025; docs/probe.md). B_simple: the base run's noise scale over the"
+             " steps before the same checkpoint. Sequences; 80% intervals.", "",
+             "| probe | step | tokens | B | B_crit (probe) [80%] | B_simple [80%] |", "|---|---|---|---|---|---|"]
+    for f in files:
+        try:
+            rows = json.loads(f.read_text())["estimates"]
+        except (OSError, ValueError, KeyError) as exc:
+            lines.append(f"| {f} | unreadable ({exc}) | | | | |")
+            continue
+        for r in rows:
+            hi = "inf" if r.get("hi") is None else _f(r["hi"], "{:.3g}")
+            lines.append(f"| {f.parent.relative_to(root)} | {r['step']} | {r['tokens']:,} | {r['base_batch']} |"
+                         f" {r.get('bound', '')} {_f(r['b_crit'], '{:.3g}')} [{_f(r['lo'], '{:.3g}')}, {hi}] |"
+                         f" {_f(r.get('b_simple'), '{:.3g}')} [{_f(r.get('b_simple_lo'), '{:.3g}')},"
+                         f" {_f(r.get('b_simple_hi'), '{:.3g}')}] |")
+    return lines
 
 
 def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_sections: list[str] = (),
