@@ -52,3 +52,7 @@ def test_probe_cbs_reproducible_across_seeds(tmp_path, capsys):
     print(f"seed 11: {a['b_crit']:.3g} [{a['lo']:.3g}, {hi[0]:.3g}]; seed 22: {b['b_crit']:.3g} [{b['lo']:.3g},"
           f" {hi[1]:.3g}]", file=sys.stderr)
     assert max(a["lo"], b["lo"]) <= min(hi)  # reproducible within the interval
+    # analyze counts the base run only (branch logs are marked) and shows the probes beside B_simple
+    assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "1 run (1 completed) of 1 model size" in text and "| probe11 | 100 |" in text
