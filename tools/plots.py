@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.legend  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -64,7 +65,8 @@ def _save(fig, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    legends = [a for ax in fig.axes for a in ax.get_children() if isinstance(a, matplotlib.legend.Legend)]
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", bbox_extra_artists=legends)  # legends outside the axes too
     tmp.replace(path)
     plt.close(fig)
     return fig
@@ -168,7 +170,8 @@ def plot_final_loss_vs_batch(result, path: Path):
             xs = np.linspace(np.log(min(o.batches)), np.log(max(o.batches)), 60)
             ax.plot(np.exp(xs), np.polyval(o.curve, xs), "-", color=col, lw=1)
         if o.bracketed:
-            ax.plot([o.b_opt], [o.best_loss], "*", color=col, ms=15, mec="k", mew=0.6)
+            y = np.polyval(o.curve, np.log(o.b_opt)) if o.curve is not None else o.best_loss  # on the parabola
+            ax.plot([o.b_opt], [y], "*", color=col, ms=15, mec="k", mew=0.6)
             if np.isfinite(o.b_opt_lo):
                 ax.axvspan(o.b_opt_lo, o.b_opt_hi, color=col, alpha=0.12)
         else:
@@ -187,7 +190,7 @@ def plot_final_loss_vs_batch(result, path: Path):
 def plot_bopt_vs_n(result, path: Path):
     """B_opt against N: bracketed optima (with intervals) and bounds, the law and its band only over the
     points it was fitted on, B_simple at the end, and Step Law's B(D) for reference."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))
     colours = size_colours([o.num_params for o in result.optima])
     for o in result.optima:
         col = colours[o.num_params]
@@ -218,10 +221,10 @@ def plot_bopt_vs_n(result, path: Path):
            title="optimal and critical batch against model size")
     _log_axis(ax.xaxis)
     _log_axis(ax.yaxis)
-    first = ax.legend(handles=handles, fontsize=7, loc="upper left")
+    first = ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.add_artist(first)
     ax.legend(handles=[Line2D([], [], color=colours[o.num_params], lw=2, label=o.model_name) for o in result.optima],
-              fontsize=7, loc="lower right", title="model", title_fontsize=7)
+              fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0), title="model", title_fontsize=7)
     return _save(fig, path)
 
 
