@@ -22,8 +22,8 @@ def test_demo_quick_whole_loop(tmp_path, capsys):
     assert "| demo-m |" in report and "- B_opt(N)" in report  # a law, or "none" and why
     from batchlaw.tools.logs import read_columns
 
-    ramp = read_columns(out / "runs" / "demo-s-b16-ramp" / "log.h5", ["global_batch_size"])["global_batch_size"]
-    assert ramp[0] == 4 and ramp[-1] == 16 and np.all(np.diff(ramp) >= 0)
+    ramp = read_columns(out / "runs" / "demo-s-b8-ramp" / "log.h5", ["global_batch_size"])["global_batch_size"]
+    assert ramp[0] == 2 and ramp[-1] == 8 and np.all(np.diff(ramp) >= 0)
     assert (out / "cpu-gloo-calibrated.toml").is_file()
     # a second call skips completed runs (idempotent)
     assert main(["demo", "--quick", "--out", str(out)]) == 0
