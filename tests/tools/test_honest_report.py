@@ -120,11 +120,15 @@ def test_bad_log_is_named_and_skipped(tmp_path, capsys):
 
     with h5py.File(d / "nosteps.h5", "w") as f:
         f.attrs["schema_version"] = 1
+    _write(d / "badattr.h5", 1e5, 4, 2.0)
+    with h5py.File(d / "badattr.h5", "a") as f:
+        f.attrs["config"] = '{"model": {"name": "m1'  # damaged JSON
     status, text = _report(d, tmp_path)
     err = capsys.readouterr().err
     assert status == 1  # report written, some logs skipped (documented in docs/analysis.md)
     assert "broken.h5: not a readable HDF5 file" in err and "nosteps.h5: no /steps group" in err
-    assert "2 logs could not be read and were skipped" in text and "12 runs (12 completed) of 3 model sizes" in text
+    assert "badattr.h5: not a readable batchlaw run log" in err
+    assert "3 logs could not be read and were skipped" in text and "12 runs (12 completed) of 3 model sizes" in text
     assert main(["inspect", str(d / "nosteps.h5")]) == 2
     assert "nosteps.h5: no /steps group" in capsys.readouterr().err
     assert main(["inspect", str(d / "missing.h5")]) == 2
