@@ -111,3 +111,47 @@ def test_slurm_array_script_quotes_folders(tmp_path):
     assert "#SBATCH --array=0-1" in script.read_text()
     with pytest.raises(ValueError, match="control characters"):
         _slurm_script([tmp_path / "x\ntouch PWNED"], 1)
+
+
+def _fake_base(tmp_path):
+    """A base run log (written by the project's writer) with a checkpoint folder; no training."""
+    from batchlaw.plugin.h5log import RunLogWriter
+    from batchlaw.simulator import config as _config
+    from batchlaw.simulator.runconfig import load_run_config
+    from batchlaw.simulator.spec import CONFIG_ROOT
+
+    run = tmp_path / "base"
+    cfg = load_run_config(CONFIG_ROOT / "runs" / "tiny-cpu.toml",
+                          ["model.name=demo-xs", "train.global_batch=4", f"checkpoint.dir={run / 'ckpt'}"])
+    w = RunLogWriter(run / "log.h5", attrs={"config": {**_config.to_dict(cfg), "_device": "cpu"}, "seq_len": SEQ,
+                                             "layout": {"world_size": 1}}, flush_every=8)
+    for s in range(1, 21):
+        w.append({"step": s, "consumed_samples": 4 * s, "tokens": 4 * s * SEQ, "global_batch_size": 4, "lr": 0.01,
+                  "loss": 3.0, "gns_g2": 1.0, "gns_trace": 10.0})
+    w.close()
+    for step in (10, 20):
+        (run / "ckpt" / f"step_{step:08d}").mkdir(parents=True)
+        (run / "ckpt" / f"step_{step:08d}" / "meta.json").write_text(json.dumps({"step": step, "layout": {}}))
+        (run / "ckpt" / f"step_{step:08d}" / "rank_00000.pt").write_bytes(b"x")
+    return run
+
+
+def test_plan_and_slurm_render_valid_branch_configs(tmp_path, capsys):
+    from batchlaw.simulator.runconfig import load_run_config
+    from batchlaw.tools.cli import main
+
+    run = _fake_base(tmp_path)
+    assert main(["probe-cbs", str(run), "--plan-only", "--factors", "1,2,4"]) == 0
+    out = capsys.readouterr().out
+    assert "2 checkpoint(s) x 3 factors x 1 seed(s) = 6 branches" in out and "GPU-hours" in out
+    assert not (run / "probe").exists()  # --plan-only writes nothing
+    assert main(["probe-cbs", str(run), "--checkpoints", "20", "--factors", "1,2,4", "--slurm",
+                 str(tmp_path / "p.sbatch"), "--lr-rule", "linear"]) == 0
+    branch = run / "probe" / "branches" / "step00000020" / "k04" / "seed1234"
+    cfg = load_run_config(branch / "run.toml")  # the trainer's own loader accepts it
+    assert cfg.train.global_batch == 16 and cfg.train.lr == pytest.approx(0.04) and cfg.train.decay == "constant"
+    assert cfg.total_samples() == 20 * 4 + 8 * 16 and cfg.checkpoint.dir == str(branch / "ckpt")
+    assert (branch / "ckpt" / "step_00000020" / "meta.json").is_file()  # the checkpoint it resumes from
+    assert "#SBATCH --array=0-2" in (tmp_path / "p.sbatch").read_text()
+    assert main(["probe-cbs", str(run), "--checkpoints", "15"]) == 2
+    assert "available checkpoint steps are 10, 20" in capsys.readouterr().err
