@@ -91,6 +91,8 @@ class Law:
     x: tuple[float, ...] = ()
     y: tuple[float, ...] = ()
     """The points it was fitted on."""
+    draws: Any = None
+    """Bootstrap draws (ln c, a), shape (draws, 2), for prediction bands."""
 
     @property
     def fitted(self) -> bool:
@@ -100,10 +102,12 @@ class Law:
         return float(self.c * x**self.exponent)
 
     def predict_range(self, x) -> tuple[np.ndarray, np.ndarray]:
-        """Lowest and highest c x^a over the corners of the (c, a) intervals."""
-        x = np.asarray(x, float)
-        ends = np.array([ci * x**ai for ci in self.c_ci for ai in self.exponent_ci])
-        return ends.min(0), ends.max(0)
+        """80% band of c x^a at ``x`` from the bootstrap draws (c and a are correlated, so the
+        corners of their separate intervals would overstate it)."""
+        x = np.atleast_1d(np.asarray(x, float))
+        pred = self.draws[:, :1] + self.draws[:, 1:] * np.log(x)[None, :]
+        lo, hi = np.percentile(pred, [10, 90], axis=0)
+        return np.exp(lo), np.exp(hi)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +174,7 @@ def optimal_batch(batches, losses, *, bootstrap: int = 500, seed: int = 0):
 
 
 def fit_size_law(name: str, variable: str, x, y, lo=None, hi=None, *, min_sizes: int = 3,
-                 max_exponent_width: float = 1.0, draws: int = 2000, seed: int = 0, why_missing: str = "") -> Law:
+                 max_exponent_width: float = 0.5, draws: int = 2000, seed: int = 0, why_missing: str = "") -> Law:
     """Fit y = c x^a with the rules of the module docstring; never raises on too few points."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     lo = np.full_like(y, np.nan) if lo is None else np.asarray(lo, float)
@@ -205,7 +209,7 @@ def fit_size_law(name: str, variable: str, x, y, lo=None, hi=None, *, min_sizes:
     return Law(name=name, variable=variable, c=float(np.exp(coef[0])), exponent=float(coef[1]),
                exponent_ci=(float(a_lo), float(a_hi)), c_ci=(float(c_lo), float(c_hi)), n_points=len(x),
                r2=float(r2), rmse_log=float(np.sqrt(np.mean(resid**2))), determined=determined, reason=reason,
-               x=tuple(float(v) for v in x), y=tuple(float(v) for v in y))
+               x=tuple(float(v) for v in x), y=tuple(float(v) for v in y), draws=est.T.copy())
 
 
 def _budget(r: RunSummary) -> float:
@@ -249,7 +253,7 @@ def _per_model(runs: list[RunSummary], bootstrap: int) -> list[ModelOptimum]:
 
 
 def analyse(runs: list[RunSummary], *, extrapolate_n: float | None = None, bootstrap: int = 500,
-            include_bounds: bool = False, min_sizes: int = 3, max_exponent_width: float = 1.0) -> StudyResult:
+            include_bounds: bool = False, min_sizes: int = 3, max_exponent_width: float = 0.5) -> StudyResult:
     """Optima per model, laws across models (only where the data carry one), extrapolation, overlays.
 
     Args:
