@@ -105,7 +105,7 @@ def _plot(path: Path, results: list[dict], settings: ProbeSettings) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from batchlaw.tools.plots import _COLOURS
+    from batchlaw.tools.plots import _COLOURS, _batch_axis
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for i, r in enumerate(results):
@@ -118,8 +118,7 @@ def _plot(path: Path, results: list[dict], settings: ProbeSettings) -> None:
     ax.axhline(settings.tolerance, color="k", ls="--", lw=1, label=f"tolerance {settings.tolerance:g}")
     ax.set(xscale="log", xlabel="branch batch (sequences)", ylabel="(L_k - L_1) / L_1",
            title="probe-cbs: loss excess against batch (dotted: B_crit)")
-    ax.set_xticks(sorted({int(f * r["estimate"].base_batch) for r in results for f in r["estimate"].factors}))
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    _batch_axis(ax.xaxis, [f * r["estimate"].base_batch for r in results for f in r["estimate"].factors])
     ax.legend(fontsize=7)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
