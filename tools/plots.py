@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator  # noqa: E402
 
-from batchlaw.simulator.noise import b_simple_series  # noqa: E402
+from batchlaw.simulator.noise import b_simple_series, ema_series  # noqa: E402
 from batchlaw.tools.logs import read_columns  # noqa: E402
 
 __all__ = ["plot_bopt_vs_n", "plot_final_loss_vs_batch", "plot_loss_curves", "plot_noise_scale", "plot_pareto",
@@ -112,8 +112,8 @@ def _shade(colour: str, i: int, n: int) -> tuple[float, float, float]:
 
 
 def plot_loss_curves(runs, path: Path):
-    """Training loss against tokens, one panel per model (its colour, darker for larger batches), one
-    line style per batch size; ramp runs in black."""
+    """Training loss (EMA-smoothed, beta 0.95) against tokens, one panel per model (its colour, darker
+    for larger batches), one line style per batch size; ramp runs in black."""
     groups = _by_model(runs)
     colours = size_colours([r.num_params for r in runs])
     bidx = _batch_index([r.global_batch for r in runs])
@@ -126,13 +126,13 @@ def plot_loss_curves(runs, path: Path):
             i = bidx[r.global_batch]
             col = "k" if ramp else _shade(colours[n], i, len(bidx))
             label = f"ramp {r.first_batch}->{r.global_batch}" if ramp else f"B={r.global_batch}"
-            (h,) = ax.plot(c["tokens"], c["loss"], lw=1.6 if ramp else 1.1, color=col, ls=_STYLES[i % len(_STYLES)],
-                           label=label)
+            (h,) = ax.plot(c["tokens"], ema_series(c["loss"], beta=0.95), lw=1.6 if ramp else 1.1, color=col,
+                           ls=_STYLES[i % len(_STYLES)], label=label)
             handles.append(h)
         ax.set(title=f"{name} ({n / 1e6:.3g}M params)", xlabel="tokens", xscale="log")
         _log_axis(ax.xaxis)
         ax.legend(handles=handles, fontsize=7, loc="upper right", ncol=2 if len(handles) > 5 else 1)
-    axes[0][0].set_ylabel("training loss (nats/token)")
+    axes[0][0].set_ylabel("training loss, EMA 0.95 (nats/token)")
     return _save(fig, path)
 
 

@@ -158,7 +158,7 @@ def describe_pictures(runs, result) -> dict[str, str]:
     batches = sorted({r.global_batch for r in runs})
     enc = (f"Colour is the model size ({', '.join(n for _, n in sizes)}), line style or marker the batch"
            f" ({', '.join(str(b) for b in batches)}).")
-    out = {"loss_curves.png": f"Training loss (nats/token) against tokens, one panel per model size. {enc}"
+    out = {"loss_curves.png": f"Training loss (nats/token, EMA 0.95) against tokens, one panel per model size. {enc}"
                               " Smaller batches take more steps per token and fall faster early on.",
            "noise_scale.png": f"B_simple (sequences; |G|^2 and tr(Sigma) smoothed separately) against tokens. {enc}"}
     parts = []
