@@ -174,7 +174,7 @@ def optimal_batch(batches, losses, *, bootstrap: int = 500, seed: int = 0):
 
 
 def fit_size_law(name: str, variable: str, x, y, lo=None, hi=None, *, min_sizes: int = 3,
-                 max_exponent_width: float = 0.5, draws: int = 2000, seed: int = 0, why_missing: str = "") -> Law:
+                 max_exponent_width: float = 1.0, draws: int = 2000, seed: int = 0, why_missing: str = "") -> Law:
     """Fit y = c x^a with the rules of the module docstring; never raises on too few points."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     lo = np.full_like(y, np.nan) if lo is None else np.asarray(lo, float)
@@ -253,7 +253,7 @@ def _per_model(runs: list[RunSummary], bootstrap: int) -> list[ModelOptimum]:
 
 
 def analyse(runs: list[RunSummary], *, extrapolate_n: float | None = None, bootstrap: int = 500,
-            include_bounds: bool = False, min_sizes: int = 3, max_exponent_width: float = 0.5) -> StudyResult:
+            include_bounds: bool = False, min_sizes: int = 3, max_exponent_width: float = 1.0) -> StudyResult:
     """Optima per model, laws across models (only where the data carry one), extrapolation, overlays.
 
     Args:

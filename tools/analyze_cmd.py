@@ -25,12 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-bounds", action="store_true",
                         help="also fit laws on optima at the edge of the batch sweep (bounds; marked in the report)")
     parser.add_argument("--min-sizes", type=int, default=3, help="model sizes a law across sizes needs (default 3)")
-    parser.add_argument("--max-exponent-width", type=float, default=0.5,
-                        help="a law whose 80%% exponent interval is wider is 'not determined' (default 0.5)")
+    parser.add_argument("--max-exponent-width", type=float, default=1.0,
+                        help="a law whose 80%% exponent interval is wider is 'not determined' (default 1.0)")
 
 
 def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, min_sizes=3,
-            max_exponent_width=0.5, skipped: list[str] | None = None) -> Path:
+            max_exponent_width=1.0, skipped: list[str] | None = None) -> Path:
     """Run the whole analysis; returns the report path (callable without the CLI).
 
     Args:

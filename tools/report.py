@@ -123,7 +123,7 @@ def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_se
     """Write ``report.md`` into ``out_dir`` (pictures are file names relative to it) atomically."""
     s = result.settings or {}
     lines = ["# batchlaw study report", ""] + _summary(runs, result, list(skipped)) + [""]
-    lines += DEFINITIONS.format(min_sizes=s.get("min_sizes", 3), max_width=s.get("max_exponent_width", 0.5)).splitlines()
+    lines += DEFINITIONS.format(min_sizes=s.get("min_sizes", 3), max_width=s.get("max_exponent_width", 1.0)).splitlines()
     lines += ["", "## Runs", ""] + _runs_table(runs)
     lines += ["", "## Optimal and critical batch per model size (sequences)", ""] + _optima_table(result)
     lines += ["", "## Laws across model sizes", ""]

@@ -1,10 +1,13 @@
 """Tier (b), CPU + gloo + real megatron-core: ``batchlaw probe-cbs`` on a tiny demo model. A base run
 (batch 4, checkpoints every 100 steps) is probed at step 100 with factors 1, 2, 4, 8 under two data
 seeds; every branch is a real ``batchlaw train`` run with its own HDF5 log; the JSON/CSV results are
-written, and the two seeds' estimates agree within their 80% intervals (the intervals overlap)."""
+written, and the two seeds' estimates agree within their 80% intervals (the intervals overlap). A
+run with the probe ramp then trains at batch 2 and doubles only where the measured B_crit allows."""
 
 import json
 import sys
+
+import numpy as np
 
 import pytest
 
@@ -52,7 +55,22 @@ def test_probe_cbs_reproducible_across_seeds(tmp_path, capsys):
     print(f"seed 11: {a['b_crit']:.3g} [{a['lo']:.3g}, {hi[0]:.3g}]; seed 22: {b['b_crit']:.3g} [{b['lo']:.3g},"
           f" {hi[1]:.3g}]", file=sys.stderr)
     assert max(a["lo"], b["lo"]) <= min(hi)  # reproducible within the interval
+    # batch-size warmup from the probe: batch 2, then the largest doubling under the measured B_crit
+    probe = tmp_path / "probe11" / "probe.json"
+    warm = tmp_path / "warm"
+    ramp = f'{{shape = "probe", probe = "{probe}", start = 2}}'
+    sets2 = [x for x in sets if not x.startswith(("log.path", "checkpoint.", "train.global_batch"))]
+    sets2 += ["train.global_batch=16", f"train.ramp={ramp}", f"log.path={warm / 'log.h5'}",
+              f"checkpoint.dir={warm / 'ckpt'}"]
+    assert main(["train", str(CONFIG_ROOT / "runs" / "tiny-cpu.toml")] + [a for s in sets2 for a in ("--set", s)]) == 0
+    from batchlaw.tools.logs import read_columns
+
+    c = read_columns(warm / "log.h5", ("tokens", "global_batch_size"))
+    b_crit = a["b_crit"]
+    assert c["global_batch_size"][0] == 2 and np.all(np.diff(c["global_batch_size"]) >= 0)
+    assert np.all(c["global_batch_size"][c["tokens"] > a["tokens"]] <= b_crit)  # never above the measurement
+    assert c["global_batch_size"][-1] == 2 ** int(np.log2(b_crit))
     # analyze counts the base run only (branch logs are marked) and shows the probes beside B_simple
     assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "report.md").read_text()
-    assert "1 run (1 completed) of 1 model size" in text and "| probe11 | 100 |" in text
+    assert "2 runs (2 completed) of 1 model size" in text and "| probe11 | 100 |" in text
