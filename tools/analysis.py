@@ -4,9 +4,9 @@ extrapolation, published overlays, and never a claim the data do not carry.
 - Optimal batch of a model at its token budget: a parabola of final loss in ln(batch) through its
   constant-batch runs (the basin shape of Li et al. 2025, sec. 3). The optimum is *bracketed* when
   the best run has a run with a higher loss on each side; only then is B_opt a number: the parabola's
-  vertex (kept inside the two neighbours of the best run), with an 80% interval from a residual
-  bootstrap (4 or more batches) or, with exactly three, the bracket itself (the two neighbours: for a
-  convex loss curve the minimum lies between them). An optimum at the edge of the sweep is a bound
+  vertex (kept inside the two neighbours of the best run), with an 80% interval from a parametric
+  bootstrap over each run's final-loss standard error (``locate_optimum``; a residual bootstrap or
+  the bracket when that error is unknown). An optimum at the edge of the sweep is a bound
   (``<= 4`` or ``>= 32``), marked, and kept out of the laws unless ``include_bounds``.
 - Laws across sizes: B_opt(N), B_opt(D), B_crit(N) as power laws ``y = c x^a`` by OLS in log space
   (Kaplan et al. 2020, eq. 1.4 form; Li et al. 2025 fit B_opt(D) the same way). A law needs
@@ -134,11 +134,18 @@ class _Optimum:
     method: str
 
 
-def locate_optimum(batches, losses, *, bootstrap: int = 500, seed: int = 0) -> _Optimum:
-    """The optimum of one sweep: bracketed (a number with an interval) or a bound at an edge."""
+def locate_optimum(batches, losses, *, loss_se=None, bootstrap: int = 500, seed: int = 0) -> _Optimum:
+    """The optimum of one sweep: bracketed (a number with an interval) or a bound at an edge.
+
+    The interval of a bracketed optimum: a parametric bootstrap when ``loss_se`` (each final loss's
+    standard error from its per-step scatter) is given, each loss redrawn from N(fit, sigma_i^2) with
+    sigma_i = max(se_i, residual RMS when the parabola has 2 or more residual degrees of freedom);
+    else a residual bootstrap with 5 or more batches; else the bracket (the neighbouring batches).
+    """
     b, y = np.asarray(batches, float), np.asarray(losses, float)
+    se = np.full_like(y, np.nan) if loss_se is None else np.asarray(loss_se, float)
     ok = np.isfinite(b) & np.isfinite(y) & (b > 0)
-    b, y = b[ok], y[ok]
+    b, y, se = b[ok], y[ok], se[ok]
     if not len(b):
         return _Optimum(b=np.nan, lo=np.nan, hi=np.nan, curve=None, bracketed=False, bound="", method="")
     ub = np.unique(b)
@@ -152,19 +159,25 @@ def locate_optimum(batches, losses, *, bootstrap: int = 500, seed: int = 0) -> _
     coef = np.polyfit(x, y, 2)
     vertex = -coef[1] / (2 * coef[0]) if coef[0] > 0 else np.log(ub[i])
     vertex = float(np.clip(vertex, lo_x, hi_x))
-    if len(ub) <= 3:  # an exact parabola: no residuals to resample; the bracket is the interval
+    fit = np.polyval(coef, x)
+    resid = y - fit
+    dof = len(y) - 3
+    rms = float(np.sqrt(resid @ resid / dof)) if dof >= 2 else 0.0
+    if np.isfinite(se).all() and (se > 0).all():
+        noise, method = (lambda rng: rng.normal(0.0, np.maximum(se, rms))), "parametric bootstrap 80%"
+    elif len(ub) >= 5:
+        noise, method = (lambda rng: rng.choice(resid, len(resid))), "residual bootstrap 80%"
+    else:  # too few points to resample: the bracket is the interval
         return _Optimum(b=float(np.exp(vertex)), lo=float(ub[i - 1]), hi=float(ub[i + 1]), curve=tuple(coef),
                         bracketed=True, bound="", method="bracket")
     rng = np.random.default_rng(seed)
-    fit = np.polyval(coef, x)
-    resid = y - fit
     draws = []
     for _ in range(bootstrap):
-        c = np.polyfit(x, fit + rng.choice(resid, len(resid)), 2)
+        c = np.polyfit(x, fit + noise(rng), 2)
         draws.append(np.clip(-c[1] / (2 * c[0]) if c[0] > 0 else vertex, lo_x, hi_x))
     lo, hi = np.exp(np.percentile(draws, [10, 90]))
     return _Optimum(b=float(np.exp(vertex)), lo=float(lo), hi=float(hi), curve=tuple(coef), bracketed=True, bound="",
-                    method="bootstrap 80%")
+                    method=method)
 
 
 def optimal_batch(batches, losses, *, bootstrap: int = 500, seed: int = 0):
@@ -242,7 +255,7 @@ def _per_model(runs: list[RunSummary], bootstrap: int) -> list[ModelOptimum]:
             continue
         bs = [r.global_batch for r in const]
         ls = [r.final_loss for r in const]
-        o = locate_optimum(bs, ls, bootstrap=bootstrap)
+        o = locate_optimum(bs, ls, loss_se=[r.final_loss_se for r in const], bootstrap=bootstrap)
         out.append(ModelOptimum(
             model_name=rs[0].model_name, num_params=n, tokens=int(np.median([r.tokens for r in rs])), b_opt=o.b,
             b_opt_lo=o.lo, b_opt_hi=o.hi, b_crit=_median(r.b_simple for r in rs),

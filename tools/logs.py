@@ -46,6 +46,7 @@ class RunSummary:
     first_batch: int
     ramp: str
     final_loss: float
+    final_loss_se: float
     smoothed_loss: float
     val_loss: float
     b_simple: float
@@ -176,10 +177,16 @@ def _summarise(path, tail: float, seed: int) -> RunSummary:
         seq_len=int(a.get("seq_len", 0)), status=str(a.get("status", "")), restart_count=int(a.get("restart_count", 0)),
         steps=int(c["step"][-1]), tokens=int(c["tokens"][-1]), global_batch=int(c["global_batch_size"][-1]),
         first_batch=int(c["global_batch_size"][0]), ramp=str(a.get("ramp", "")),
-        final_loss=float(np.nanmean(loss[-k:])), smoothed_loss=float(smooth[-1]), val_loss=val,
+        final_loss=float(np.nanmean(loss[-k:])), final_loss_se=_tail_se(loss[-k:]), smoothed_loss=float(smooth[-1]), val_loss=val,
         b_simple=b_point, b_simple_lo=lo, b_simple_hi=hi,
         step_time_s=_nanmedian(c["step_time_s"][1:] if n > 1 else c["step_time_s"]),
         tokens_per_s=_nanmedian(c["tokens_per_s"]), layout=json.loads(a.get("layout", "{}")), config=cfg)
+
+
+def _tail_se(loss: np.ndarray) -> float:
+    """Standard error of a tail mean from its per-step scatter (NaN with fewer than 3 steps)."""
+    loss = loss[np.isfinite(loss)]
+    return float(np.std(loss, ddof=1) / np.sqrt(len(loss))) if len(loss) >= 3 else float("nan")
 
 
 def _nanmedian(x: np.ndarray) -> float:

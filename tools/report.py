@@ -22,8 +22,9 @@ DEFINITIONS = """## Definitions and units
 - **B_crit**: the critical batch. Here it is estimated by B_simple near the end of training
   (McCandlish et al. 2018, sec. 2.2), which can differ from the batch at which training actually
   stops being token-efficient; `batchlaw probe-cbs` measures that directly (Merrill et al. 2025).
-- **Intervals** (all 80%): B_opt, a residual bootstrap of the parabola's vertex with 4 or more batches,
-  or the bracket (the two neighbouring batches of the best run) with exactly three; B_simple, a block
+- **Intervals** (all 80%): B_opt, a parametric bootstrap of the parabola's vertex, each final loss
+  redrawn with its standard error from the per-step scatter of its last 20% of steps (this misses
+  run-to-run variation that a second seed would show); B_simple, a block
   bootstrap of the ratio of means over the last 20% of steps; a law's exponent, a parametric
   bootstrap redrawing each point from its own interval plus the fit's residual scatter.
 - **Laws**: y = c x^a by least squares in log space; R^2 is in log space. A law needs at least

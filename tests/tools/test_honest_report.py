@@ -170,3 +170,12 @@ def test_live_swmr_log_is_readable(tmp_path, capsys):
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+def test_optimum_interval_grows_with_the_loss_noise():
+    b, loss = [2, 4, 8, 16], [2.74, 2.67, 2.72, 2.76]
+    tight = locate_optimum(b, loss, loss_se=[0.002] * 4)
+    loose = locate_optimum(b, loss, loss_se=[0.02] * 4)
+    assert tight.method == loose.method == "parametric bootstrap 80%"
+    assert 2 <= loose.lo <= tight.lo <= tight.b <= tight.hi <= loose.hi <= 8
+    assert locate_optimum(b, loss).method == "bracket"  # 4 points, no standard errors: the bracket
