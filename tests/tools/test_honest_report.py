@@ -137,7 +137,8 @@ def test_bad_log_is_named_and_skipped(tmp_path, capsys):
 
 WRITER = textwrap.dedent('''
     import sys, time, h5py, numpy as np
-    f = h5py.File(sys.argv[1], "w", libver="latest")
+    swmr = sys.argv[2] == "swmr"
+    f = h5py.File(sys.argv[1], "w", libver="latest" if swmr else "earliest")
     f.attrs["schema_version"] = 1
     f.attrs["status"] = "running"
     f.attrs["num_params"] = 1000
@@ -146,25 +147,29 @@ WRITER = textwrap.dedent('''
     f.create_group("events")
     cols = {k: g.create_dataset(k, shape=(0,), maxshape=(None,), dtype="f8", chunks=(64,))
             for k in ("step", "tokens", "global_batch_size", "loss")}
-    f.swmr_mode = True
+    if swmr:
+        f.swmr_mode = True
     for k, ds in cols.items():
         ds.resize((10,))
         ds[:] = np.arange(1, 11) if k == "step" else 1.0
         ds.flush()
+    f.flush()
     print("ready", flush=True)
     sys.stdin.readline()
 ''')
 
 
-def test_live_swmr_log_is_readable(tmp_path, capsys):
+@pytest.mark.parametrize("mode", ["swmr", "plain"])
+def test_live_log_is_readable(tmp_path, capsys, mode):
+    """A writer in another process holds the file open (SWMR, or a plain writer holding the lock)."""
     path = tmp_path / "live.h5"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), mode], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         assert main(["inspect", str(path)]) == 0
         out = capsys.readouterr().out
-        assert "rows: 10, steps 1..10 (live: SWMR)" in out
+        assert "rows: 10, steps 1..10" + (" (live: SWMR)" if mode == "swmr" else "") in out
         runs = load_runs(path)
         assert runs[0].status == "running" and runs[0].steps == 10
     finally:
