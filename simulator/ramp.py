@@ -15,7 +15,10 @@ Shapes:
   size from a small value (32k tokens) to the full value over the first 4-12 billion tokens");
 - doubling every ``every_tokens`` tokens up to a cap;
 - adaptive: grow when the smoothed noise scale B_simple (McCandlish et al. 2018) exceeds the
-  current batch, with bounds and hysteresis.
+  current batch, with bounds and hysteresis;
+- probe: batch-size warmup that follows a measured B_crit(tokens) curve from ``batchlaw probe-cbs``
+  (Merrill et al. 2025, arXiv 2505.23971, sec. 5: start small and grow as the critical batch grows,
+  never above it), as doublings of ``start`` (built as a step schedule in tokens).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from batchlaw.simulator import config as _config
 __all__ = [
     "AdaptiveRamp", "BatchRamp", "ConstantRamp", "DoublingRamp", "LinearTokensRamp",
     "RampTable", "StaircaseRamp", "StepScheduleRamp", "lr_scale", "num_steps", "parse_ramp", "parse_count",
-    "ramp_from_text", "ramp_text", "segments",
+    "probe_curve", "probe_schedule", "ramp_from_text", "ramp_text", "segments",
 ]
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
@@ -313,7 +316,7 @@ _SHAPE_KEYS = {"constant": (), "staircase": ("start", "incr", "ramp_samples"), "
 class RampTable:
     """Keys of a ``[train.ramp]`` table in a run config; each shape accepts only its own keys."""
 
-    shape: Literal["constant", "staircase", "steps", "linear_tokens", "doubling", "adaptive"]
+    shape: Literal["constant", "staircase", "steps", "linear_tokens", "doubling", "adaptive", "probe"]
     """Ramp shape."""
     start: int = 0
     """Initial global batch (sequences)."""
@@ -335,6 +338,10 @@ class RampTable:
     """Adaptive hysteresis."""
     min_steps: int = 50
     """Adaptive minimum steps between decisions."""
+    probe: str = ""
+    """Probe shape: the ``probe.json`` of ``batchlaw probe-cbs`` whose B_crit(tokens) the batch follows."""
+    fraction: float = 1.0
+    """Probe shape: use at most this fraction of the measured B_crit (0 < fraction <= 1)."""
 
     def __post_init__(self) -> None:
         allowed = _SHAPE_KEYS[self.shape]
@@ -436,8 +443,71 @@ def parse_ramp(spec: Any, *, global_batch: int, granularity: int = 1, seq_len: i
     if t.shape == "doubling":
         return DoublingRamp(start=start, final=global_batch, every_tokens=parse_count(t.every_tokens),
                             seq_len=seq_len, granularity=granularity)
+    if t.shape == "probe":
+        tokens, b_crit = probe_curve(t.probe)
+        thresholds, batches = probe_schedule(tokens, b_crit, start=t.start or granularity, final=global_batch,
+                                             fraction=t.fraction)
+        return StepScheduleRamp(thresholds=thresholds, batches=batches, unit="tokens", seq_len=seq_len,
+                                granularity=granularity)
     return AdaptiveRamp(start=start, final=global_batch, factor=t.factor, hysteresis=t.hysteresis,
                         min_steps=t.min_steps, granularity=granularity)
+
+
+def probe_curve(path: str) -> tuple[list[float], list[float]]:
+    """(tokens, B_crit in sequences) of a ``probe.json`` written by ``batchlaw probe-cbs``, by tokens.
+
+    An estimate that is a bound (``">="``: no tested batch left the tolerance) enters with its lower
+    value, the reading that never puts the batch above the critical batch.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            rows = json.load(fh)["estimates"]
+        points = sorted((float(r["tokens"]), float(r["b_crit"])) for r in rows)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"train.ramp.probe = {path!r}: not a readable probe-cbs result ({exc})") from None
+    if not points or not all(math.isfinite(t) and t >= 0 and math.isfinite(b) and b > 0 for t, b in points):
+        raise ValueError(f"train.ramp.probe = {path!r}: needs estimates with tokens >= 0 and B_crit > 0")
+    return [t for t, _ in points], [b for _, b in points]
+
+
+def probe_schedule(tokens, b_crit, *, start: int, final: int, fraction: float = 1.0) -> tuple[tuple[int, ...],
+                                                                                                tuple[int, ...]]:
+    """Thresholds (tokens) and batches of a doubling warmup under a measured B_crit(tokens).
+
+    The safe curve is the running minimum from the right of ``fraction x B_crit`` (so it never
+    decreases and never exceeds any later measurement), linear in tokens between measurements and
+    constant after the last; before the first measurement the batch stays at ``start``. Batch
+    ``start x 2^i`` (capped at ``final``) begins where the safe curve first reaches it.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"train.ramp.fraction = {fraction}: must be in (0, 1]")
+    if start < 1 or start > final:
+        raise ValueError(f"train.ramp.start = {start}: must be in [1, train.global_batch = {final}]")
+    safe = [fraction * b for b in b_crit]
+    for i in range(len(safe) - 2, -1, -1):
+        safe[i] = min(safe[i], safe[i + 1])
+    thresholds, batches = [0], [start]
+    level = start
+    while level < final:
+        nxt = min(2 * level, final)
+        at = _first_reach(tokens, safe, nxt)
+        if at is None:
+            break
+        at = max(int(math.ceil(at)), thresholds[-1] + 1)
+        thresholds.append(at)
+        batches.append(nxt)
+        level = nxt
+    return tuple(thresholds), tuple(batches)
+
+
+def _first_reach(tokens, safe, value: float) -> float | None:
+    """First token count at which the piecewise-linear non-decreasing ``safe`` curve reaches ``value``."""
+    if safe[0] >= value:
+        return tokens[0]
+    for (t0, s0), (t1, s1) in zip(zip(tokens, safe), zip(tokens[1:], safe[1:])):
+        if s1 >= value:
+            return t0 + (value - s0) / (s1 - s0) * (t1 - t0) if s1 > s0 else t1
+    return None
 
 
 def lr_scale(batch: float, reference_batch: float, rule: str = "none") -> float:

@@ -1,12 +1,22 @@
 """From run summaries to the answer: optimal and critical batch per model, laws across sizes,
-extrapolation, published overlays.
+extrapolation, published overlays, and never a claim the data do not carry.
 
 - Optimal batch of a model at its token budget: a parabola of final loss in ln(batch) through its
-  constant-batch runs (the basin shape of Li et al. 2025, sec. 3); B_opt at the vertex, with an 80%
-  interval from a residual bootstrap. With fewer than 3 batch sizes: the best run, no interval.
-- Laws: B_opt(N) and B_opt(D) power laws (OLS in log space, ``simulator.fits``); the critical batch
-  taken as the noise scale B_simple near the end of training (McCandlish et al. 2018, sec. 2.2), and
-  its power law in N.
+  constant-batch runs (the basin shape of Li et al. 2025, sec. 3). The optimum is *bracketed* when
+  the best run has a run with a higher loss on each side; only then is B_opt a number: the parabola's
+  vertex (kept inside the two neighbours of the best run), with an 80% interval from a parametric
+  bootstrap over each run's final-loss standard error (``locate_optimum``; a residual bootstrap or
+  the bracket when that error is unknown). An optimum at the edge of the sweep is a bound
+  (``<= 4`` or ``>= 32``), marked, and kept out of the laws unless ``include_bounds``.
+- Laws across sizes: B_opt(N), B_opt(D), B_crit(N) as power laws ``y = c x^a`` by OLS in log space
+  (Kaplan et al. 2020, eq. 1.4 form; Li et al. 2025 fit B_opt(D) the same way). A law needs
+  ``min_sizes`` (3) sizes with usable points, else the report says why there is none. Its exponent
+  interval (80%) is a parametric bootstrap: each point redrawn in log space from its own interval
+  (an 80% interval read as +-1.2816 sigma of a normal) plus the residual scatter of the fit. A law
+  whose exponent interval is wider than ``max_exponent_width`` is printed as "not determined" and
+  is not extrapolated. Every law carries its number of points and R^2 in log space.
+- The critical batch per model is the noise scale B_simple = tr(Sigma) / |G|^2 near the end of
+  training (McCandlish et al. 2018, eq. 2.8 / sec. 2.2), in sequences.
 """
 
 from __future__ import annotations
@@ -16,20 +26,23 @@ from typing import Any
 
 import numpy as np
 
-from batchlaw.simulator import fits, laws
+from batchlaw.simulator import laws
 from batchlaw.tools.logs import RunSummary
 
-__all__ = ["ModelOptimum", "StudyResult", "analyse", "optimal_batch"]
+__all__ = ["Law", "ModelOptimum", "StudyResult", "analyse", "fit_size_law", "locate_optimum", "optimal_batch"]
+
+Z80 = 1.2816  # standard normal quantile of 0.9: an 80% two-sided interval is +-Z80 sigma
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelOptimum:
-    """Optimal and critical batch of one model size (sequences)."""
+    """Optimal and critical batch of one model size at one token budget (sequences)."""
 
     model_name: str
     num_params: int
     tokens: int
     b_opt: float
+    """The optimum if bracketed, else the best run's batch (then a bound, see ``bound``)."""
     b_opt_lo: float
     b_opt_hi: float
     b_crit: float
@@ -37,9 +50,64 @@ class ModelOptimum:
     b_crit_hi: float
     best_loss: float
     n_runs: int
+    bracketed: bool = False
+    """True when the best run has a worse run on both sides (the optimum lies inside the sweep)."""
+    bound: str = ""
+    """'<=' (optimum at the smallest batch), '>=' (at the largest), '' when bracketed."""
+    interval_method: str = ""
+    """How [b_opt_lo, b_opt_hi] was made: 'bootstrap 80%', 'bracket' or '' (none)."""
     batches: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     curve: tuple[float, float, float] | None = None
+
+    @property
+    def b_opt_text(self) -> str:
+        """'12.3', '<= 4', '>= 32', or '4 (one batch)'."""
+        if self.bound == "=":
+            return f"{self.b_opt:.3g} (one batch)"
+        return f"{self.bound} {self.b_opt:.3g}" if self.bound else f"{self.b_opt:.3g}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Law:
+    """A power law y = c x^a across model sizes, or the reason there is none."""
+
+    name: str
+    """e.g. 'B_opt(N)'."""
+    variable: str
+    """'N' or 'D'."""
+    c: float = float("nan")
+    exponent: float = float("nan")
+    exponent_ci: tuple[float, float] = (float("nan"), float("nan"))
+    c_ci: tuple[float, float] = (float("nan"), float("nan"))
+    n_points: int = 0
+    r2: float = float("nan")
+    """Coefficient of determination of the fit in log space."""
+    rmse_log: float = float("nan")
+    determined: bool = False
+    """True when fitted and the exponent interval is no wider than the limit."""
+    reason: str = ""
+    """Why there is no law, or why it is not determined."""
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+    """The points it was fitted on."""
+    draws: Any = None
+    """Bootstrap draws (ln c, a), shape (draws, 2), for prediction bands."""
+
+    @property
+    def fitted(self) -> bool:
+        return np.isfinite(self.exponent)
+
+    def predict(self, x: float) -> float:
+        return float(self.c * x**self.exponent)
+
+    def predict_range(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """80% band of c x^a at ``x`` from the bootstrap draws (c and a are correlated, so the
+        corners of their separate intervals would overstate it)."""
+        x = np.atleast_1d(np.asarray(x, float))
+        pred = self.draws[:, :1] + self.draws[:, 1:] * np.log(x)[None, :]
+        lo, hi = np.percentile(pred, [10, 90], axis=0)
+        return np.exp(lo), np.exp(hi)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,41 +115,114 @@ class StudyResult:
     """Everything ``batchlaw analyze`` reports."""
 
     optima: list[ModelOptimum]
-    b_opt_vs_n: fits.FitResult | None
-    b_opt_vs_d: fits.FitResult | None
-    b_crit_vs_n: fits.FitResult | None
+    b_opt_vs_n: Law
+    b_opt_vs_d: Law
+    b_crit_vs_n: Law
     extrapolation: dict[str, Any]
     published: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Optimum:
+    b: float
+    lo: float
+    hi: float
+    curve: tuple[float, float, float] | None
+    bracketed: bool
+    bound: str
+    method: str
+
+
+def locate_optimum(batches, losses, *, loss_se=None, bootstrap: int = 500, seed: int = 0) -> _Optimum:
+    """The optimum of one sweep: bracketed (a number with an interval) or a bound at an edge.
+
+    The interval of a bracketed optimum: a parametric bootstrap when ``loss_se`` (each final loss's
+    standard error from its per-step scatter) is given, each loss redrawn from N(fit, sigma_i^2) with
+    sigma_i = max(se_i, residual RMS when the parabola has 2 or more residual degrees of freedom);
+    else a residual bootstrap with 5 or more batches; else the bracket (the neighbouring batches).
+    """
+    b, y = np.asarray(batches, float), np.asarray(losses, float)
+    se = np.full_like(y, np.nan) if loss_se is None else np.asarray(loss_se, float)
+    ok = np.isfinite(b) & np.isfinite(y) & (b > 0)
+    b, y, se = b[ok], y[ok], se[ok]
+    if not len(b):
+        return _Optimum(b=np.nan, lo=np.nan, hi=np.nan, curve=None, bracketed=False, bound="", method="")
+    ub = np.unique(b)
+    best_per = np.array([y[b == v].min() for v in ub])
+    i = int(np.argmin(best_per))
+    if len(ub) < 3 or i in (0, len(ub) - 1):
+        bound = "=" if len(ub) == 1 else ("<=" if i == 0 else ">=")  # '=': a single batch, no sweep
+        return _Optimum(b=float(ub[i]), lo=np.nan, hi=np.nan, curve=None, bracketed=False, bound=bound, method="")
+    x = np.log(b)
+    lo_x, hi_x = np.log(ub[i - 1]), np.log(ub[i + 1])
+    coef = np.polyfit(x, y, 2)
+    vertex = -coef[1] / (2 * coef[0]) if coef[0] > 0 else np.log(ub[i])
+    vertex = float(np.clip(vertex, lo_x, hi_x))
+    fit = np.polyval(coef, x)
+    resid = y - fit
+    dof = len(y) - 3
+    rms = float(np.sqrt(resid @ resid / dof)) if dof >= 2 else 0.0
+    if np.isfinite(se).all() and (se > 0).all():
+        noise, method = (lambda rng: rng.normal(0.0, np.maximum(se, rms))), "parametric bootstrap 80%"
+    elif len(ub) >= 5:
+        noise, method = (lambda rng: rng.choice(resid, len(resid))), "residual bootstrap 80%"
+    else:  # too few points to resample: the bracket is the interval
+        return _Optimum(b=float(np.exp(vertex)), lo=float(ub[i - 1]), hi=float(ub[i + 1]), curve=tuple(coef),
+                        bracketed=True, bound="", method="bracket")
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(bootstrap):
+        c = np.polyfit(x, fit + noise(rng), 2)
+        draws.append(np.clip(-c[1] / (2 * c[0]) if c[0] > 0 else vertex, lo_x, hi_x))
+    lo, hi = np.exp(np.percentile(draws, [10, 90]))
+    return _Optimum(b=float(np.exp(vertex)), lo=float(lo), hi=float(hi), curve=tuple(coef), bracketed=True, bound="",
+                    method=method)
 
 
 def optimal_batch(batches, losses, *, bootstrap: int = 500, seed: int = 0):
-    """(B_opt, lo, hi, parabola coefficients) from final losses at several batch sizes."""
-    b, y = np.asarray(batches, float), np.asarray(losses, float)
-    ok = np.isfinite(b) & np.isfinite(y)
-    b, y = b[ok], y[ok]
-    if len(np.unique(b)) < 3:
-        i = int(np.argmin(y))
-        return float(b[i]), np.nan, np.nan, None
-    x = np.log(b)
-    coef = np.polyfit(x, y, 2)
-    if coef[0] <= 0:  # no basin inside the sweep: the optimum is at an edge
-        i = int(np.argmin(y))
-        return float(b[i]), np.nan, np.nan, tuple(coef)
-    vertex = float(-coef[1] / (2 * coef[0]))
-    if not x.min() <= vertex <= x.max():  # the basin's bottom lies outside the sweep: report the edge
-        i = int(np.argmin(y))
-        return float(b[i]), np.nan, np.nan, tuple(coef)
-    if len(x) <= 3:  # an exact parabola through three points: no residuals to resample
-        return float(np.exp(vertex)), np.nan, np.nan, tuple(coef)
+    """(B_opt, lo, hi, parabola coefficients); lo = hi = NaN when the optimum is not bracketed."""
+    o = locate_optimum(batches, losses, bootstrap=bootstrap, seed=seed)
+    return o.b, o.lo, o.hi, o.curve
+
+
+def fit_size_law(name: str, variable: str, x, y, lo=None, hi=None, *, min_sizes: int = 3,
+                 max_exponent_width: float = 1.0, draws: int = 2000, seed: int = 0, why_missing: str = "") -> Law:
+    """Fit y = c x^a with the rules of the module docstring; never raises on too few points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    lo = np.full_like(y, np.nan) if lo is None else np.asarray(lo, float)
+    hi = np.full_like(y, np.nan) if hi is None else np.asarray(hi, float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    x, y, lo, hi = x[ok], y[ok], lo[ok], hi[ok]
+    n_sizes = len(np.unique(x))
+    if n_sizes < min_sizes:
+        reason = f"{n_sizes} size{'s' if n_sizes != 1 else ''} with a usable point, a law needs {min_sizes}"
+        return Law(name=name, variable=variable, n_points=len(x), reason=reason + (f"; {why_missing}" if why_missing else ""),
+                   x=tuple(x), y=tuple(y))
+    lx, ly = np.log(x), np.log(y)
+    X = np.column_stack([np.ones_like(lx), lx])
+    coef, *_ = np.linalg.lstsq(X, ly, rcond=None)
+    resid = ly - X @ coef
+    ss_tot = float(((ly - ly.mean()) ** 2).sum())
+    r2 = 1 - float(resid @ resid) / ss_tot if ss_tot > 0 else np.nan
+    s_resid = np.sqrt(resid @ resid / (len(ly) - 2)) if len(ly) > 2 else 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s_point = np.where(np.isfinite(lo) & np.isfinite(hi) & (lo > 0), (np.log(hi) - np.log(lo)) / (2 * Z80), 0.0)
+    sigma = np.sqrt(s_point**2 + s_resid**2)
     rng = np.random.default_rng(seed)
-    resid = y - np.polyval(coef, x)
-    draws = []
-    for _ in range(bootstrap):
-        c = np.polyfit(x, np.polyval(coef, x) + rng.choice(resid, len(resid)), 2)
-        if c[0] > 0:
-            draws.append(np.clip(-c[1] / (2 * c[0]), x.min(), x.max()))
-    lo, hi = (np.exp(np.percentile(draws, [10, 90])) if draws else (np.nan, np.nan))
-    return float(np.exp(vertex)), float(lo), float(hi), tuple(coef)
+    sim = (X @ coef)[None, :] + rng.normal(size=(draws, len(ly))) * sigma[None, :]
+    est = np.linalg.lstsq(X, sim.T, rcond=None)[0]  # (2, draws)
+    a_lo, a_hi = np.percentile(est[1], [10, 90])
+    c_lo, c_hi = np.exp(np.percentile(est[0], [10, 90]))
+    width = a_hi - a_lo
+    determined = bool(np.isfinite(width) and width <= max_exponent_width and (sigma > 0).any())
+    reason = "" if determined else (
+        f"exponent interval {a_lo:.2f} .. {a_hi:.2f} is wider than {max_exponent_width:g}" if (sigma > 0).any()
+        else "no interval: every point is exact and the fit has no residual")
+    return Law(name=name, variable=variable, c=float(np.exp(coef[0])), exponent=float(coef[1]),
+               exponent_ci=(float(a_lo), float(a_hi)), c_ci=(float(c_lo), float(c_hi)), n_points=len(x),
+               r2=float(r2), rmse_log=float(np.sqrt(np.mean(resid**2))), determined=determined, reason=reason,
+               x=tuple(float(v) for v in x), y=tuple(float(v) for v in y), draws=est.T.copy())
 
 
 def _budget(r: RunSummary) -> float:
@@ -93,7 +234,12 @@ def _budget(r: RunSummary) -> float:
     return float(budget) if budget else float(f"{r.tokens:.2g}")
 
 
-def _per_model(runs: list[RunSummary]) -> list[ModelOptimum]:
+def _median(values) -> float:
+    v = np.array([x for x in values if np.isfinite(x)])
+    return float(np.median(v)) if len(v) else np.nan
+
+
+def _per_model(runs: list[RunSummary], bootstrap: int) -> list[ModelOptimum]:
     groups: dict[tuple[int, float], list[RunSummary]] = {}
     for r in runs:
         if r.status == "completed":
@@ -101,45 +247,56 @@ def _per_model(runs: list[RunSummary]) -> list[ModelOptimum]:
     out = []
     for (n, _), rs in sorted(groups.items()):
         const = [r for r in rs if r.first_batch == r.global_batch]  # ramps are reported, not fitted
-        bs = [r.global_batch for r in const]
-        ls = [r.final_loss for r in const]
         if not const:
             continue
-        b_opt, lo, hi, curve = optimal_batch(bs, ls)
-        crit = np.array([r.b_simple for r in rs if np.isfinite(r.b_simple)])
-        clo = np.array([r.b_simple_lo for r in rs if np.isfinite(r.b_simple_lo)])
-        chi = np.array([r.b_simple_hi for r in rs if np.isfinite(r.b_simple_hi)])
+        bs = [r.global_batch for r in const]
+        ls = [r.final_loss for r in const]
+        o = locate_optimum(bs, ls, loss_se=[r.final_loss_se for r in const], bootstrap=bootstrap)
         out.append(ModelOptimum(
-            model_name=rs[0].model_name, num_params=n, tokens=int(np.median([r.tokens for r in rs])), b_opt=b_opt,
-            b_opt_lo=lo, b_opt_hi=hi, b_crit=float(np.median(crit)) if len(crit) else np.nan,
-            b_crit_lo=float(np.median(clo)) if len(clo) else np.nan,
-            b_crit_hi=float(np.median(chi)) if len(chi) else np.nan, best_loss=float(min(ls)), n_runs=len(rs),
-            batches=[float(b) for b in bs], losses=[float(v) for v in ls], curve=curve))
+            model_name=rs[0].model_name, num_params=n, tokens=int(np.median([r.tokens for r in rs])), b_opt=o.b,
+            b_opt_lo=o.lo, b_opt_hi=o.hi, b_crit=_median(r.b_simple for r in rs),
+            b_crit_lo=_median(r.b_simple_lo for r in rs), b_crit_hi=_median(r.b_simple_hi for r in rs),
+            best_loss=float(min(ls)), n_runs=len(rs), bracketed=o.bracketed, bound=o.bound if not o.bracketed else "",
+            interval_method=o.method, batches=[float(b) for b in bs], losses=[float(v) for v in ls], curve=o.curve))
     return out
 
 
-def analyse(runs: list[RunSummary], *, extrapolate_n: float | None = None, bootstrap: int = 500) -> StudyResult:
-    """Optima per model, laws across models, extrapolation and published overlays."""
-    optima = _per_model(runs)
-    n = np.array([o.num_params for o in optima], float)
-    d = np.array([o.tokens for o in optima], float)
-    b = np.array([o.b_opt for o in optima], float)
-    bc = np.array([o.b_crit for o in optima], float)
-    enough = len(optima) >= 3
-    law_n = fits.fit_power_law([n], b, names=["N"], bootstrap=bootstrap) if enough else None
-    law_d = fits.fit_power_law([d], b, names=["D"], bootstrap=bootstrap) if enough else None
-    ok = np.isfinite(bc) & (bc > 0)
-    law_c = fits.fit_power_law([n[ok]], bc[ok], names=["N"], bootstrap=bootstrap) if ok.sum() >= 3 else None
+def analyse(runs: list[RunSummary], *, extrapolate_n: float | None = None, bootstrap: int = 500,
+            include_bounds: bool = False, min_sizes: int = 3, max_exponent_width: float = 1.0) -> StudyResult:
+    """Optima per model, laws across models (only where the data carry one), extrapolation, overlays.
+
+    Args:
+        runs: run summaries (``logs.load_runs``); only completed runs count.
+        extrapolate_n: a parameter count to extrapolate B_opt to (only with a determined law).
+        bootstrap: resamples of each optimum's interval.
+        include_bounds: also fit the laws on edge optima (bounds), marked as such in the report.
+        min_sizes: model sizes a law needs.
+        max_exponent_width: a law whose 80% exponent interval is wider is "not determined".
+    """
+    optima = _per_model(runs, bootstrap)
+    use = [o for o in optima if o.bracketed or (include_bounds and o.bound in ("<=", ">="))]
+    n_edge = sum(1 for o in optima if not o.bracketed)
+    why = (f"{n_edge} of {len(optima)} sizes have their optimum at the edge of the batch sweep"
+           + ("" if include_bounds else ", and such bounds are kept out of laws unless --include-bounds")) if n_edge else ""
+    kw = {"min_sizes": min_sizes, "max_exponent_width": max_exponent_width}
+    pick = (lambda attr: [getattr(o, attr) for o in use])  # noqa: E731
+    law_n = fit_size_law("B_opt(N)", "N", pick("num_params"), pick("b_opt"), pick("b_opt_lo"), pick("b_opt_hi"),
+                         why_missing=why, **kw)
+    law_d = fit_size_law("B_opt(D)", "D", pick("tokens"), pick("b_opt"), pick("b_opt_lo"), pick("b_opt_hi"),
+                         why_missing=why, **kw)
+    law_c = fit_size_law("B_crit(N)", "N", [o.num_params for o in optima], [o.b_crit for o in optima],
+                         [o.b_crit_lo for o in optima], [o.b_crit_hi for o in optima], **kw)
     extra: dict[str, Any] = {}
-    if extrapolate_n and law_n is not None:
-        p = law_n.params
-        extra = {"N": float(extrapolate_n), "b_opt": p["c"] * extrapolate_n ** p["N"]}
-        if law_n.ci:
-            ends = [law_n.ci["c"][i] * extrapolate_n ** law_n.ci["N"][j] for i in (0, 1) for j in (0, 1)]
-            extra["b_opt_range"] = (float(min(ends)), float(max(ends)))
-        if law_c is not None:
-            extra["b_crit"] = law_c.params["c"] * extrapolate_n ** law_c.params["N"]
-    seq = runs[0].seq_len or 1
+    if extrapolate_n:
+        extra = {"N": float(extrapolate_n)}
+        if law_n.determined:
+            extra["b_opt"] = law_n.predict(extrapolate_n)
+            extra["b_opt_range"] = tuple(float(v[0]) for v in law_n.predict_range([extrapolate_n]))
+        if law_c.determined:
+            extra["b_crit"] = law_c.predict(extrapolate_n)
+    seq = (runs[0].seq_len or 1) if runs else 1
+    d = [o.tokens for o in optima]
     published = {"steplaw_b_opt_seqs": [float(laws.load_law("steplaw-batch").predict(t) / seq) for t in d]}
     return StudyResult(optima=optima, b_opt_vs_n=law_n, b_opt_vs_d=law_d, b_crit_vs_n=law_c, extrapolation=extra,
-                       published=published)
+                       published=published, settings={"include_bounds": include_bounds, "min_sizes": min_sizes,
+                                                      "max_exponent_width": max_exponent_width})

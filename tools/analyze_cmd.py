@@ -1,32 +1,60 @@
-"""``batchlaw analyze LOGDIR``: summaries, optimal/critical batch, laws, pictures, a report."""
+"""``batchlaw analyze LOGDIR``: summaries, optimal/critical batch, laws, pictures, a report.
+
+Exit status: 0 when every log was read; 1 when the report was written but some logs could not be
+read (each is named on stderr and in the report, and skipped); 2 on a usage error or when no log
+could be read at all (the CLI's one-line error). Live runs (still being written) are read, listed
+and left out of the optima until they complete.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+EXIT_SKIPPED = 1
+"""Exit status when the report was written but some logs were skipped as unreadable."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("logdir", help="folder of HDF5 run logs (searched recursively)")
+    parser.add_argument("logdir", help="folder of HDF5 run logs (searched recursively), or one log")
     parser.add_argument("--out-dir", default="report", help="report folder (runs.csv, pictures, report.md)")
     parser.add_argument("--out", dest="out_dir", help=argparse.SUPPRESS)  # the old spelling
-    parser.add_argument("--extrapolate", type=float, help="parameter count N to extrapolate B_opt to")
+    parser.add_argument("--extrapolate", type=float, help="parameter count N to extrapolate B_opt to"
+                        " (only done with a determined law)")
     parser.add_argument("--grid", help="a pruned grid CSV (batchlaw simulate --out) for the Pareto picture")
+    parser.add_argument("--include-bounds", action="store_true",
+                        help="also fit laws on optima at the edge of the batch sweep (bounds; marked in the report)")
+    parser.add_argument("--min-sizes", type=int, default=3, help="model sizes a law across sizes needs (default 3)")
+    parser.add_argument("--max-exponent-width", type=float, default=1.0,
+                        help="a law whose 80%% exponent interval is wider is 'not determined' (default 1.0)")
 
 
-def analyze(logdir, out, *, extrapolate=None, grid=None) -> Path:
-    """Run the whole analysis; returns the report path (callable without the CLI)."""
+def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, min_sizes=3,
+            max_exponent_width=1.0, skipped: list[str] | None = None) -> Path:
+    """Run the whole analysis; returns the report path (callable without the CLI).
+
+    Args:
+        skipped: when a list is given, unreadable logs are skipped and their messages appended;
+            otherwise the first unreadable log raises ``ValueError`` naming it.
+    """
     from batchlaw.simulator.csvio import read_csv, write_csv
     from batchlaw.tools import plots
     from batchlaw.tools.analysis import analyse
     from batchlaw.tools.logs import load_runs, summaries_table
-    from batchlaw.tools.report import write_report
+    from batchlaw.tools.report import describe_pictures, probe_section, write_report
 
+    if min_sizes < 2:
+        raise ValueError(f"--min-sizes = {min_sizes}: a law across sizes needs at least 2 (3 recommended)")
+    if not max_exponent_width > 0:
+        raise ValueError(f"--max-exponent-width = {max_exponent_width}: must be > 0")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(logdir)
+    errors: list[str] | None = [] if skipped is not None else None
+    runs = load_runs(logdir, errors=errors)
     write_csv(out / "runs.csv", summaries_table(runs))
-    result = analyse(runs, extrapolate_n=extrapolate)
+    result = analyse(runs, extrapolate_n=extrapolate, include_bounds=include_bounds, min_sizes=min_sizes,
+                     max_exponent_width=max_exponent_width)
     pics = {"Loss against tokens per batch size": "loss_curves.png", "Noise scale over training": "noise_scale.png",
             "Final loss against batch": "final_loss_vs_batch.png", "Optimal batch against model size": "bopt_vs_n.png"}
     plots.plot_loss_curves(runs, out / "loss_curves.png")
@@ -40,10 +68,21 @@ def analyze(logdir, out, *, extrapolate=None, grid=None) -> Path:
             raise ValueError(f"--grid {grid!r}: no pred_loss column; set prune.loss_law in the grid")
         plots.plot_pareto(table, out / "pareto.png")
         pics["Simulator: loss against GPU-hours"] = "pareto.png"
-    return write_report(out, runs, result, {k: v for k, v in pics.items() if (out / v).exists()})
+    if errors:
+        skipped.extend(errors)
+    return write_report(out, runs, result, {k: v for k, v in pics.items() if (out / v).exists()},
+                        probe_section(logdir), skipped=errors or (), descriptions=describe_pictures(runs, result))
 
 
 def run(args: argparse.Namespace) -> int:
-    path = analyze(args.logdir, args.out_dir, extrapolate=args.extrapolate, grid=args.grid)
+    skipped: list[str] = []
+    path = analyze(args.logdir, args.out_dir, extrapolate=args.extrapolate, grid=args.grid,
+                   include_bounds=args.include_bounds, min_sizes=args.min_sizes,
+                   max_exponent_width=args.max_exponent_width, skipped=skipped)
+    for msg in skipped:
+        print(f"batchlaw: skipped: {msg}", file=sys.stderr)
     print(f"report: {path}")
+    if skipped:
+        print(f"batchlaw: {len(skipped)} unreadable log(s) skipped (exit status {EXIT_SKIPPED})", file=sys.stderr)
+        return EXIT_SKIPPED
     return 0

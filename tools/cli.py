@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("batchlaw.tools.inspect_cmd", "print the attributes and columns of an HDF5 run log"),
     "analyze": ("batchlaw.tools.analyze_cmd", "summarise run logs, fit batch laws, write a report"),
     "calibrate": ("batchlaw.tools.calibrate_cmd", "fit a system profile from measured step times in logs"),
+    "probe-cbs": ("batchlaw.tools.probe_cmd", "measure the critical batch by branched training from checkpoints"),
     "demo": ("batchlaw.tools.demo_cmd", "the whole loop on CPU: simulate, prune, train, analyse, fit, calibrate"),
 }
 

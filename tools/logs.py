@@ -1,6 +1,10 @@
 """Read HDF5 run logs lazily (h5py only) and summarise each run.
 
-Only the columns a summary needs are read, each with one read per dataset. The noise scale is
+Only the columns a summary needs are read, each with one read per dataset. Logs are opened without
+the HDF5 file lock and in SWMR read mode (``open_log``), so a run still being written can be read
+(its writer is SWMR, see ``plugin/h5log.py``); a log written without SWMR falls back to a plain
+lock-free read. Columns of a live log may differ in length by the rows of one flush: every read is
+cut to the shortest column. Every read error names the file. The noise scale is
 B_simple from separately smoothed |G|^2 and tr(Sigma) (``simulator.noise``); its interval comes
 from a block bootstrap over the last ``tail`` fraction of the run of the ratio of means.
 """
@@ -18,7 +22,12 @@ import numpy as np
 from batchlaw.plugin import logschema as S
 from batchlaw.simulator.noise import ema_series
 
-__all__ = ["RunSummary", "find_logs", "read_columns", "summarise_run", "summaries_table", "load_runs"]
+__all__ = ["LogError", "RunSummary", "find_logs", "load_runs", "open_log", "read_columns", "summarise_run",
+           "summaries_table"]
+
+
+class LogError(ValueError):
+    """A log that cannot be read; the message names the file."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +46,7 @@ class RunSummary:
     first_batch: int
     ramp: str
     final_loss: float
+    final_loss_se: float
     smoothed_loss: float
     val_loss: float
     b_simple: float
@@ -61,21 +71,73 @@ class RunSummary:
             raise ValueError(f"{self.path}: config attribute: {exc}") from None
 
 
+PROBE_MARKER = ".batchlaw-probe-branches"
+"""File ``batchlaw probe-cbs`` puts in its branches folder: those logs are probe branches, not runs."""
+
+
 def find_logs(logdir: str | Path) -> list[Path]:
-    """All ``*.h5`` run logs under ``logdir`` (sorted)."""
+    """All ``*.h5`` run logs under ``logdir`` (sorted), without the branch logs of ``probe-cbs``."""
     root = Path(logdir)
     if not root.exists():
         raise ValueError(f"LOGDIR {str(root)!r} does not exist")
-    return sorted(root.rglob("*.h5")) if root.is_dir() else [root]
+    if not root.is_dir():
+        return [root]
+    skip = [m.parent for m in root.rglob(PROBE_MARKER)]
+    return sorted(p for p in root.rglob("*.h5") if not any(s in p.parents for s in skip))
+
+
+def open_log(path: str | Path) -> h5py.File:
+    """Open a run log for reading while it may still be written: no file lock, SWMR when the file
+    was written for it (libver 'latest' + ``swmr_mode``), a plain read otherwise.
+
+    Raises:
+        LogError: naming the file, when it is not a readable HDF5 file.
+    """
+    if not Path(path).is_file():
+        raise LogError(f"{path}: no such file")
+    error: OSError | None = None
+    # the last form serves a reader in the writer's own process, where HDF5 wants equal lock flags
+    for kwargs in ({"locking": False, "swmr": True}, {"locking": False}, {}):
+        try:
+            return h5py.File(path, "r", **kwargs)
+        except OSError as exc:
+            error = error or exc
+    raise LogError(f"{path}: not a readable HDF5 file ({first_line(error)})")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def steps_group(f: h5py.File, path) -> h5py.Group:
+    S.check_version(f.attrs.get("schema_version", 0))
+    if S.STEPS_GROUP not in f or not isinstance(f[S.STEPS_GROUP], h5py.Group):
+        raise LogError(f"{path}: no /{S.STEPS_GROUP} group; not a batchlaw run log")
+    return f[S.STEPS_GROUP]
+
+
+def _read(grp: h5py.Group, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """Columns cut to the shortest present one (a live SWMR log may be one flush ahead in some)."""
+    names = list(names)
+    present = [k for k in names if k in grp]
+    n = min([grp[k].shape[0] for k in present] + ([grp["step"].shape[0]] if "step" in grp else [0]))
+    return {k: np.asarray(grp[k][:n], float) if k in grp else np.full(n, np.nan) for k in names}
 
 
 def read_columns(path: str | Path, names: Iterable[str]) -> dict[str, np.ndarray]:
-    """The requested ``/steps`` columns (missing ones as NaN arrays) of one log."""
-    with h5py.File(path, "r") as f:
-        S.check_version(f.attrs.get("schema_version", 0))
-        grp = f[S.STEPS_GROUP]
-        n = grp["step"].shape[0] if "step" in grp else 0
-        return {k: grp[k][:] if k in grp else np.full(n, np.nan) for k in names}
+    """The requested ``/steps`` columns (missing ones as NaN arrays) of one log.
+
+    Raises:
+        LogError: naming the file when it cannot be read.
+    """
+    try:
+        with open_log(path) as f:
+            return _read(steps_group(f, path), names)
+    except LogError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+        raise LogError(f"{path}: not a readable batchlaw run log ({first_line(exc)})") from None
 
 
 def _tail_ratio_ci(g2: np.ndarray, trace: np.ndarray, rng: np.random.Generator, blocks: int = 20,
@@ -99,17 +161,25 @@ def _tail_ratio_ci(g2: np.ndarray, trace: np.ndarray, rng: np.random.Generator, 
 
 def summarise_run(path: str | Path, *, tail: float = 0.2, seed: int = 0) -> RunSummary:
     """Summarise one run log (final loss = mean over the last ``tail`` of steps, at least 1)."""
+    try:
+        return _summarise(path, tail, seed)
+    except LogError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+        raise LogError(f"{path}: not a readable batchlaw run log ({first_line(exc)})") from None
+
+
+def _summarise(path, tail: float, seed: int) -> RunSummary:
     cols = ("step", "tokens", "global_batch_size", "loss", "gns_g2", "gns_trace", "step_time_s", "tokens_per_s")
-    with h5py.File(path, "r") as f:
-        S.check_version(f.attrs.get("schema_version", 0))
+    with open_log(path) as f:
+        grp = steps_group(f, path)
         a = dict(f.attrs)
-        grp = f[S.STEPS_GROUP]
-        n = grp["step"].shape[0] if "step" in grp else 0
-        c = {k: grp[k][:] if k in grp else np.full(n, np.nan) for k in cols}
+        c = _read(grp, cols)
         ev = f.get(f"{S.EVENTS_GROUP}/eval/val_loss")
         val = float(ev[-1]) if ev is not None and ev.shape[0] else np.nan
+    n = len(c["step"])
     if n == 0:
-        raise ValueError(f"{path}: the log has no steps")
+        raise LogError(f"{path}: the log has no steps yet")
     k = max(1, int(round(n * tail)))
     loss = c["loss"]
     smooth = ema_series(loss, beta=0.9)
@@ -120,22 +190,47 @@ def summarise_run(path: str | Path, *, tail: float = 0.2, seed: int = 0) -> RunS
         seq_len=int(a.get("seq_len", 0)), status=str(a.get("status", "")), restart_count=int(a.get("restart_count", 0)),
         steps=int(c["step"][-1]), tokens=int(c["tokens"][-1]), global_batch=int(c["global_batch_size"][-1]),
         first_batch=int(c["global_batch_size"][0]), ramp=str(a.get("ramp", "")),
-        final_loss=float(np.nanmean(loss[-k:])), smoothed_loss=float(smooth[-1]), val_loss=val,
+        final_loss=float(np.nanmean(loss[-k:])), final_loss_se=_tail_se(loss[-k:]), smoothed_loss=float(smooth[-1]), val_loss=val,
         b_simple=b_point, b_simple_lo=lo, b_simple_hi=hi,
-        step_time_s=float(np.nanmedian(c["step_time_s"][1:] if n > 1 else c["step_time_s"])),
-        tokens_per_s=float(np.nanmedian(c["tokens_per_s"])), layout=json.loads(a.get("layout", "{}")), config=cfg)
+        step_time_s=_nanmedian(c["step_time_s"][1:] if n > 1 else c["step_time_s"]),
+        tokens_per_s=_nanmedian(c["tokens_per_s"]), layout=json.loads(a.get("layout", "{}")), config=cfg)
 
 
-def load_runs(logdir: str | Path, **kwargs) -> list[RunSummary]:
-    """Summaries of every log under ``logdir``; unreadable files raise ValueError naming the file."""
+def _tail_se(loss: np.ndarray) -> float:
+    """Standard error of a tail mean from its per-step scatter (NaN with fewer than 3 steps)."""
+    loss = loss[np.isfinite(loss)]
+    return float(np.std(loss, ddof=1) / np.sqrt(len(loss))) if len(loss) >= 3 else float("nan")
+
+
+def _nanmedian(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if len(x) else float("nan")
+
+
+def load_runs(logdir: str | Path, *, errors: list[str] | None = None, **kwargs) -> list[RunSummary]:
+    """Summaries of every log under ``logdir``.
+
+    Args:
+        logdir: a folder (searched recursively for ``*.h5``) or one file.
+        errors: when a list is given, a log that cannot be read is skipped and its one-line message
+            (naming the file) appended here; without it the first bad log raises ``LogError``.
+        **kwargs: passed to ``summarise_run``.
+
+    Raises:
+        LogError: a bad log (without ``errors``), or no readable log at all (naming the folder).
+    """
     out = []
-    for p in find_logs(logdir):
+    paths = find_logs(logdir)
+    for p in paths:
         try:
             out.append(summarise_run(p, **kwargs))
-        except (OSError, KeyError) as exc:
-            raise ValueError(f"{p}: not a readable batchlaw run log ({exc})") from None
+        except LogError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
     if not out:
-        raise ValueError(f"LOGDIR {str(logdir)!r}: no *.h5 run logs found")
+        detail = f" ({len(paths)} found, none readable: {errors[0]})" if errors else ""
+        raise LogError(f"LOGDIR {str(logdir)!r}: no readable *.h5 run logs{detail}")
     return out
 
 

@@ -1,4 +1,9 @@
-"""Pictures of a study (matplotlib, Agg backend, PNG). Each function returns the Figure it saved."""
+"""Pictures of a study (matplotlib, Agg backend, PNG). Each function returns the Figure it saved.
+
+One encoding everywhere: one colour per model size, one line style (lines) or marker (points) per
+batch size; legends list each size and each batch once; bands have their own legend entry; log axes
+carry plain-number tick labels.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,89 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.legend  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator  # noqa: E402
 
-from batchlaw.simulator.noise import b_simple_series  # noqa: E402
+from batchlaw.simulator.noise import b_simple_series, ema_series  # noqa: E402
 from batchlaw.tools.logs import read_columns  # noqa: E402
 
-__all__ = ["plot_bopt_vs_n", "plot_final_loss_vs_batch", "plot_loss_curves", "plot_noise_scale", "plot_pareto"]
+__all__ = ["plot_bopt_vs_n", "plot_final_loss_vs_batch", "plot_loss_curves", "plot_noise_scale", "plot_pareto",
+           "size_colours"]
+
+_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+_STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)), (0, (3, 1, 1, 1))]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h", "p", "d", "H", "8"]
+
+
+def _plain(x, _pos=None) -> str:
+    if x <= 0:
+        return ""
+    exp = int(np.floor(np.log10(x) + 1e-9))
+    if abs(exp) >= 4:
+        m = x / 10**exp
+        return f"{m:.3g}e{exp}" if abs(m - 1) > 1e-6 else f"1e{exp}"
+    return f"{x:.6g}"
+
+
+def _log_axis(axis) -> None:
+    """Log scale with ticks at 1, 2, 5 x 10^k (only 10^k past 2.5 decades) labelled as plain numbers.
+    Call after the data are drawn (the decades are read from the axis limits)."""
+    lo, hi = sorted(axis.get_view_interval())
+    decades = np.log10(hi / lo) if lo > 0 and hi > 0 else 10
+    subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,) if decades <= 8 else None
+    axis.set_major_locator(LogLocator(base=10, subs=subs) if subs else LogLocator(base=10, numticks=8))
+    axis.set_major_formatter(FuncFormatter(_plain))
+    axis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+
+
+def _batch_axis(axis, batches) -> None:
+    """Log scale with a tick at each batch tried (thinned to every other one past 10)."""
+    ticks = sorted(set(float(b) for b in batches))
+    if len(ticks) > 10:
+        ticks = ticks[::2]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(_plain))
+    axis.set_minor_locator(FixedLocator([]))
 
 
 def _save(fig, path: Path):
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    legends = [a for ax in fig.axes for a in ax.get_children() if isinstance(a, matplotlib.legend.Legend)]
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", bbox_extra_artists=legends)  # legends outside the axes too
+    tmp.replace(path)
     plt.close(fig)
     return fig
+
+
+def size_colours(num_params) -> dict[int, str]:
+    """Model size -> colour, in increasing size."""
+    return {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(sorted(set(int(v) for v in num_params)))}
+
+
+def _batch_index(batches) -> dict[int, int]:
+    return {b: i for i, b in enumerate(sorted(set(int(v) for v in batches)))}
+
+
+def _legends(ax, sizes: dict[str, str], batches: dict[int, int], *, lines: bool, extra=(), loc="best",
+             outside: bool = False) -> None:
+    """Two legends: sizes by colour, batches by line style (or marker); extra handles go with the sizes.
+    ``outside`` puts both to the right of the axes, where they hide no data."""
+    h1 = [Line2D([], [], color=c, lw=2, label=name) for name, c in sizes.items()] + list(extra)
+    h2 = [Line2D([], [], color="0.3", ls=_STYLES[i % len(_STYLES)] if lines else "none",
+                 marker=None if lines else _MARKERS[i % len(_MARKERS)], label=f"B={b}") for b, i in batches.items()]
+    kw1 = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if outside else {"loc": loc}
+    first = ax.legend(handles=h1, fontsize=7, title="model", title_fontsize=7, **kw1)
+    ax.add_artist(first)
+    if h2:
+        kw2 = ({"loc": "lower left", "bbox_to_anchor": (1.01, 0.0)} if outside
+               else {"loc": "lower left" if loc != "lower left" else "upper right"})
+        ax.legend(handles=h2, fontsize=7, title="batch", title_fontsize=7, ncol=2 if len(h2) > 4 else 1, **kw2)
 
 
 def _by_model(runs):
@@ -31,74 +104,127 @@ def _by_model(runs):
     return sorted(out.items())
 
 
+def _shade(colour: str, i: int, n: int) -> tuple[float, float, float]:
+    """The size's colour, lighter for small batches and darker for large ones."""
+    rgb = np.array(matplotlib.colors.to_rgb(colour))
+    t = 0.5 if n <= 1 else i / (n - 1)
+    return tuple(rgb * (0.55 + 0.45 * (1 - t)) + (1 - rgb) * 0.45 * (1 - t) * 0.6)
+
+
 def plot_loss_curves(runs, path: Path):
-    """Training loss against tokens, one panel per model, one line per batch size."""
+    """Training loss (EMA-smoothed, beta 0.95) against tokens, one panel per model (its colour, darker
+    for larger batches), one line style per batch size; ramp runs in black."""
     groups = _by_model(runs)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
+    colours = size_colours([r.num_params for r in runs])
+    bidx = _batch_index([r.global_batch for r in runs])
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False, sharey=True)
     for ax, ((n, name), rs) in zip(axes[0], groups):
-        for r in sorted(rs, key=lambda r: r.global_batch):
+        handles = []
+        for r in sorted(rs, key=lambda r: (r.global_batch, r.first_batch)):
             c = read_columns(r.path, ("tokens", "loss"))
-            label = f"B={r.global_batch}" + (" (ramp)" if r.first_batch != r.global_batch else "")
-            ax.plot(c["tokens"], c["loss"], lw=1, label=label)
-        ax.set(title=f"{name} ({n / 1e6:.2f}M params)", xlabel="tokens", ylabel="training loss", xscale="log")
-        ax.legend(fontsize=7)
+            ramp = r.first_batch != r.global_batch
+            i = bidx[r.global_batch]
+            col = "k" if ramp else _shade(colours[n], i, len(bidx))
+            label = f"ramp {r.first_batch}->{r.global_batch}" if ramp else f"B={r.global_batch}"
+            (h,) = ax.plot(c["tokens"], ema_series(c["loss"], beta=0.95), lw=1.6 if ramp else 1.1, color=col,
+                           ls=_STYLES[i % len(_STYLES)], label=label)
+            handles.append(h)
+        ax.set(title=f"{name} ({n / 1e6:.3g}M params)", xlabel="tokens", xscale="log")
+        _log_axis(ax.xaxis)
+        ax.legend(handles=handles, fontsize=7, loc="upper right", ncol=2 if len(handles) > 5 else 1)
+    axes[0][0].set_ylabel("training loss, EMA 0.95 (nats/token)")
     return _save(fig, path)
 
 
 def plot_noise_scale(runs, path: Path):
-    """B_simple (separately smoothed |G|^2 and tr(Sigma)) against tokens, per run."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for r in runs:
+    """B_simple (separately smoothed |G|^2 and tr(Sigma)) against tokens: colour = size, style = batch."""
+    fig, ax = plt.subplots(figsize=(8.0, 4.2))
+    colours = size_colours([r.num_params for r in runs])
+    bidx = _batch_index([r.global_batch for r in runs])
+    for r in sorted(runs, key=lambda r: (r.num_params, r.global_batch)):
         c = read_columns(r.path, ("tokens", "gns_g2", "gns_trace"))
         series = b_simple_series(c["gns_g2"], c["gns_trace"], beta=0.95)
         if np.isfinite(series).any():
-            ax.plot(c["tokens"], series, lw=1, label=f"{r.model_name} B={r.global_batch}")
+            ramp = r.first_batch != r.global_batch
+            ax.plot(c["tokens"], series, lw=1.8 if ramp else 1, color=colours[r.num_params],
+                    ls=_STYLES[bidx[r.global_batch] % len(_STYLES)], alpha=0.6 if ramp else 0.9)
     ax.set(xlabel="tokens", ylabel="B_simple (sequences)", yscale="log", xscale="log",
            title="gradient noise scale over training")
-    ax.legend(fontsize=6, ncol=2)
+    _log_axis(ax.xaxis)
+    _log_axis(ax.yaxis)
+    names = {name: colours[n] for n, name in sorted({(r.num_params, r.model_name) for r in runs})}
+    _legends(ax, names, bidx, lines=True, outside=True)
     return _save(fig, path)
 
 
 def plot_final_loss_vs_batch(result, path: Path):
-    """Final loss against batch per model, the fitted parabola and the optimum marked."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    """Final loss against batch per model: points (marker = batch), parabola, optimum or bound."""
+    fig, ax = plt.subplots(figsize=(8.0, 4.2))
+    colours = size_colours([o.num_params for o in result.optima])
+    bidx = _batch_index([b for o in result.optima for b in o.batches])
     for o in result.optima:
-        (line,) = ax.plot(o.batches, o.losses, "o", label=f"{o.model_name}")
+        col = colours[o.num_params]
+        for b, loss in zip(o.batches, o.losses):
+            ax.plot([b], [loss], _MARKERS[bidx[int(b)] % len(_MARKERS)], color=col, mfc=col, ms=6)
         if o.curve is not None and o.curve[0] > 0:
-            xs = np.linspace(np.log(min(o.batches)), np.log(max(o.batches)), 50)
-            ax.plot(np.exp(xs), np.polyval(o.curve, xs), "-", color=line.get_color(), lw=1)
-        ax.axvline(o.b_opt, color=line.get_color(), ls=":", lw=1)
-        ax.plot([o.b_opt], [o.best_loss], "*", color=line.get_color(), ms=12)
-    ax.set(xscale="log", xlabel="global batch (sequences)", ylabel="final training loss",
-           title="final loss against batch size (star: optimum)")
-    ax.legend(fontsize=7)
+            xs = np.linspace(np.log(min(o.batches)), np.log(max(o.batches)), 60)
+            ax.plot(np.exp(xs), np.polyval(o.curve, xs), "-", color=col, lw=1)
+        if o.bracketed:
+            y = np.polyval(o.curve, np.log(o.b_opt)) if o.curve is not None else o.best_loss  # on the parabola
+            ax.plot([o.b_opt], [y], "*", color=col, ms=15, mec="k", mew=0.6)
+            if np.isfinite(o.b_opt_lo):
+                ax.axvspan(o.b_opt_lo, o.b_opt_hi, color=col, alpha=0.12)
+        else:
+            ax.plot([o.b_opt], [o.best_loss], "<" if o.bound == "<=" else ">", color=col, ms=12, mfc="none", mew=1.5)
+    ax.set(xscale="log", xlabel="global batch (sequences)", ylabel="final training loss (nats/token)",
+           title="final loss against batch size")
+    _batch_axis(ax.xaxis, [b for o in result.optima for b in o.batches])
+    extra = [Line2D([], [], ls="none", marker="*", color="0.5", mec="k", ms=12, label="optimum (bracketed)"),
+             Line2D([], [], ls="none", marker="<", color="0.5", mfc="none", ms=10, label="bound (edge)"),
+             plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.2, label="80% interval of B_opt")]
+    _legends(ax, {o.model_name: colours[o.num_params] for o in result.optima}, bidx, lines=False, extra=extra,
+             outside=True)
     return _save(fig, path)
 
 
 def plot_bopt_vs_n(result, path: Path):
-    """B_opt (and B_crit) against N with the fitted law, its band, and Step Law's B(D) for reference."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    n = np.array([o.num_params for o in result.optima], float)
-    b = np.array([o.b_opt for o in result.optima])
-    lo = np.array([o.b_opt_lo for o in result.optima])
-    hi = np.array([o.b_opt_hi for o in result.optima])
-    err = np.vstack([np.where(np.isfinite(lo), np.maximum(b - lo, 0), 0), np.where(np.isfinite(hi), np.maximum(hi - b, 0), 0)])
-    ax.errorbar(n, b, yerr=err, fmt="o", label="B_opt (80% interval)")
-    bc = np.array([o.b_crit for o in result.optima])
-    ax.plot(n, bc, "s", mfc="none", label="B_crit = B_simple at end")
-    grid_n = np.geomspace(n.min() / 1.5, max(n.max(), result.extrapolation.get("N", n.max())) * 1.5, 50)
-    if result.b_opt_vs_n is not None:
-        p = result.b_opt_vs_n
-        ax.plot(grid_n, p.params["c"] * grid_n ** p.params["N"], "-", label=f"fit: B_opt ~ N^{p.params['N']:.2f}")
-        if p.ci:
-            ends = np.array([p.ci["c"][i] * grid_n ** p.ci["N"][j] for i in (0, 1) for j in (0, 1)])
-            ax.fill_between(grid_n, ends.min(0), ends.max(0), alpha=0.15)
-    ax.plot(n, result.published["steplaw_b_opt_seqs"], "x", label="Step Law B(D) at each D")
-    if "b_opt" in result.extrapolation:
-        ax.plot([result.extrapolation["N"]], [result.extrapolation["b_opt"]], "D", label="extrapolated")
+    """B_opt against N: bracketed optima (with intervals) and bounds, the law and its band only over the
+    points it was fitted on, B_simple at the end, and Step Law's B(D) for reference."""
+    fig, ax = plt.subplots(figsize=(8.4, 4.2))
+    colours = size_colours([o.num_params for o in result.optima])
+    for o in result.optima:
+        col = colours[o.num_params]
+        if o.bracketed:
+            lo = o.b_opt - o.b_opt_lo if np.isfinite(o.b_opt_lo) else 0
+            hi = o.b_opt_hi - o.b_opt if np.isfinite(o.b_opt_hi) else 0
+            ax.errorbar([o.num_params], [o.b_opt], yerr=[[max(lo, 0)], [max(hi, 0)]], fmt="o", color=col, capsize=3)
+        else:
+            ax.plot([o.num_params], [o.b_opt], "v" if o.bound == "<=" else "^", color=col, mfc="none", ms=9)
+        ax.plot([o.num_params], [o.b_crit], "s", color=col, mfc="none", ms=6)
+    law = result.b_opt_vs_n
+    handles = [Line2D([], [], ls="none", marker="o", color="0.4", label="B_opt, bracketed (80% interval)"),
+               Line2D([], [], ls="none", marker="v", color="0.4", mfc="none", label="B_opt bound (edge of sweep)"),
+               Line2D([], [], ls="none", marker="s", color="0.4", mfc="none", label="B_simple at end"),
+               Line2D([], [], ls="none", marker="x", color="k", label="Step Law B(D) at each D")]
+    if law.fitted:
+        xs = np.geomspace(min(law.x) / 1.2, max(law.x) * 1.2, 50)
+        lo, hi = law.predict_range(xs)
+        style = "-" if law.determined else "--"
+        ax.plot(xs, law.c * xs**law.exponent, style, color="k", lw=1.2)
+        ax.fill_between(xs, lo, hi, color="k", alpha=0.12)
+        tag = "" if law.determined else " (not determined)"
+        handles += [Line2D([], [], color="k", ls=style, label=f"fit N^{law.exponent:.2f} on {law.n_points} pts{tag}"),
+                    plt.Rectangle((0, 0), 1, 1, color="k", alpha=0.12, label="80% band of the fit")]
+    n = [o.num_params for o in result.optima]
+    ax.plot(n, result.published["steplaw_b_opt_seqs"], "x", color="k")
     ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="batch (sequences)",
            title="optimal and critical batch against model size")
-    ax.legend(fontsize=7)
+    _log_axis(ax.xaxis)
+    _log_axis(ax.yaxis)
+    first = ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.add_artist(first)
+    ax.legend(handles=[Line2D([], [], color=colours[o.num_params], lw=2, label=o.model_name) for o in result.optima],
+              fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0), title="model", title_fontsize=7)
     return _save(fig, path)
 
 

@@ -1,52 +1,181 @@
-"""A Markdown report of a study: tables of runs and optima, the fitted laws, the pictures."""
+"""A Markdown report of a study: definitions, tables of runs and optima, the laws the data carry (and
+why the others are missing), the pictures with a description of what each shows."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-__all__ = ["write_report"]
+__all__ = ["DEFINITIONS", "describe_pictures", "plural", "probe_section", "write_report"]
+
+DEFINITIONS = """## Definitions and units
+
+- **Loss**: mean next-token cross-entropy of the training batch, in nats per token; a run's *final
+  loss* is the mean over its last 20% of steps.
+- **Batch**: global batch in sequences (multiply by the sequence length for tokens).
+- **B_opt**: the batch of lowest final loss at a fixed token budget, from a parabola of final loss in
+  ln(batch) through the constant-batch runs of one model (Li et al. 2025, sec. 3). It is a number only
+  when *bracketed*: the best run has a worse run on each side. Otherwise it is a bound (`<= 4`: the
+  best run is the smallest batch tried; the optimum may lie lower), marked, and kept out of laws.
+- **B_simple**: the simple gradient noise scale tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8),
+  from the unbiased two-batch estimates logged every step, averaged over the last 20% of steps.
+- **B_crit**: the critical batch. Here it is estimated by B_simple near the end of training
+  (McCandlish et al. 2018, sec. 2.2), which can differ from the batch at which training actually
+  stops being token-efficient; `batchlaw probe-cbs` measures that directly (Merrill et al. 2025).
+- **Intervals** (all 80%): B_opt, a parametric bootstrap of the parabola's vertex, each final loss
+  redrawn with its standard error from the per-step scatter of its last 20% of steps (this misses
+  run-to-run variation that a second seed would show); B_simple, a block
+  bootstrap of the ratio of means over the last 20% of steps; a law's exponent, a parametric
+  bootstrap redrawing each point from its own interval plus the fit's residual scatter.
+- **Laws**: y = c x^a by least squares in log space; R^2 is in log space. A law needs at least
+  {min_sizes} model sizes with usable points, and is "not determined" (printed, never extrapolated)
+  when its exponent interval is wider than {max_width:g}.
+"""
+
+
+def plural(n: int, word: str) -> str:
+    """'1 run', '3 runs', '1 model size'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _f(x, fmt="{:.4g}") -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
 
 
-def _law(name: str, r) -> str:
-    if r is None:
-        return f"- {name}: not enough model sizes (need 3)"
-    p, ci = r.params, r.ci
-    exp_key = [k for k in p if k != "c"][0]
-    band = f" (80% CI of the exponent {ci[exp_key][0]:.3f} .. {ci[exp_key][1]:.3f})" if ci else ""
-    return f"- {name}: {p['c']:.4g} x {exp_key}^{p[exp_key]:.3f}{band}, {r.n_points} points"
+def _law(law) -> str:
+    if not law.fitted:
+        return f"- {law.name}: none. {law.reason[0].upper() + law.reason[1:]}."
+    lo, hi = law.exponent_ci
+    body = (f"{law.c:.3g} x {law.variable}^{law.exponent:.3f} (80% interval of the exponent {lo:.3f} .. {hi:.3f};"
+            f" {plural(law.n_points, 'point')}; R^2 = {_f(law.r2, '{:.3f}')} in log space)")
+    if law.determined:
+        return f"- {law.name} = {body}"
+    return f"- {law.name}: not determined: {law.reason}. The fit was {body}."
 
 
-def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_sections: list[str] = ()) -> Path:
-    """Write ``report.md`` into ``out_dir`` (pictures are file names relative to it)."""
-    lines = ["# batchlaw study report", "",
-             f"{len(runs)} runs, {len(result.optima)} model sizes.", "", "## Runs", "",
-             "| model | params | batch | ramp | tokens | steps | final loss | B_simple (80% CI) | step s | status |",
+def _runs_table(runs) -> list[str]:
+    lines = ["| model | params | batch | ramp | tokens | steps | final loss | B_simple [80%] | step s | status |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r.num_params, r.global_batch, r.first_batch)):
         ramp = "" if r.first_batch == r.global_batch else f"{r.first_batch}->{r.global_batch}"
         lines.append(f"| {r.model_name} | {r.num_params:,} | {r.global_batch} | {ramp} | {r.tokens:,} | {r.steps} |"
                      f" {r.final_loss:.4f} | {_f(r.b_simple, '{:.3g}')} [{_f(r.b_simple_lo, '{:.3g}')},"
                      f" {_f(r.b_simple_hi, '{:.3g}')}] | {r.step_time_s:.3f} | {r.status} |")
-    lines += ["", "## Optimal and critical batch per model size (sequences)", "",
-              "| model | params | tokens | B_opt | 80% CI | B_crit (B_simple) | best loss |", "|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def _optima_table(result) -> list[str]:
+    lines = ["| model | params | tokens | runs | batches tried | B_opt | 80% interval | method | B_simple (end) |"
+             " best loss |", "|---|---|---|---|---|---|---|---|---|---|"]
     for o in result.optima:
-        lines.append(f"| {o.model_name} | {o.num_params:,} | {o.tokens:,} | {o.b_opt:.3g} | [{_f(o.b_opt_lo, '{:.3g}')},"
-                     f" {_f(o.b_opt_hi, '{:.3g}')}] | {_f(o.b_crit, '{:.3g}')} | {o.best_loss:.4f} |")
-    lines += ["", "## Laws", "", _law("B_opt(N)", result.b_opt_vs_n), _law("B_opt(D)", result.b_opt_vs_d),
-              _law("B_crit(N)", result.b_crit_vs_n)]
-    if result.extrapolation:
-        e = result.extrapolation
-        rng = e.get("b_opt_range")
-        lines.append(f"- extrapolated to N = {e['N']:.3g}: B_opt ~ {e['b_opt']:.3g} sequences"
-                     + (f" (range {rng[0]:.3g} .. {rng[1]:.3g})" if rng else "")
-                     + (f", B_crit ~ {e['b_crit']:.3g}" if "b_crit" in e else ""))
+        tried = ", ".join(f"{b:g}" for b in sorted(set(o.batches)))
+        interval = f"[{_f(o.b_opt_lo, '{:.3g}')}, {_f(o.b_opt_hi, '{:.3g}')}]" if o.bracketed else "none (bound)"
+        mark = "" if o.bracketed else " (edge)" if o.bound in ("<=", ">=") else ""
+        lines.append(f"| {o.model_name} | {o.num_params:,} | {o.tokens:,} | {o.n_runs} | {tried} | {o.b_opt_text}{mark} |"
+                     f" {interval} | {o.interval_method or '-'} | {_f(o.b_crit, '{:.3g}')} | {o.best_loss:.4f} |")
+    return lines
+
+
+def _summary(runs, result, skipped) -> list[str]:
+    sizes = len({r.num_params for r in runs})
+    done = sum(1 for r in runs if r.status == "completed")
+    n_br = sum(1 for o in result.optima if o.bracketed)
+    text = (f"{plural(len(runs), 'run')} ({done} completed) of {plural(sizes, 'model size')};"
+            f" {n_br} of {len(result.optima)} sizes have a bracketed optimum.")
+    if done < len(runs):
+        text += f" Runs not completed (live or failed) are listed but not used for optima."
+    out = [text]
+    if skipped:
+        out += ["", f"**{plural(len(skipped), 'log')} could not be read and {'was' if len(skipped) == 1 else 'were'}"
+                " skipped:**", ""] + [f"- {e}" for e in skipped]
+    return out
+
+
+def probe_section(logdir) -> list[str]:
+    """B_crit measured by ``probe-cbs`` beside B_simple, for every probe.json under ``logdir``."""
+    import json
+
+    root = Path(logdir)
+    files = sorted(root.rglob("probe.json")) if root.is_dir() else []
+    if not files:
+        return []
+    lines = ["", "## Critical batch measured by branched training (probe-cbs)", "",
+             "B_crit (probe): the largest batch whose loss after a fixed token window stays within the tolerance of"
+             " the base batch (Merrill et al. 2025; docs/probe.md). B_simple: the base run's noise scale over the"
+             " steps before the same checkpoint. Sequences; 80% intervals.", "",
+             "| probe | step | tokens | B | B_crit (probe) [80%] | B_simple [80%] |", "|---|---|---|---|---|---|"]
+    for f in files:
+        try:
+            rows = json.loads(f.read_text())["estimates"]
+        except (OSError, ValueError, KeyError) as exc:
+            lines.append(f"| {f} | unreadable ({exc}) | | | | |")
+            continue
+        for r in rows:
+            hi = "inf" if r.get("hi") is None else _f(r["hi"], "{:.3g}")
+            lines.append(f"| {f.parent.relative_to(root)} | {r['step']} | {r['tokens']:,} | {r['base_batch']} |"
+                         f" {r.get('bound', '')} {_f(r['b_crit'], '{:.3g}')} [{_f(r['lo'], '{:.3g}')}, {hi}] |"
+                         f" {_f(r.get('b_simple'), '{:.3g}')} [{_f(r.get('b_simple_lo'), '{:.3g}')},"
+                         f" {_f(r.get('b_simple_hi'), '{:.3g}')}] |")
+    return lines
+
+
+def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_sections: list[str] = (),
+                 *, skipped: list[str] = (), descriptions: dict[str, str] | None = None) -> Path:
+    """Write ``report.md`` into ``out_dir`` (pictures are file names relative to it) atomically."""
+    s = result.settings or {}
+    lines = ["# batchlaw study report", ""] + _summary(runs, result, list(skipped)) + [""]
+    lines += DEFINITIONS.format(min_sizes=s.get("min_sizes", 3), max_width=s.get("max_exponent_width", 1.0)).splitlines()
+    lines += ["", "## Runs", ""] + _runs_table(runs)
+    lines += ["", "## Optimal and critical batch per model size (sequences)", ""] + _optima_table(result)
+    lines += ["", "## Laws across model sizes", ""]
+    if s.get("include_bounds"):
+        lines += ["Edge optima (bounds) are included in these fits at the user's request: the laws are biased"
+                  " toward the sweep's edge.", ""]
+    lines += [_law(result.b_opt_vs_n), _law(result.b_opt_vs_d), _law(result.b_crit_vs_n)]
+    e = result.extrapolation
+    if e:
+        if "b_opt" in e:
+            lo, hi = e["b_opt_range"]
+            lines.append(f"- extrapolated to N = {e['N']:.3g}: B_opt ~ {e['b_opt']:.3g} sequences (range {lo:.3g} .. {hi:.3g})"
+                         + (f", B_crit ~ {e['b_crit']:.3g}" if "b_crit" in e else ""))
+        else:
+            lines.append(f"- no extrapolation to N = {e['N']:.3g}: B_opt(N) is not a determined law.")
     lines += list(extra_sections)
-    lines += ["", "## Pictures", ""] + [f"### {title}\n\n![{title}]({name})\n" for title, name in pictures.items()]
+    lines += ["", "## Pictures", ""]
+    for title, name in pictures.items():
+        lines += [f"### {title}", "", f"![{title}]({name})", ""]
+        if descriptions and name in descriptions:
+            lines += [descriptions[name], ""]
     out = Path(out_dir) / "report.md"
-    out.write_text("\n".join(lines) + "\n")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)
+    return out
+
+
+def describe_pictures(runs, result) -> dict[str, str]:
+    """One paragraph per picture saying what it shows for this study (read from the numbers drawn)."""
+    sizes = sorted({(r.num_params, r.model_name) for r in runs})
+    batches = sorted({r.global_batch for r in runs})
+    enc = (f"Colour is the model size ({', '.join(n for _, n in sizes)}), line style or marker the batch"
+           f" ({', '.join(str(b) for b in batches)}).")
+    out = {"loss_curves.png": f"Training loss (nats/token, EMA 0.95) against tokens, one panel per model size. {enc}"
+                              " Smaller batches take more steps per token and fall faster early on.",
+           "noise_scale.png": f"B_simple (sequences; |G|^2 and tr(Sigma) smoothed separately) against tokens. {enc}"}
+    parts = []
+    for o in result.optima:
+        where = (f"bracketed at {o.b_opt:.3g} (80% interval {o.b_opt_lo:.3g} .. {o.b_opt_hi:.3g})" if o.bracketed
+                 else f"a bound {o.b_opt_text} (the best run is at the edge of the sweep)")
+        parts.append(f"{o.model_name}: {where}")
+    out["final_loss_vs_batch.png"] = ("Final loss against batch per model size with the parabola in ln(batch);"
+                                      " a filled star marks a bracketed optimum, an open triangle an edge bound. "
+                                      + "; ".join(parts) + ".")
+    law = result.b_opt_vs_n
+    txt = "B_opt against N: filled circles are bracketed optima with their intervals, open triangles edge bounds."
+    if law.fitted:
+        txt += (f" The line is the fit {law.c:.3g} N^{law.exponent:.2f} through {plural(law.n_points, 'point')}"
+                f" with its 80% band ({'determined' if law.determined else 'not determined: ' + law.reason}).")
+    else:
+        txt += f" No law is drawn: {law.reason}."
+    out["bopt_vs_n.png"] = txt + " Open squares: B_simple at the end of training; crosses: Step Law's B(D)."
     return out

@@ -50,21 +50,24 @@ def test_optimal_batch_from_a_known_basin(logdir):
     for o in res.optima:
         assert o.b_opt == pytest.approx(0.5 * o.num_params**0.4, rel=0.15)
         assert o.b_crit == pytest.approx(100.0, rel=0.1)  # tr(Sigma)/|G|^2 = 400/4
-    assert res.b_opt_vs_n.params["N"] == pytest.approx(0.4, abs=0.05)
+    assert res.b_opt_vs_n.exponent == pytest.approx(0.4, abs=0.05)
     assert res.extrapolation["b_opt"] == pytest.approx(0.5 * 1e9**0.4, rel=0.3)
 
 
 def test_optimal_batch_edges_and_three_points():
     assert optimal_batch([4, 8, 16, 32], [1.0, 1.1, 1.2, 1.3])[0] == 4  # basin below the sweep
     b, lo, hi, _ = optimal_batch([4, 8, 16], [1.2, 1.0, 1.2])
-    assert b == pytest.approx(8) and np.isnan(lo)
+    assert b == pytest.approx(8) and (lo, hi) == (4, 16)  # three points: the bracket is the interval
 
 
 def test_analyze_cli_writes_report_and_pictures(logdir, tmp_path):
     out = tmp_path / "rep"
     assert main(["analyze", str(logdir), "--out", str(out), "--extrapolate", "1e9"]) == 0
     text = (out / "report.md").read_text()
-    assert "B_opt(N): " in text and "extrapolated to N = 1e+09" in text
+    assert "B_opt(N) = " in text and "extrapolated to N = 1e+09" in text
+    assert "27 runs (27 completed) of 3 model sizes; 3 of 3 sizes have a bracketed optimum" in text
+    for word in ("B_simple", "B_crit", "B_opt", "nats per token", "parametric"):
+        assert word in text.split("## Runs")[0]  # defined before the first table
     for png in ("loss_curves.png", "noise_scale.png", "final_loss_vs_batch.png", "bopt_vs_n.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -1,0 +1,157 @@
+"""Tier (a), pure (numpy; no torch): the probe-cbs estimator on branch logs built from a known excess,
+the branch plan (window, LR rules), the probe ramp (never above the measured B_crit, never
+decreasing) and the SLURM array script (bash -n; hostile folder names stay data)."""
+
+import json
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from batchlaw.simulator.ramp import parse_ramp, probe_schedule, segments
+from batchlaw.tools.probe import ProbeSettings, estimate, plan_branches
+
+SEQ = 64
+
+
+def _branch(k, base, window, start, excess, rng, noise=0.05):
+    """Columns of a branch at batch k x base whose loss exceeds the reference's by excess(k), with per-
+    sequence noise shared between branches (same sequences, same order)."""
+    seq_noise = rng.normal(0, noise * 4, window)  # per sequence, identical in every branch
+    b = k * base
+    n = window // b
+    tokens = start + SEQ * b * np.arange(1, n + 1)
+    base_curve = 3.0 - 0.2 * (tokens - start) / (window * SEQ)
+    own = np.random.default_rng([k, int(rng.integers(1 << 30))]).normal(0, 0.01, n)  # this branch's trajectory
+    loss = base_curve + excess * (tokens - start) / (window * SEQ) + own + np.array(
+        [seq_noise[i * b:(i + 1) * b].mean() for i in range(n)])
+    return {"tokens": tokens.astype(float), "loss": loss, "global_batch_size": np.full(n, float(b))}
+
+
+def _branches(excess_of, seeds=(1,), base=4, window=4096, start=10_000):
+    out = {}
+    for s in seeds:
+        rng = np.random.default_rng(s)
+        state = rng.bit_generator.state
+        per = {}
+        for k in (1, 2, 4, 8, 16):
+            rng.bit_generator.state = state  # the same sequences in every branch of a seed
+            per[k] = _branch(k, base, window, start, excess_of(k), rng)
+        out[s] = per
+    return out
+
+
+def test_estimate_finds_the_crossing_of_a_known_excess():
+    # excess grows linearly in log2 k: 0, 0.01, 0.02, 0.04, 0.08 nats; tolerance 1% of ~2.85 = 0.0285
+    ex = {1: 0.0, 2: 0.01, 4: 0.02, 8: 0.04, 16: 0.08}
+    s = ProbeSettings(tolerance=0.01, tail=0.25)
+    e = estimate(_branches(ex.get), step=100, tokens_at=10_000, base_batch=4, window_tokens=4096 * SEQ, settings=s)
+    assert e.largest_within == 16  # batch 4 x 4 is the last within tolerance
+    assert 16 < e.b_crit < 32 and e.lo <= e.b_crit <= e.hi and not e.bound
+    # the excess grows linearly over the window: its mean over the last quarter is 7/8 of the end value
+    assert e.excess[1:] == pytest.approx([0.875 * v for v in (0.01, 0.02, 0.04, 0.08)], abs=0.005)
+    assert all(se < 0.01 for se in e.excess_se)  # paired differences remove the shared sequence noise (0.2/step)
+
+
+def test_no_crossing_is_a_bound_and_two_seeds_agree():
+    s = ProbeSettings(tolerance=0.05, seeds=(1, 2))
+    e = estimate(_branches(lambda k: 0.001 * k, seeds=(1, 2)), step=1, tokens_at=10_000, base_batch=4,
+                 window_tokens=4096 * SEQ, settings=s)
+    assert e.bound == ">=" and e.b_crit == 64 and math.isinf(e.hi)
+    ex = {1: 0.0, 2: 0.01, 4: 0.02, 8: 0.04, 16: 0.08}
+    one = estimate(_branches(ex.get, seeds=(1,)), step=1, tokens_at=10_000, base_batch=4, window_tokens=4096 * SEQ,
+                   settings=ProbeSettings())
+    two = estimate(_branches(ex.get, seeds=(2,)), step=1, tokens_at=10_000, base_batch=4, window_tokens=4096 * SEQ,
+                   settings=ProbeSettings())
+    # reproducible within the interval: the two seeds' 80% intervals overlap (each point estimate lies
+    # within the other's interval only with probability ~0.64 even for exact intervals)
+    assert max(one.lo, two.lo) <= min(one.hi, two.hi) and abs(one.b_crit - two.b_crit) < 0.25 * one.b_crit
+
+
+def test_plan_window_and_lr_rules():
+    ck = [{"path": "/x/step_00000100", "step": 100, "consumed": 400, "batch": 4, "lr": 0.01}]
+    for rule, k16 in (("sqrt", 0.04), ("linear", 0.16), ("none", 0.01)):
+        plans = plan_branches(ck, ProbeSettings(lr_rule=rule, window_tokens=30_000), seq_len=SEQ, base_seed=7)
+        assert [p.batch for p in plans] == [4, 8, 16, 32, 64] and plans[-1].lr == pytest.approx(k16)
+        assert all(p.window_samples % 64 == 0 and p.window_samples * SEQ >= 30_000 for p in plans)
+        assert all(p.num_steps * p.batch == p.window_samples and p.seed == 7 for p in plans)
+    with pytest.raises(ValueError, match="--factors"):
+        ProbeSettings(factors=(2, 4))
+    with pytest.raises(ValueError, match="--tolerance"):
+        ProbeSettings(tolerance=float("nan"))
+
+
+def test_probe_ramp_never_exceeds_the_measured_critical_batch(tmp_path):
+    tokens, b_crit = [1e4, 5e4, 1e5, 2e5], [10.0, 40.0, 30.0, 120.0]  # a dip: the ramp must respect it
+    thr, batches = probe_schedule(tokens, b_crit, start=4, final=64)
+    assert thr[0] == 0 and batches == (4, 8, 16, 32, 64) and list(thr) == sorted(thr)
+    safe = np.minimum.accumulate(np.array(b_crit)[::-1])[::-1]
+    for t, b in zip(thr[1:], batches[1:]):
+        assert b <= np.interp(t, tokens, safe) + 1e-9  # at its start the new batch is under the safe curve
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps({"estimates": [{"tokens": t, "b_crit": b} for t, b in zip(tokens, b_crit)]}))
+    ramp = parse_ramp({"shape": "probe", "probe": str(path), "start": 4}, global_batch=64, granularity=2,
+                      seq_len=SEQ)
+    seen = [b for b, _, _ in segments(ramp, 10_000)]
+    assert seen == sorted(seen) and seen[0] == 4 and seen[-1] == 64
+    with pytest.raises(ValueError, match="train.ramp.probe"):
+        parse_ramp({"shape": "probe", "probe": str(tmp_path / "nope.json")}, global_batch=64)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_slurm_array_script_quotes_folders(tmp_path):
+    from batchlaw.tools.probe_cmd import _slurm_script
+
+    dirs = [tmp_path / "a b" / "k01", tmp_path / "$(touch PWNED)" / "k02"]
+    script = tmp_path / "probe.sbatch"
+    script.write_text(_slurm_script(dirs, 1))
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert "#SBATCH --array=0-1" in script.read_text()
+    with pytest.raises(ValueError, match="control characters"):
+        _slurm_script([tmp_path / "x\ntouch PWNED"], 1)
+
+
+def _fake_base(tmp_path):
+    """A base run log (written by the project's writer) with a checkpoint folder; no training."""
+    from batchlaw.plugin.h5log import RunLogWriter
+    from batchlaw.simulator import config as _config
+    from batchlaw.simulator.runconfig import load_run_config
+    from batchlaw.simulator.spec import CONFIG_ROOT
+
+    run = tmp_path / "base"
+    cfg = load_run_config(CONFIG_ROOT / "runs" / "tiny-cpu.toml",
+                          ["model.name=demo-xs", "train.global_batch=4", f"checkpoint.dir={run / 'ckpt'}"])
+    w = RunLogWriter(run / "log.h5", attrs={"config": {**_config.to_dict(cfg), "_device": "cpu"}, "seq_len": SEQ,
+                                             "layout": {"world_size": 1}}, flush_every=8)
+    for s in range(1, 21):
+        w.append({"step": s, "consumed_samples": 4 * s, "tokens": 4 * s * SEQ, "global_batch_size": 4, "lr": 0.01,
+                  "loss": 3.0, "gns_g2": 1.0, "gns_trace": 10.0})
+    w.close()
+    for step in (10, 20):
+        (run / "ckpt" / f"step_{step:08d}").mkdir(parents=True)
+        (run / "ckpt" / f"step_{step:08d}" / "meta.json").write_text(json.dumps({"step": step, "layout": {}}))
+        (run / "ckpt" / f"step_{step:08d}" / "rank_00000.pt").write_bytes(b"x")
+    return run
+
+
+def test_plan_and_slurm_render_valid_branch_configs(tmp_path, capsys):
+    from batchlaw.simulator.runconfig import load_run_config
+    from batchlaw.tools.cli import main
+
+    run = _fake_base(tmp_path)
+    assert main(["probe-cbs", str(run), "--plan-only", "--factors", "1,2,4"]) == 0
+    out = capsys.readouterr().out
+    assert "2 checkpoint(s) x 3 factors x 1 seed(s) = 6 branches" in out and "GPU-hours" in out
+    assert not (run / "probe").exists()  # --plan-only writes nothing
+    assert main(["probe-cbs", str(run), "--checkpoints", "20", "--factors", "1,2,4", "--slurm",
+                 str(tmp_path / "p.sbatch"), "--lr-rule", "linear"]) == 0
+    branch = run / "probe" / "branches" / "step00000020" / "k04" / "seed1234"
+    cfg = load_run_config(branch / "run.toml")  # the trainer's own loader accepts it
+    assert cfg.train.global_batch == 16 and cfg.train.lr == pytest.approx(0.04) and cfg.train.decay == "constant"
+    assert cfg.total_samples() == 20 * 4 + 8 * 16 and cfg.checkpoint.dir == str(branch / "ckpt")
+    assert (branch / "ckpt" / "step_00000020" / "meta.json").is_file()  # the checkpoint it resumes from
+    assert "#SBATCH --array=0-2" in (tmp_path / "p.sbatch").read_text()
+    assert main(["probe-cbs", str(run), "--checkpoints", "15"]) == 2
+    assert "available checkpoint steps are 10, 20" in capsys.readouterr().err
