@@ -31,12 +31,12 @@ if [ "$DRY" = 0 ]; then
   PREC=bf16; STEPS_S=30; STEPS_L=20
   SMALL=(--set "model.name='gpt-180m'" --set parallel.micro_batch=8 --set train.global_batch=64)
   LARGE=(--set "model.name='gpt-1.4b'" --set parallel.micro_batch=2 --set train.global_batch=16)
-  RAMP_S="0:64"; RAMP_L="0:16"
+  RAMP_S="0:64"; RAMP_L="0:16"; LABEL_S=gpt-180m; LABEL_L=gpt-1.4b
 else
   PREC=fp32; STEPS_S=8; STEPS_L=8
   SMALL=(--set "model.name='tiny'")
   LARGE=(--set "model.name='tiny'" --set parallel.micro_batch=1)
-  RAMP_S="0:8"; RAMP_L="0:8"
+  RAMP_S="0:8"; RAMP_L="0:8"; LABEL_S=dry-run-tiny; LABEL_L=dry-run-tiny-mb1
 fi
 "$PY" - <<'PYEOF'
 import torch, megatron.core as m
@@ -47,9 +47,9 @@ print(f"gpu_check: {dev} | torch {torch.__version__} | megatron-core {m.__versio
 PYEOF
 COMMON=(--nproc 1 --repeats 1 --json "$RESULTS" --set "train.precision=$PREC" --set train.lr=3e-4
         --set train.warmup_samples=0 --set data.kind=synthetic)
-timeout 240 "$PY" benchmarks/bench_plugin_overhead.py --label gpt-180m --steps "$STEPS_S" --ramp-on "$RAMP_S" \
+timeout 240 "$PY" benchmarks/bench_plugin_overhead.py --label "$LABEL_S" --steps "$STEPS_S" --ramp-on "$RAMP_S" \
   "${COMMON[@]}" "${SMALL[@]}"
-timeout 240 "$PY" benchmarks/bench_plugin_overhead.py --label gpt-1.4b --steps "$STEPS_L" --ramp-on "$RAMP_L" \
+timeout 240 "$PY" benchmarks/bench_plugin_overhead.py --label "$LABEL_L" --steps "$STEPS_L" --ramp-on "$RAMP_L" \
   "${COMMON[@]}" "${LARGE[@]}"
 if [ "$DRY" = 0 ]; then
   timeout 150 "$PY" -m pytest -q tests/gpu

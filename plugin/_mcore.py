@@ -65,8 +65,8 @@ __all__ = [
 ]
 
 def _installed_version() -> str:
-    """The installed distribution's version (0.19's ``package_info.__version__`` carries a suffix that
-    changes from one import to the next, e.g. ``0.19.2+775c5a7``)."""
+    """The installed distribution's version (0.19's ``package_info.__version__`` appends the git commit
+    of the current directory, e.g. ``0.19.2+775c5a7`` inside a batchlaw checkout, so it varies)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -12,6 +12,8 @@ Readable while written (HDF5 SWMR, single writer / multiple readers): the file u
 objects), so a row or event with a name outside the schema is a ``ValueError``. A concurrent reader
 opens ``h5py.File(path, "r", locking=False, swmr=True)`` and calls ``Dataset.refresh()`` to see new
 rows; the writer itself opens with ``locking=False`` so a reader in the same process is allowed.
+The file is complete (attributes, every column) before it is renamed into place and reopened
+directly in SWMR-write mode, so a kill at any moment leaves a file SWMR readers accept.
 The trainer flushes the log up to step k before it publishes a checkpoint of step k, so the log
 never lags a checkpoint (``plugin/loop.py``).
 The schema is in ``plugin/logschema.py`` and ``docs/hdf5_schema.md``.
@@ -36,6 +38,16 @@ def _dtype(name: str, value: Any) -> str:
     if name in S.STEP_COLUMNS:
         return S.STEP_COLUMNS[name][0]
     return "i8" if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else "f8"
+
+
+def _open_swmr_write(path: Path) -> h5py.File:
+    """Open an existing log directly in SWMR-write mode (h5py's ``File`` cannot: it opens for plain
+    writing and switches afterwards, and a kill in between leaves a file that SWMR readers refuse)."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fapl.set_file_locking(False, False)
+    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
+    return h5py.File(fid)
 
 
 def _check_names(grp: h5py.Group, names, where: str) -> None:
@@ -66,12 +78,7 @@ class RunLogWriter:
         self._rows: list[dict[str, float]] = []
         self._events: list[tuple[str, dict[str, float]]] = []
         if resume_step is not None and self.path.exists():
-            self._rewrite_truncated(resume_step)
-            self._file = h5py.File(self.path, "a", libver="latest", locking=False)
-            self._create_schema_objects()
-            self._file.attrs["restart_count"] = int(self._file.attrs.get("restart_count", 0)) + 1
-            self._file.attrs["status"] = "running"
-            self._set_attrs(attrs or {}, keep=("config",))
+            self._rewrite_truncated(resume_step, attrs or {})
         else:
             if self.path.exists() and not overwrite and resume_step is None:
                 raise ValueError(f"log.path = {str(self.path)!r}: file exists; resume the run or remove it")
@@ -85,9 +92,7 @@ class RunLogWriter:
                 self._set_attrs(attrs or {})
                 self._create_schema_objects()
             os.replace(tmp, self.path)
-            self._file = h5py.File(self.path, "a", libver="latest", locking=False)
-        self._file.swmr_mode = True
-        self._file.flush()
+        self._file = _open_swmr_write(self.path)
 
     def _create_schema_objects(self) -> None:
         """Every schema column and event group (SWMR allows no new objects once it is on)."""
@@ -118,7 +123,7 @@ class RunLogWriter:
                 value = json.dumps(value, sort_keys=True, default=str)
             self._file.attrs[key] = value
 
-    def _rewrite_truncated(self, resume_step: int) -> None:
+    def _rewrite_truncated(self, resume_step: int, attrs: Mapping[str, Any]) -> None:
         """Copy the log with rows ``step <= resume_step`` into a new file and rename it over the old.
 
         A writer killed in SWMR mode leaves the superblock marked "open for write", which HDF5 refuses
@@ -143,7 +148,11 @@ class RunLogWriter:
                                              fillvalue=ds.fillvalue)
                     for key, value in ds.attrs.items():
                         new.attrs[key] = value
-            dst.require_group(S.EVENTS_GROUP)
+            self._file = dst
+            self._create_schema_objects()
+            dst.attrs["restart_count"] = int(dst.attrs.get("restart_count", 0)) + 1
+            dst.attrs["status"] = "running"
+            self._set_attrs(attrs, keep=("config",))
         os.replace(tmp, self.path)
 
     def append(self, row: Mapping[str, float]) -> None:

@@ -117,6 +117,7 @@ def check_train(t: Any) -> None:
     _finite("train.weight_decay", t.weight_decay, lo=0.0)
     _finite("train.adam_beta2", t.adam_beta2, lo=0.0, hi=1.0, hi_open=True)
     _finite("train.clip_grad", t.clip_grad, lo=0.0)
+    _finite("train.loss_scale_init", t.loss_scale_init, lo=0.0, lo_open=True)
     _int_at_least("train.eval_every", t.eval_every, 0, " (0 = no validation)")
     if t.eval_every > 0:
         _int_at_least("train.eval_batches", t.eval_batches, 1, f" when train.eval_every = {t.eval_every}")

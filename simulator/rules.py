@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = ["RULES", "TRAINER_SUPPORTS_VPP", "Rule", "first_violation", "violations"]
 
-TRAINER_SUPPORTS_VPP = False
+TRAINER_SUPPORTS_VPP = True
 """Whether batchlaw's trainer runs interleaved pipelines (vpp > 1). Flip here, in one place, when
 ``plugin/model.py`` accepts it; grids then propose vpp > 1 and the pre-launch check lets it pass."""
 

@@ -42,6 +42,8 @@ def _refused(overrides, field, match=""):
     (["train.eval_every=5", "train.eval_batches=0"], "train.eval_batches", ">= 1"),
     (["train.min_lr=0.01"], "train.min_lr", "<= train.lr"),  # LR climbed during "decay"
     (["train.clip_grad=nan"], "train.clip_grad", "finite"),
+    (["train.loss_scale_init=0"], "train.loss_scale_init", "finite"),
+    (["train.loss_scale_init=inf"], "train.loss_scale_init", "finite"),
     (["checkpoint.every=-1"], "checkpoint.every", ">= 0"),  # acted every step
     (["train.eval_every=-1"], "train.eval_every", ">= 0"),
     (["checkpoint.keep=0"], "checkpoint.keep", ">= 1"),  # never pruned
