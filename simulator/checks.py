@@ -176,10 +176,12 @@ def check_system(p: Any) -> None:
         _finite(f"system.{name}", getattr(p, name), lo=0.0)
     _int_at_least("system.gpus_per_node", p.gpus_per_node, 1)
     e = p.efficiency
-    _finite("efficiency.matmul_max", e.matmul_max, lo=0.0, hi=1.0, lo_open=True)
-    _finite("efficiency.network_eff", e.network_eff, lo=0.0, hi=1.0, lo_open=True)
-    _finite("efficiency.dp_exposed", e.dp_exposed, lo=0.0, hi=1.0)
-    for name in ("width_half", "tokens_half", "overhead_s"):
+    _finite("system.peak_fp8_tflops", p.peak_fp8_tflops, lo=0.0)  # 0 = no FP8 tensor cores
+    for name in ("matmul_max", "fp8_matmul_max", "attention_eff", "hbm_eff", "network_eff"):
+        _finite(f"efficiency.{name}", getattr(e, name), lo=0.0, hi=1.0, lo_open=True)
+    for name in ("dp_exposed", "tp_exposed"):
+        _finite(f"efficiency.{name}", getattr(e, name), lo=0.0, hi=1.0)
+    for name in ("width_half", "tokens_half", "overhead_s", "overhead_mb_s"):
         _finite(f"efficiency.{name}", getattr(e, name), lo=0.0)
 
 

@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import re
-import tomllib
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
@@ -379,10 +378,7 @@ def ramp_from_text(text: Any) -> Any:
         return text
     text = "" if text is None or (isinstance(text, float) and text != text) else str(text).strip()
     if text.startswith("{"):
-        try:
-            table = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"train.ramp = {text!r}: not an inline TOML table ({exc})") from None
+        table = _config._loads(f"v = {text}", f"train.ramp = {text!r}")["v"]  # the loader's guards (depth, size)
         return _config.build(RampTable, table, "train.ramp")
     return text
 

@@ -78,7 +78,7 @@ def _ramp_errors(c: Cols) -> np.ndarray:
                 parse_ramp(spec, global_batch=int(c["global_batch"][i]), granularity=int(gran),
                            seq_len=int(c["seq_len"][i]))
                 cache[key] = ""
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:  # OverflowError: an inf batch from a CSV
                 cache[key] = str(exc)
         out[i] = cache[key]
     return out

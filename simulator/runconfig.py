@@ -260,7 +260,13 @@ def _plain(value: Any, tp: Any) -> Any:
     if tp is bool or tp == "bool":
         return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "1.0", "yes")
     if tp is int or tp == "int":
-        return int(float(value))
+        try:
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r}: must be an integer") from None
+        return int(number)
     if isinstance(value, float) and value.is_integer() and tp in (int | str, "int | str"):
         return int(value)
     return value
@@ -284,7 +290,10 @@ def spec_from_row(row: Mapping[str, Any], base: RunSpec | Mapping[str, Any] | No
             value = ramp_from_text(value)
             value = _config.to_dict(value) if isinstance(value, RampTable) else value
         else:
-            value = _plain(value, typing.get_type_hints(cls)[name])
+            try:
+                value = _plain(value, typing.get_type_hints(cls)[name])
+            except ValueError as exc:
+                raise ValueError(f"column {col} = {exc}") from None
         data.setdefault(sec, {})[name] = value
     if row.get("tokens") not in (None, 0, "", "0"):
         data["train"]["steps"] = 0  # the planned token budget bounds the run

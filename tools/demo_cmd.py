@@ -96,7 +96,7 @@ def _train_all(jobs: list[Path], parallel: int) -> None:
                 continue
             running.remove(item)
             if proc.returncode != 0:
-                raise RuntimeError(f"training {run_dir.name} failed (exit {proc.returncode}); see {run_dir / 'train.out'}")
+                raise ValueError(f"training {run_dir.name} failed (exit {proc.returncode}); see {run_dir / 'train.out'}")
             done += 1
             _progress(done, total, f"{run_dir.name} done in {time.perf_counter() - t0:.0f} s")
 

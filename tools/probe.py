@@ -175,7 +175,7 @@ class CheckpointEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        return json.loads(json.dumps(d, default=float).replace("Infinity", "null").replace("NaN", "null"))
+        return json.loads(json.dumps(d, default=float).replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null"))
 
 
 def _crossing(k: np.ndarray, d: np.ndarray, eps: float) -> float:

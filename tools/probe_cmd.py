@@ -44,9 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=0.01, help="relative loss tolerance vs k = 1 (0.01)")
     parser.add_argument("--tail", type=float, default=0.25, help="fraction of the window whose loss is compared")
     parser.add_argument("--seeds", default="0", help="data seeds of the branches (0 = the base run's seed)")
-    parser.add_argument("--out", help="output folder (default RUN/probe)")
+    parser.add_argument("--out-dir", dest="out", help="output folder (default RUN/probe)")
+    parser.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--jobs", type=int, default=2, help="branches at a time")
-    parser.add_argument("--nproc", type=int, default=0, help="ranks per branch (default: the base run's world size)")
+    parser.add_argument("--nproc-per-node", dest="nproc", type=int, default=0,
+                        help="ranks per branch (default: the base run's world size)")
+    parser.add_argument("--nproc", dest="nproc", type=int, help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--system", default="", help="system profile for the plan (default: cpu-gloo for a CPU"
                         " run, else h100-sxm)")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and write nothing")
@@ -64,7 +67,9 @@ def _base(run: str) -> tuple[Path, dict, dict[str, np.ndarray], int]:
         attrs = dict(f.attrs)
     try:
         cfg = json.loads(attrs["config"])
-        world = int(json.loads(attrs.get("layout", "{}")).get("world_size", 1))
+        layout = json.loads(attrs.get("layout", "{}"))
+        world = int(layout.get("world_size", 1))
+        cfg["_device"] = str(layout.get("device", "cpu"))  # the device the base run trained on (stripped from branches)
     except (KeyError, ValueError, TypeError, AttributeError):
         raise LogError(f"{log}: no readable 'config' attribute; not a batchlaw run log") from None
     cols = read_columns(log, ("step", "consumed_samples", "lr", "global_batch_size", "loss", "gns_g2", "gns_trace"))
@@ -176,7 +181,7 @@ def _run_all(dirs: list[Path], nproc: int, jobs: int) -> None:
             if proc.returncode != 0:
                 for _, p in running:
                     p.terminate()
-                raise RuntimeError(f"branch {d} failed (exit {proc.returncode}); see {d / 'train.out'}")
+                raise ValueError(f"branch {d} failed (exit {proc.returncode}); see {d / 'train.out'}")
             done += 1
             print(f"  branch {done}/{len(dirs)} {d.relative_to(d.parents[2])} done", flush=True)
 

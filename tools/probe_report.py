@@ -77,7 +77,7 @@ def write_outputs(out: Path, results: list[dict], settings: ProbeSettings, plans
                          "interval": "80%"},
             "plan": {"system": system, "predicted_s": float(np.sum(seconds)), "branches": len(plans)},
             "estimates": rows}
-    text = json.dumps(data, indent=1, default=float).replace("Infinity", "null").replace("NaN", "null")
+    text = json.dumps(data, indent=1, default=float).replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null")
     _atomic(out / "probe.json", text + "\n")
     keys = ["step", "tokens", "base_batch", "b_crit", "lo", "hi", "bound", "largest_within", "b_simple",
             "b_simple_lo", "b_simple_hi", "loss_ref", "eps"]

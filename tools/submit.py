@@ -235,7 +235,8 @@ def submit(table: dict[str, np.ndarray], s: SubmitSettings, *, dry_run: bool) ->
             write_runs(runs, s, nodes, script)
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if out.returncode != 0:
-                raise ValueError(f"sbatch failed: {out.stderr.strip() or out.stdout.strip()}")
+                said = (out.stderr.strip() or out.stdout.strip() or f"exit {out.returncode}").splitlines()
+                raise ValueError(f"sbatch failed: {said[-1]}")  # one line: sbatch's last word is its reason
             job_id = out.stdout.strip().split(";")[0]
         results.append({**entry, "job_id": job_id, "command": shown})
     return results

@@ -239,3 +239,28 @@ def test_loader_odd_values_are_one_line(override, match):
     with pytest.raises(ValueError, match=match) as info:
         load_run_config(RUN, [override])
     assert "\n" not in str(info.value)
+
+
+def test_system_efficiency_of_the_op_level_model_refused(tmp_path):
+    """hbm_eff = 0 divided by zero in the memory-bound term (every efficiency must be in (0, 1])."""
+    base = '[system]\nname = "x"\npeak_tflops = 100.0\nhbm_gbps = 1000.0\nmemory_gib = 80\n'
+    for key, value in (("hbm_eff", "0.0"), ("attention_eff", "nan"), ("fp8_matmul_max", "2.0"),
+                       ("tp_exposed", "-1.0"), ("overhead_mb_s", "-0.1")):
+        with pytest.raises(ValueError, match=rf"efficiency.{key} = "):
+            load_system(_system(tmp_path, f"{base}[efficiency]\n{key} = {value}\n"))
+
+
+@pytest.mark.parametrize("cell", [float("inf"), float("nan"), 2.5, "many"])
+def test_runs_table_integer_cell_is_one_line(cell):
+    """A seed of inf in a planned table was an OverflowError traceback from int(float(...))."""
+    from batchlaw.simulator.runconfig import spec_from_row
+
+    with pytest.raises(ValueError, match=r"^column seed = .*: must be an integer$"):
+        spec_from_row({"model": "tiny", "global_batch": 8, "seed": cell})
+
+
+def test_inline_ramp_table_nested_too_deeply_is_one_line():
+    from batchlaw.simulator.ramp import ramp_from_text
+
+    with pytest.raises(ValueError, match="nested"):
+        ramp_from_text("{shape = " + "[" * 200 + "]" * 200 + "}")
