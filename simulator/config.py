@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import re
+import os
 import tomllib
 import types
 import typing
@@ -281,6 +281,17 @@ def _toml_scalar(v: Any, key: str = "value") -> str:
     if v is None:
         raise ValueError(f"{key}: TOML has no null; leave the key out instead")
     return toml_string(str(v), key)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so that a reader (or a crash)
+    never sees a half-written file; creates the parent folder. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
 
 
 def to_toml(data: Any) -> str:

@@ -4,7 +4,6 @@ model (fitted by ``simulator/calibrate.py``). Files: ``configs/systems/<name>.to
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,8 +159,4 @@ def save_system(profile: SystemProfile, path: str | Path, comment: str = "") -> 
     lines += ["", "[efficiency]"] + [f"{k} = {_toml_value(v)}" for k, v in eff.items()]
     if cal.get("n_rows"):
         lines += ["", "[calibration]"] + [f"{k} = {_toml_value(v)}" for k, v in cal.items()]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    _config.write_text_atomic(path, "\n".join(lines) + "\n")

@@ -62,10 +62,8 @@ def plan_demo_runs(table: dict, out: Path, data_prefix: Path, base: str, suffix:
         run_dir = out / "runs" / f"{spec.model.name}-b{spec.train.global_batch}{suffix}"
         spec = spec_from_row(row, _config.apply_overrides(base_data, _demo_sets(run_dir, data_prefix,
                                                                                 spec.total_samples())))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / "run.toml.tmp"
-        tmp.write_text(_config.to_toml(spec))
-        os.replace(tmp, run_dir / "run.toml")
+        spec.validate()  # the trainer's pre-launch check, as submit makes it
+        _config.write_text_atomic(run_dir / "run.toml", _config.to_toml(spec))
         paths.append(run_dir)
     return paths
 

@@ -96,8 +96,13 @@ def open_log(path: str | Path) -> h5py.File:
     if not Path(path).is_file():
         raise LogError(f"{path}: no such file")
     error: OSError | None = None
-    # the last form serves a reader in the writer's own process, where HDF5 wants equal lock flags
-    for kwargs in ({"locking": False, "swmr": True}, {"locking": False}, {}):
+    # A plain read first: an SWMR read retries every failed metadata checksum with back-off sleeps, so
+    # on a damaged file it can take minutes. SWMR only for a file a writer holds (or left) open in
+    # SWMR mode, which a plain read refuses with "already open for write". The last form serves a
+    # reader in the writer's own process, where HDF5 wants equal lock flags.
+    for kwargs in ({"locking": False}, {"locking": False, "swmr": True}, {}):
+        if kwargs.get("swmr") and "already open for write" not in str(error):
+            continue
         try:
             return h5py.File(path, "r", **kwargs)
         except OSError as exc:

@@ -154,9 +154,7 @@ def _prepare(plan, cfg: dict, seq_len: int, root: Path) -> Path:
                     target.write_bytes(f.read_bytes())
         os.replace(tmp, dst)
     text = _config.to_toml(_branch_config(cfg, plan, seq_len, out))
-    tmp = out / "run.toml.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "run.toml")
+    _config.write_text_atomic(out / "run.toml", text)
     return out
 
 
@@ -223,9 +221,9 @@ def run(args: argparse.Namespace) -> int:
     dirs = [_prepare(p, cfg, seq_len, out) for p in plans]
     if args.slurm:
         script = Path(args.slurm)
-        tmp = script.with_name(script.name + ".tmp")
-        tmp.write_text(_slurm_script(dirs, nproc))
-        os.replace(tmp, script)
+        from batchlaw.simulator.config import write_text_atomic
+
+        write_text_atomic(script, _slurm_script(dirs, nproc))
         print(f"wrote {script}: sbatch it, then run the same command with --collect")
         return 0
     if not args.collect:

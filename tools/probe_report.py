@@ -50,9 +50,9 @@ def collect(plans, dirs, ckpts, base_cols, settings: ProbeSettings, seq_len: int
 
 
 def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from batchlaw.simulator.config import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def _fmt(x: float) -> str:

@@ -83,7 +83,7 @@ def _summary(runs, result, skipped) -> list[str]:
     text = (f"{plural(len(runs), 'run')} ({done} completed) of {plural(sizes, 'model size')};"
             f" {n_br} of {len(result.optima)} sizes have a bracketed optimum.")
     if done < len(runs):
-        text += f" Runs not completed (live or failed) are listed but not used for optima."
+        text += " Runs not completed (live or failed) are listed but not used for optima."
     out = [text]
     if skipped:
         out += ["", f"**{plural(len(skipped), 'log')} could not be read and {'was' if len(skipped) == 1 else 'were'}"
@@ -147,10 +147,9 @@ def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_se
         if descriptions and name in descriptions:
             lines += [descriptions[name], ""]
     out = Path(out_dir) / "report.md"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
-    return out
+    from batchlaw.simulator.config import write_text_atomic
+
+    return write_text_atomic(out, "\n".join(lines) + "\n")
 
 
 def describe_pictures(runs, result) -> dict[str, str]:

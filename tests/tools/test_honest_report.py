@@ -22,7 +22,8 @@ SEQ = 64
 
 
 def _write(path, n, b, final, steps=60):
-    cfg = {"model": {"name": f"m{int(n)}", "seq_len": SEQ}, "train": {"tokens": 100000, "global_batch": b}}
+    cfg = {"model": {"name": f"m{int(n)}", "layers": 2, "hidden": 64, "heads": 4, "seq_len": SEQ},  # a valid RunSpec
+           "train": {"tokens": 100000, "global_batch": b}}
     w = RunLogWriter(path, attrs={"config": cfg, "num_params": int(n), "model_name": f"m{int(n)}", "seq_len": SEQ},
                      flush_every=16)
     rng = np.random.default_rng(int(n) + b)
