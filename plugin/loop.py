@@ -152,7 +152,7 @@ class Trainer:
         if not is_metrics_rank(tp_rank=self.g.tp_rank, dp_rank=self.g.dp_rank, pp_rank=self.g.pp_rank,
                                pp_size=self.g.pp_size):
             return NullSink()
-        sinks: list[Any] = [StdoutSink(log_cfg.stdout_every)] if log_cfg.stdout_every else []
+        sinks: list[Any] = []
         if log_cfg.path:
             from batchlaw.plugin.h5log import RunLogWriter
 
@@ -168,6 +168,8 @@ class Trainer:
             sinks.append(HDF5Sink(writer))
         if log_cfg.tensorboard:
             sinks.append(TensorBoardSink(log_cfg.tensorboard))
+        if log_cfg.stdout_every:  # last: a printed step is already in the log (flushed when flush_every = 1)
+            sinks.append(StdoutSink(log_cfg.stdout_every))
         return SinkContainer(sinks)
 
     # one step ----------------------------------------------------------------------------------
