@@ -356,9 +356,6 @@ class RampTable:
         return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in items) + "}"
 
 
-_RampTable = RampTable  # the old private name
-
-
 def ramp_text(value: Any) -> str:
     """A ``train.ramp`` value as one string (a grid column): '' / 'a,b,c' / schedule / inline TOML table."""
     if value is None:

@@ -104,11 +104,6 @@ def _mapped(values, fn, dtype=None) -> np.ndarray:
     return np.asarray([fn(u) for u in uniq], dtype=dtype)[codes] if uniq else np.zeros(0, dtype=dtype)
 
 
-def _lower(values) -> np.ndarray:
-    """Lower-cased, stripped strings, vectorised (per distinct value, not per row)."""
-    return _mapped(values, lambda u: u.strip().lower(), dtype=str)
-
-
 def _boolean(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "b":
         return values
