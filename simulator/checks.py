@@ -172,16 +172,16 @@ def check_system(p: Any) -> None:
     check_text("system.name", p.name)
     for name in ("peak_tflops", "hbm_gbps", "memory_gib", "nvlink_gbps", "network_gbps"):
         _finite(f"system.{name}", getattr(p, name), lo=0.0, lo_open=True)
-    for name in ("latency_us", "memory_overhead_gib"):
+    for name in ("latency_us", "memory_overhead_gib", "host_gbps"):
         _finite(f"system.{name}", getattr(p, name), lo=0.0)
     _int_at_least("system.gpus_per_node", p.gpus_per_node, 1)
     e = p.efficiency
     _finite("system.peak_fp8_tflops", p.peak_fp8_tflops, lo=0.0)  # 0 = no FP8 tensor cores
-    for name in ("matmul_max", "fp8_matmul_max", "attention_eff", "hbm_eff", "network_eff"):
+    for name in ("matmul_max", "fp8_matmul_max", "attention_eff", "cp_attention_eff", "hbm_eff", "network_eff"):
         _finite(f"efficiency.{name}", getattr(e, name), lo=0.0, hi=1.0, lo_open=True)
     for name in ("dp_exposed", "tp_exposed"):
         _finite(f"efficiency.{name}", getattr(e, name), lo=0.0, hi=1.0)
-    for name in ("width_half", "tokens_half", "overhead_s", "overhead_mb_s"):
+    for name in ("width_half", "tokens_half", "overhead_s", "overhead_mb_s", "overhead_layer_s"):
         _finite(f"efficiency.{name}", getattr(e, name), lo=0.0)
 
 

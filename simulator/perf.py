@@ -12,7 +12,10 @@ The step is composed from op-level parts (details and equations in docs/formulas
 - PP: 1F1B: m slots of the slowest stage (the last one carries the logits) plus (p-1)/v slots of the
   average stage (Narayanan et al. 2021, sec. 2.2), p2p of the s b h (/t with SP) boundary activation
   forward and its gradient backward on the tier the boundary crosses, 2 (m v + p - 1) transfers on the
-  critical path (each of the v model chunks sends its own).
+  critical path (each of the v model chunks sends its own); with ``overlap_p2p_comm`` (interleaved
+  schedule only) each transfer hides behind one forward pass of a model chunk (a third of its forward +
+  backward) and only the excess and the latency stay exposed (Megatron-Core
+  ``schedules.forward_backward_pipelining_with_interleaving``, ``overlap_p2p_comm``).
 - DP over dp x cp ranks: all-reduce of fp32 (or 16-bit, ``grad_reduce_in_fp32`` off) gradients, or
   reduce-scatter of gradients + all-gather of 16-bit parameters with the distributed optimizer
   (Rajbhandari et al. 2020, sec. 7), per micro-batch with FSDP. With overlap the reduce-scatter hides
@@ -21,9 +24,14 @@ The step is composed from op-level parts (details and equations in docs/formulas
 - tied embeddings with p > 1: one all-reduce of the V h / t embedding gradient between the first and last
   stage (Shoeybi et al. 2019, sec. 3).
 - optimizer: Adam memory-bound, 30 bytes per local (sharded) parameter.
-- fixed overheads: ``overhead_s`` per step and ``overhead_mb_s`` per micro-batch and model chunk (launch,
-  p2p synchronisation, schedule), so interleaving pays v of them per micro-batch. Memory:
-  ``perf_mem.memory_gib``.
+- fixed overheads: ``overhead_s`` per step, ``overhead_mb_s`` per micro-batch and model chunk (launch,
+  p2p synchronisation, schedule), so interleaving pays v of them per micro-batch, and ``overhead_layer_s``
+  per layer and micro-batch (host-side module work and kernel launches that the GPU waits for when a
+  layer's kernels are short). Memory: ``perf_mem.memory_gib``.
+- CPU activation offloading (``activation_offload_layers``): the activations of each offloaded layer go to
+  host memory at ``host_gbps`` and back; the copy hides behind the next layer's forward / backward and
+  only the excess is exposed (Megatron-Core / Transformer Engine ``cpu_offloading``, which overlaps the
+  copies on a side stream).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import numpy as np
 
 from batchlaw.simulator.params import flops_per_step
 from batchlaw.simulator.perf_comm import bus_bandwidth, collective, p2p_bandwidth
-from batchlaw.simulator.perf_mem import memory_gib, stage_params
+from batchlaw.simulator.perf_mem import layer_activation_bytes, memory_gib, stage_params
 from batchlaw.simulator.perf_ops import flag, layer_times, logits_time
 from batchlaw.simulator.system import SystemProfile
 
@@ -61,6 +69,16 @@ def _dp_comm(c, system, n_local, stage_mb):
     return np.where(c["fsdp"], fsdp, np.where(c["distributed_optimizer"], dist, plain))
 
 
+def _offload(c, system, layer):
+    """Exposed seconds per micro-batch of CPU activation offloading: each offloaded layer copies its
+    activations to the host during its forward and back before its backward, on a side stream that
+    overlaps the next layer's forward (a third of a layer's time) and backward (two thirds)."""
+    wire = layer_activation_bytes(c) / (system.host_gbps * 1e9)
+    per_layer = np.maximum(wire - layer / 3.0, 0.0) + np.maximum(wire - 2.0 * layer / 3.0, 0.0)
+    return np.where(c["activation_offload_layers"] > 0,
+                    np.minimum(c["activation_offload_layers"], c["layers"] / c["pp"]) * per_layer, 0.0)
+
+
 def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
     """Predicted iteration time and its parts, model FLOPs and MFU."""
     e = system.efficiency
@@ -76,13 +94,17 @@ def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, n
     kv_bytes = b * s / cp * 2 * c["query_groups"] * hd / t * 2.0
     cp_comm = 3.0 * (cp - 1) * kv_bytes / p2p_bandwidth(t, system)
     cp_exposed = np.maximum(cp_comm - lt["attn"], 0.0)
-    layer = lt["gemm"] + lt["attn"] + lt["elem"] + lt["recompute"] + tp_comm + cp_exposed
-    stage = layers / pp * layer + vpp * e.overhead_mb_s
+    layer = lt["gemm"] + lt["attn"] + lt["elem"] + lt["recompute"] + tp_comm + cp_exposed + e.overhead_layer_s
+    stage = layers / pp * layer + vpp * e.overhead_mb_s + _offload(c, system, layer)
     logit = logits_time(c, system)
     slot_max = stage + logit
     pipeline = m * slot_max + (pp - 1) / vpp * (stage + logit / pp)
     p2p_bytes = act_bytes / np.where(c["sequence_parallel"], t, 1.0)
-    p2p_one = p2p_bytes / p2p_bandwidth(t * cp * dp, system) + system.latency_us * 1e-6
+    p2p_wire = p2p_bytes / p2p_bandwidth(t * cp * dp, system)
+    # overlapped (interleaved schedule): each transfer hides behind the next chunk's forward or backward
+    chunk_pass = (stage - vpp * e.overhead_mb_s) / vpp / 3.0
+    p2p_one = (np.where(c["overlap_p2p_comm"], np.maximum(p2p_wire - chunk_pass, 0.0), p2p_wire)
+               + system.latency_us * 1e-6)
     p2p = np.where(pp > 1, 2.0 * (m * vpp + pp - 1) * p2p_one, 0.0)
     n_local = stage_params(c)
     dp_comm = _dp_comm(c, system, n_local, slot_max)

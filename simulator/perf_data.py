@@ -8,11 +8,20 @@ provenance (``throughput_megatron.PROVENANCE.md``) and the row's ``notes``, once
   distributed optimizer; BLOOM has tied embeddings.
 - Megatron-Core r0.8 (H100 README), NeMo and Megatron-Bridge recipes: flash attention, distributed
   optimizer with overlapped gradient reduce and parameter gather, TP-comm overlap with SP (the README
-  lists ``--tp-comm-overlap``; the NeMo/Bridge performance recipes enable userbuffers overlap).
+  lists ``--tp-comm-overlap``; the NeMo/Bridge performance recipes enable userbuffers overlap), pipeline
+  p2p overlapped with compute in the interleaved schedule (Megatron-LM's ``overlap_p2p_comm`` argument
+  default; NeMo's ``MegatronStrategy`` sets it for VP > 1).
 - gradients reduced in bf16 in the NeMo / Megatron-Bridge performance scripts;
 - the embedding/loss layer slots in the pipeline split where the layer count needs them;
 - Megatron-FSDP where the notes say "FSDP used" / "Megatron-FSDP used"; CPU activation offloading
   where the notes give ``cpu_offloading_num_layers`` for the table's own layout.
+- Where the provenance's recipe check says the table DIFFERS from the release's recipe only in the
+  schedule knobs (micro batch, virtual pipeline size) while TP/PP/CP/FSDP, GBS and GPU count agree, the
+  recipe's values are used. One row is affected beyond the micro batch: 26.02.01 GB300 Llama3-70B MXFP8
+  (table: mbs 2, no VP; recipe: mbs 1, VP 5). The table's schedule cannot have run: 4 micro-batches of
+  2 x 8192 tokens in flight on 20 layers need ~343 GB of activations by Megatron's own
+  ``theoretical_memory_usage`` formula (s b h (18 + 4 f/h) per layer) on a 288 GB GPU, and its 6.83 s step
+  equals the recipe layout's 6.91 / 6.74 s in the 26.04 / 26.04.01 rows of the same table.
 
 ``published_throughput.csv`` holds 15 of these rows again (A100 2021 and the first 5 H100 rows), so the
 199 rows of ``throughput_megatron.csv`` are the whole public set.
@@ -33,6 +42,22 @@ PUBLIC_CSV = Path(__file__).resolve().parents[1] / "data" / "throughput" / "thro
 _OFFLOAD = re.compile(r"(?<!not applicable)cpu_offloading_num_layers=(\d+)(?![^;]*not applicable)")
 
 
+_DIFFERS = re.compile(r"DIFFERS - ([^;]*)")
+_KNOB = re.compile(r"(\w+): recipe (\w+) vs table (\w+)")
+_SCHEDULE = {"mbs": "micro_batch", "vp": "vpp"}
+
+
+def _recipe_schedule(note: str) -> dict[str, float]:
+    """The recipe's micro batch / VP size where a row's recipe check differs in nothing else."""
+    m = _DIFFERS.search(note)
+    if not m:
+        return {}
+    knobs = _KNOB.findall(m.group(1))
+    if not knobs or any(k not in _SCHEDULE for k, _, _ in knobs):
+        return {}
+    return {_SCHEDULE[k]: (np.nan if v == "None" else float(v)) for k, v, _ in knobs}
+
+
 def _offload_layers(note: str) -> float:
     m = _OFFLOAD.search(note)
     return float(m.group(1)) if m else 0.0
@@ -47,10 +72,14 @@ def public_rows(path: str | Path = PUBLIC_CSV) -> dict[str, np.ndarray]:
     bloom = np.char.find(src, "BLOOM") >= 0
     legacy = old | bloom
     n = len(src)
+    for i, note in enumerate(notes):
+        for col, value in _recipe_schedule(note).items():
+            cols[col][i] = value
     cols["flash_attention"] = ~legacy
     cols["distributed_optimizer"] = ~old
     cols["overlap_grad_reduce"] = ~legacy
     cols["tp_comm_overlap"] = ~legacy
+    cols["overlap_p2p_comm"] = ~legacy  # Megatron-LM / NeMo default (--no-overlap-p2p-communication off)
     cols["tied_embeddings"] = bloom
     cols["fsdp"] = np.array([("FSDP used" in t) or ("Megatron-FSDP used" in t) for t in notes])
     cols["activation_offload_layers"] = np.array([_offload_layers(t) for t in notes])

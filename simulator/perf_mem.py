@@ -30,7 +30,7 @@ from batchlaw.simulator.params import layer_linear_params
 from batchlaw.simulator.perf_ops import flag
 from batchlaw.simulator.system import SystemProfile
 
-__all__ = ["GIB", "memory_gib", "stage_params"]
+__all__ = ["GIB", "layer_activation_bytes", "memory_gib", "stage_params"]
 
 GIB = 2.0**30
 
@@ -74,11 +74,16 @@ def _act_bytes_per_token(c: Mapping[str, np.ndarray]) -> np.ndarray:
     return per_tok * np.where(flag(c, "fp32"), 2.0, 1.0)
 
 
+def layer_activation_bytes(c: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Bytes one layer keeps for backward per micro-batch on one GPU."""
+    return _act_bytes_per_token(c) * c["micro_batch"] * c["seq_len"] / c["cp"]
+
+
 def memory_gib(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarray:
     """Peak memory per GPU on the most loaded pipeline stage, GiB (incl. the system's overhead)."""
     states = _state_bytes(c, stage_params(c))
     b, s, cp, pp, vpp = c["micro_batch"], c["seq_len"], c["cp"], c["pp"], c["vpp"]
-    per_layer = _act_bytes_per_token(c) * b * s / cp
+    per_layer = layer_activation_bytes(c)
     m = c["global_batch"] / (b * c["dp"])
     stage_layers = c["layers"] / pp
     kept = np.maximum(stage_layers - c["activation_offload_layers"], 0.0)

@@ -83,7 +83,7 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
     un_eff = e.matmul_max * (un_w / (un_w + e.width_half))
     score_bytes = 11.0 * b * heads / t * s * s / cp
     unfused_fwd = full / (p16 * un_eff) + score_bytes / hbm
-    attn_fwd = np.where(c["flash_attention"], flash_fwd, unfused_fwd)
+    attn_fwd = np.where(c["flash_attention"], flash_fwd, unfused_fwd) / np.where(cp > 1, e.cp_attention_eff, 1.0)
     attn = np.where(c["flash_attention"], 3.5, 3.0) * attn_fwd
     # memory-bound ops per token, forward: 2 norms (read + write h) and 2 bias-dropout-add (read 2h,
     # write h, 1-byte mask): 11 h elements of 2 bytes on the sequence-parallel shard; activation function

@@ -67,9 +67,10 @@ def _ramp_errors(c: Cols) -> np.ndarray:
         return out
     ramps = np.asarray(c["ramp"], dtype=object)
     cache: dict[tuple, str] = {}
-    for i in np.flatnonzero(_has_mb(c) & (c["dp"] >= 1)):
+    # the element-wise != "" runs in C; only rows that carry a ramp reach the Python loop
+    for i in np.flatnonzero((ramps != "") & _has_mb(c) & (c["dp"] >= 1)):
         spec = ramps[i]
-        if spec is None or (isinstance(spec, float) and spec != spec) or spec == "":
+        if spec is None or (isinstance(spec, float) and spec != spec):
             continue
         gran = c["micro_batch"][i] * c["dp"][i]
         key = (repr(spec), c["global_batch"][i], gran, c["seq_len"][i])

@@ -36,6 +36,12 @@ class Efficiency:
     """Asymptotic fraction of the FP8 peak reached by large FP8 GEMMs."""
     attention_eff: float = 0.5
     """Fraction of the 16-bit peak reached by the fused (flash) attention core, causal FLOPs."""
+    cp_attention_eff: float = 0.85
+    """Efficiency of the attention core under context parallelism (cp > 1) relative to one GPU's: the
+    ring splits each rank's attention into cp partial kernels forward and backward, merges the partial
+    outputs and accumulates dQ/dKV in fp32 per ring step (~24 bytes per query element and step, about 16%
+    of the core's time at s = 8192 on H100: default 1/1.16), and shares SMs with the ring's send/receive
+    kernels (Transformer Engine ``AttnFuncWithCPAndKVP2P``)."""
     hbm_eff: float = 0.7
     """Achieved fraction of HBM bandwidth for memory-bound ops and GEMM operand traffic."""
     width_half: float = 64.0
@@ -52,6 +58,9 @@ class Efficiency:
     """Fixed per-step overhead (optimizer launch, framework bookkeeping), seconds."""
     overhead_mb_s: float = 0.001
     """Fixed overhead per micro-batch and pipeline stage (kernel launches, schedule), seconds."""
+    overhead_layer_s: float = 0.0002
+    """Fixed overhead per transformer layer and micro-batch, forward + backward (host-side module and
+    kernel-launch work, FP8 scaling bookkeeping: ~40 kernels at ~5 us), seconds."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -98,6 +107,9 @@ class SystemProfile:
     """Per-collective latency, microseconds."""
     memory_overhead_gib: float = 2.0
     """CUDA context, NCCL buffers and allocator slack reserved per GPU, GiB."""
+    host_gbps: float = 25.0
+    """Host-memory bandwidth per GPU and direction for activation offloading, GB/s (PCIe Gen4 x16 ~25,
+    Gen5 x16 ~50; Grace-Blackwell NVLink-C2C 450 per superchip and direction, shared by 2 GPUs)."""
     efficiency: Efficiency = field(default_factory=Efficiency)
     """Fitted efficiency parameters."""
     calibration: Calibration = field(default_factory=Calibration)

@@ -4,7 +4,7 @@ Input columns are those of ``published_throughput.csv`` / ``throughput_megatron.
 hidden, heads, seq_len, vocab, gpu, gpus, tp, pp, dp, vpp, micro_batch, global_batch, recompute,
 sequence_parallel, precision``) plus optional ``query_groups, ffn_hidden, activation`` (gelu, swiglu,
 geglu, squared-relu, relu) or ``gated_mlp`` (yes/no), ``tied_embeddings, cp, fp8, distributed_optimizer,
-overlap_grad_reduce, grad_reduce_in_fp32, tp_comm_overlap, flash_attention, fsdp,
+overlap_grad_reduce, grad_reduce_in_fp32, tp_comm_overlap, overlap_p2p_comm, flash_attention, fsdp,
 activation_offload_layers, pipeline_split_extra_layers`` (2 with Megatron's
 ``account_for_embedding/loss_in_pipeline_split``: the divisibility rule then applies to layers + 2).
 ``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8 GEMMs). ``unknown`` for
@@ -192,6 +192,9 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     c["pipeline_split_extra_layers"] = np.nan_to_num(_number(_column(cols, "pipeline_split_extra_layers", n, 0.0),
                                                              "pipeline_split_extra_layers"))
     c["tp_comm_overlap"] = _flag(cols, "tp_comm_overlap", n, False) & c["sequence_parallel"]
+    # megatron-core's ModelParallelConfig.overlap_p2p_comm defaults to False (batchlaw's trainer keeps it);
+    # Megatron-LM's and NeMo's argument defaults turn it on; it acts on the interleaved schedule only
+    c["overlap_p2p_comm"] = _flag(cols, "overlap_p2p_comm", n, False) & (c["vpp"] > 1)
     off = _number(_column(cols, "activation_offload_layers", n, 0.0), "activation_offload_layers")
     c["activation_offload_layers"] = np.nan_to_num(off)
     uniq, codes = _category(cols, "precision", n, "bf16")
@@ -241,17 +244,21 @@ def _distinct_rows(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | 
     """(first row of each distinct configuration, each row's index into them), or None when the rows are
     (nearly) all distinct. A grid repeats few performance-relevant combinations over many rows (lr,
     seed, ramp axes), so each distinct one is computed once. Exact: rows are matched on every column."""
-    arrays = [np.ascontiguousarray(v, dtype=np.float64) for v in c.values() if v.dtype.kind in "biuf"]
-    n = len(arrays[0])
+    numeric = [v for v in c.values() if v.dtype.kind in "biuf"]
+    n = len(numeric[0])
+    step = max(n // 65536, 1)
+    sample = np.zeros(len(range(0, n, step)), dtype=np.uint64)
+    for v in numeric:  # keys of every step-th row first: a mostly distinct table stops here, cheaply
+        sample = _mix(sample, np.ascontiguousarray(v[::step], dtype=np.float64).view(np.uint64))
+    if len(np.unique(sample)) > len(sample) // 4:  # mostly distinct: not worth the full sort
+        return None
+    arrays = [np.ascontiguousarray(v, dtype=np.float64) for v in numeric]
     arrays = [a for a in arrays if not (a == a[0]).all()]  # constant columns cannot tell rows apart
     if not arrays:
         return np.zeros(1, dtype=np.intp), np.zeros(n, dtype=np.intp)
     key = np.zeros(n, dtype=np.uint64)
     for a in arrays:
         key = _mix(key, a.view(np.uint64))
-    sample = key[:: max(n // 65536, 1)]
-    if len(np.unique(sample)) > len(sample) // 4:  # mostly distinct: not worth the full sort
-        return None
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     if len(first) > n // 4:

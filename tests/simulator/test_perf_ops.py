@@ -103,16 +103,6 @@ def test_gpu_aliases(name, profile):
     assert load_system(name).name == profile
 
 
-def test_no_public_run_is_called_infeasible_by_memory():
-    # Every row of data/throughput/throughput_megatron.csv ran. The one row whose printed layout its own
-    # source flags as different from the recipe ("DIFFERS": mbs 2 vs 1, no VP vs 5) is excluded.
-    rows = public_rows()
-    out = predict_table(rows)
-    flagged = np.array(["DIFFERS - mbs" in n for n in rows["notes"]])
-    memory = np.array(["memory" in str(r) for r in out["reason"]])
-    assert not (memory & ~flagged).any(), [rows["model"][i] for i in np.flatnonzero(memory & ~flagged)]
-
-
 def _synthetic(profile):
     rows = public_rows()
     keep = np.flatnonzero((rows["gpu"] == "H100") & (rows["precision"] == "bf16"))

@@ -1,0 +1,112 @@
+"""Tier (a), pure: the step-model terms added for the public rows' interleaved pipelines, context
+parallelism, CPU activation offloading and per-layer overheads, and the recipe-schedule rule of the public
+data (perf.py, perf_ops.py, perf_data.py; citations in their docstrings and docs/formulas.md)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from batchlaw.simulator.perf import iteration
+from batchlaw.simulator.perf_data import public_rows
+from batchlaw.simulator.perf_mem import layer_activation_bytes
+from batchlaw.simulator.perf_ops import layer_times
+from batchlaw.simulator.system import Efficiency, load_system
+from batchlaw.simulator.table import normalise, predict_table
+
+BASE = dict(layers=32, hidden=4096, heads=32, seq_len=4096, vocab=128256, tp=2, pp=4, dp=2, micro_batch=1,
+            global_batch=64, ffn_hidden=14336, activation="swiglu")
+
+
+def cols(**kw):
+    return normalise({k: np.array([v]) for k, v in {**BASE, **kw}.items()})
+
+
+def _with(system, **eff):
+    return dataclasses.replace(system, efficiency=dataclasses.replace(system.efficiency, **eff))
+
+
+def test_overlapped_p2p_hides_transfers_shorter_than_a_chunk_forward():
+    # Megatron-Core's interleaved schedule with overlap_p2p_comm: a boundary transfer runs beside the next
+    # chunk's compute, so only its latency stays exposed when the wire time is shorter than that compute.
+    h = load_system("h100-sxm")
+    m = 64 / (1 * 2)
+    plain = iteration(cols(vpp=2), h)["pp_comm_s"][0]
+    over = iteration(cols(vpp=2, overlap_p2p_comm=True), h)["pp_comm_s"][0]
+    transfers = 2 * (m * 2 + 4 - 1)
+    assert over == pytest.approx(transfers * h.latency_us * 1e-6, rel=1e-9)
+    assert plain > 2 * over
+    # the flag acts on the interleaved schedule only (megatron-core ignores it without VP)
+    assert iteration(cols(overlap_p2p_comm=True), h)["pp_comm_s"][0] == iteration(cols(), h)["pp_comm_s"][0]
+
+
+def test_overlapped_p2p_exposes_the_excess_of_a_slow_link():
+    # tp = 1: no TP collective on the slow link lengthens the chunk that hides the transfer
+    slow = dataclasses.replace(load_system("h100-sxm"), nvlink_gbps=0.05, network_gbps=0.05)
+    plain = iteration(cols(vpp=2, tp=1), slow)["pp_comm_s"][0]
+    over = iteration(cols(vpp=2, tp=1, overlap_p2p_comm=True), slow)["pp_comm_s"][0]
+    assert 0.5 * plain < over < plain
+
+
+def test_context_parallel_attention_efficiency_applies_only_with_cp():
+    h = load_system("h100-sxm")
+    half = _with(h, cp_attention_eff=0.5)
+    full = _with(h, cp_attention_eff=1.0)
+    assert layer_times(cols(cp=2), half)["attn"][0] == pytest.approx(2 * layer_times(cols(cp=2), full)["attn"][0])
+    assert layer_times(cols(cp=1), half)["attn"][0] == layer_times(cols(cp=1), full)["attn"][0]
+    assert layer_times(cols(cp=2), half)["gemm"][0] == layer_times(cols(cp=2), full)["gemm"][0]
+
+
+def test_activation_offload_costs_only_the_copy_time_compute_cannot_hide():
+    gb = load_system("gb200")
+    row = dict(pp=1, dp=8, global_batch=16, micro_batch=2, activation_offload_layers=10)
+    base = iteration(cols(**{**row, "activation_offload_layers": 0}), gb)["iter_time_s"][0]
+    fast = iteration(cols(**row), dataclasses.replace(gb, host_gbps=1e6))["iter_time_s"][0]
+    assert fast == pytest.approx(base, rel=1e-12)  # a copy shorter than the next layer's pass is free
+    slow_sys = dataclasses.replace(gb, host_gbps=1.0)
+    slow = iteration(cols(**row), slow_sys)["iter_time_s"][0]
+    c = cols(**row)
+    wire = layer_activation_bytes(c)[0] / 1e9  # seconds per direction at 1 GB/s
+    m = 16 / (2 * 8)
+    # both copies far exceed the layer's passes: each offloaded layer exposes ~ 2 x wire - its own time
+    assert slow - base == pytest.approx(m * 10 * 2 * wire, rel=0.05)
+
+
+def test_per_layer_overhead_adds_layers_times_micro_batches():
+    h = load_system("h100-sxm")
+    a = iteration(cols(pp=1, dp=8), _with(h, overhead_layer_s=0.0))["iter_time_s"][0]
+    b = iteration(cols(pp=1, dp=8), _with(h, overhead_layer_s=1e-3))["iter_time_s"][0]
+    m = 64 / (1 * 8)
+    assert b - a == pytest.approx(32 * m * 1e-3, rel=1e-9)
+
+
+def test_recipe_schedule_replaces_a_table_schedule_only_when_nothing_else_differs():
+    # throughput_megatron.PROVENANCE.md, section 6: 9 rows "DIFFERS" from their release's recipe; 3 differ
+    # only in micro batch / VP (26.02.01 GB300 Llama3-70B MXFP8: table mbs 2 no VP, recipe mbs 1 VP 5;
+    # 25.11 GB300 Llama3-8B: table mbs 2, recipe 4). The others (layout, FSDP, GBS) keep the table.
+    r = public_rows()
+    notes = r["notes"].astype(str)
+    flagged = np.flatnonzero(np.char.find(notes, "DIFFERS") >= 0)
+    assert len(flagged) == 9
+    changed = [i for i in flagged if "DIFFERS - mbs" in notes[i]]
+    assert len(changed) == 3
+    seventy = [i for i in changed if r["model"][i] == "Llama3-70B"]
+    assert [(r["micro_batch"][i], r["vpp"][i]) for i in seventy] == [(1.0, 5.0)]
+    assert all(r["micro_batch"][i] == 4.0 for i in changed if r["model"][i] == "Llama3-8B")
+    gbs = [i for i in flagged if "gbs: recipe 128 vs table 256" in notes[i]]
+    assert all(r["global_batch"][i] == 256 for i in gbs)
+
+
+def test_no_public_run_is_called_infeasible():
+    # Every row of data/throughput/throughput_megatron.csv ran (with the recipe schedule where the table
+    # differs from it only there).
+    rows = public_rows()
+    out = predict_table(rows)
+    assert out["feasible"].all(), [(rows["model"][i], out["reason"][i]) for i in np.flatnonzero(~out["feasible"])]
+
+
+def test_new_efficiencies_are_range_checked():
+    with pytest.raises(ValueError, match="cp_attention_eff"):
+        dataclasses.replace(load_system("h100-sxm"), efficiency=Efficiency(cp_attention_eff=1.5))
+    with pytest.raises(ValueError, match="host_gbps"):
+        dataclasses.replace(load_system("h100-sxm"), host_gbps=float("nan"))
