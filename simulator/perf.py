@@ -52,27 +52,32 @@ __all__ = ["iteration", "memory_gib", "run_time"]
 def _dp_comm(c, system, n_local, stage_mb):
     """Exposed seconds of the data-parallel gradient/parameter collectives."""
     e = system.efficiency
-    n, tp, m = c["dp"] * c["cp"], c["tp"], c["global_batch"] / (c["micro_batch"] * c["dp"])
-    bw = bus_bandwidth(n, tp, system)
-    grad = np.where(c["grad_reduce_in_fp32"] | flag(c, "fp32"), 4.0, 2.0)
-    rs = collective(n, grad * n_local, bw, system, 1.0)
-    ag = collective(n, 2.0 * n_local, bw, system, 1.0)
-    ar = collective(n, grad * n_local, bw, system, 2.0)
+    n = c["dp"] * c["cp"]
+    # ring volumes as in perf_comm.collective, sharing one bandwidth and latency term (all-reduce = 2 x RS)
+    per_byte = np.where(n > 1, (n - 1) / np.maximum(n, 1.0) / bus_bandwidth(n, c["tp"], system), 0.0)
+    lat = np.where(n > 1, system.latency_us * 1e-6 * 2.0 * np.log2(np.maximum(n, 1.0)), 0.0)
+    grad = np.where(c["grad_reduce_in_fp32"] | flag(c, "fp32"), 4.0, 2.0) * n_local * per_byte
+    rs, ag, ar = grad + lat, 2.0 * n_local * per_byte + lat, 2.0 * grad + lat
     overlap = c["overlap_grad_reduce"]
     # distributed optimizer: RS hides behind the last backward (2/3 of a slot), AG behind the first forward
     dist = np.where(overlap, np.maximum(rs - 2 / 3 * stage_mb, e.dp_exposed * rs)
                     + np.maximum(ag - stage_mb / 3, e.dp_exposed * ag), rs + ag)
     plain = np.where(overlap, np.maximum(ar - 2 / 3 * stage_mb, e.dp_exposed * ar), ar)
-    # FSDP: all-gather forward and backward + reduce-scatter per micro-batch, overlapped layer by layer
-    fsdp_mb = 2.0 * ag + rs
-    fsdp = m * np.maximum(fsdp_mb - stage_mb, e.dp_exposed * fsdp_mb)
-    return np.where(c["fsdp"], fsdp, np.where(c["distributed_optimizer"], dist, plain))
+    out = np.where(c["distributed_optimizer"], dist, plain)
+    if c["fsdp"].any():
+        # FSDP: all-gather forward and backward + reduce-scatter per micro-batch, overlapped layer by layer
+        m = c["global_batch"] / (c["micro_batch"] * c["dp"])
+        fsdp_mb = 2.0 * ag + rs
+        out = np.where(c["fsdp"], m * np.maximum(fsdp_mb - stage_mb, e.dp_exposed * fsdp_mb), out)
+    return out
 
 
 def _offload(c, system, layer):
     """Exposed seconds per micro-batch of CPU activation offloading: each offloaded layer copies its
     activations to the host during its forward and back before its backward, on a side stream that
     overlaps the next layer's forward (a third of a layer's time) and backward (two thirds)."""
+    if not (c["activation_offload_layers"] > 0).any():
+        return 0.0
     wire = layer_activation_bytes(c) / (system.host_gbps * 1e9)
     per_layer = np.maximum(wire - layer / 3.0, 0.0) + np.maximum(wire - 2.0 * layer / 3.0, 0.0)
     return np.where(c["activation_offload_layers"] > 0,
@@ -120,6 +125,7 @@ def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, n
     return {"iter_time_s": total, "compute_s": m * layers / pp * (layer - tp_comm - cp_exposed) + m * logit,
             "bubble_s": (pp - 1) / vpp * (stage + logit / pp), "tp_comm_s": m * layers / pp * tp_comm,
             "dp_comm_s": dp_comm, "pp_comm_s": p2p, "model_flops": model_f, "tflops_per_gpu": tflops,
+            "stage_params": n_local,
             "mfu": tflops / system.peak_tflops}
 
 

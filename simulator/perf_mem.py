@@ -54,6 +54,8 @@ def _state_bytes(c: Mapping[str, np.ndarray], n_local: np.ndarray) -> np.ndarray
     dist = np.where(p16, 2.0 + grad + 12 / shard, 8 + 8 / shard)
     fsdp = plain / shard
     per_param = np.where(c["fsdp"], fsdp, np.where(c["distributed_optimizer"], dist, plain))
+    if not c["fsdp"].any():
+        return n_local * per_param
     h = c["hidden"]
     layer = (layer_linear_params(h, c["heads"], c["query_groups"], c["ffn_hidden"], c["gated"]) + 2 * h) / c["tp"]
     return n_local * per_param + np.where(c["fsdp"], 2 * layer * (2.0 + 4.0), 0.0)
@@ -79,9 +81,11 @@ def layer_activation_bytes(c: Mapping[str, np.ndarray]) -> np.ndarray:
     return _act_bytes_per_token(c) * c["micro_batch"] * c["seq_len"] / c["cp"]
 
 
-def memory_gib(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarray:
-    """Peak memory per GPU on the most loaded pipeline stage, GiB (incl. the system's overhead)."""
-    states = _state_bytes(c, stage_params(c))
+def memory_gib(c: Mapping[str, np.ndarray], system: SystemProfile, n_local: np.ndarray | None = None) -> np.ndarray:
+    """Peak memory per GPU on the most loaded pipeline stage, GiB (incl. the system's overhead).
+
+    ``n_local``: ``stage_params(c)`` when the caller has it already (``iteration`` returns it)."""
+    states = _state_bytes(c, stage_params(c) if n_local is None else n_local)
     b, s, cp, pp, vpp = c["micro_batch"], c["seq_len"], c["cp"], c["pp"], c["vpp"]
     per_layer = layer_activation_bytes(c)
     m = c["global_batch"] / (b * c["dp"])

@@ -110,3 +110,19 @@ def test_new_efficiencies_are_range_checked():
         dataclasses.replace(load_system("h100-sxm"), efficiency=Efficiency(cp_attention_eff=1.5))
     with pytest.raises(ValueError, match="host_gbps"):
         dataclasses.replace(load_system("h100-sxm"), host_gbps=float("nan"))
+
+
+def test_large_tables_are_priced_in_chunks_with_the_same_values():
+    # predict_table slices tables over 2 x 32768 rows (cache-sized passes): rows must not depend on it
+    from batchlaw.simulator import table
+
+    rng = np.random.default_rng(3)
+    n = 2 * table._CHUNK + 7
+    big = {**{k: np.full(n, v) for k, v in BASE.items()}, "tp": rng.choice([1, 2, 4], n),
+           "global_batch": 8 * rng.integers(1, 10**6, n), "pp": rng.choice([1, 2, 4], n),
+           "recompute": rng.choice(["none", "full"], n), "dp": np.full(n, 8)}
+    whole = predict_table(big, "h100-sxm")
+    for lo in (0, table._CHUNK - 3, n - 5):
+        part = predict_table({k: v[lo:lo + 5] for k, v in big.items()}, "h100-sxm")
+        for key in ("pred_iter_time_s", "pred_mem_gib", "feasible"):
+            np.testing.assert_array_equal(whole[key][lo:lo + 5], part[key])
