@@ -199,13 +199,7 @@ def model_names(root: Path | None = None) -> list[str]:
 
 def load_model(name_or_path: str | Path, overrides: tuple[str, ...] = ()) -> ModelShape:
     """Load a model shape by name (``gpt-180m``) or from a TOML path; the file holds ``[model]``."""
-    path = Path(name_or_path)
-    if path.suffix != ".toml":
-        found = resources.find("models", str(name_or_path))
-        if found is None:
-            raise ValueError(f"model = {str(name_or_path)!r}: unknown; shipped models are "
-                             + ", ".join(model_names()))
-        path = found
+    path = resources.resolve("models", name_or_path, field="model")
     data = _config.apply_overrides(_config.load_toml(path), overrides)
     if set(data) != {"model"}:
         raise ValueError(f"{path}: a model file holds exactly one [model] table")
