@@ -23,7 +23,8 @@ from batchlaw.simulator.ramp import RampTable, parse_count, ramp_from_text, ramp
 from batchlaw.simulator.spec import ModelShape, Parallelism, SystemSpec
 
 __all__ = ["CheckpointConfig", "DataConfig", "LogConfig", "PLAN_COLUMNS", "RunConfig", "RunSpec", "SystemSpec",
-           "TrainConfig", "find_run_config", "load_run_config", "load_run_spec", "spec_from_dict", "spec_from_row", "spec_to_row"]
+           "TrainConfig", "find_run_config", "in_run_dir", "load_run_config", "load_run_spec", "spec_from_dict", "spec_from_row",
+           "spec_to_row"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -212,6 +213,16 @@ def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> R
 
 
 load_run_spec = load_run_config
+
+
+def in_run_dir(spec: RunSpec, run_dir: str | Path, *, done_marker: bool = False) -> RunSpec:
+    """``spec`` logging to ``run_dir/log.h5`` and checkpointing into ``run_dir/ckpt`` (and, with
+    ``done_marker``, creating ``run_dir/COMPLETED`` when it completes), without building it again:
+    a planner names the folder after the built spec, then places the spec in it."""
+    run_dir = Path(run_dir)
+    log = dataclasses.replace(spec.log, path=str(run_dir / "log.h5"),
+                              done_marker=str(run_dir / "COMPLETED") if done_marker else spec.log.done_marker)
+    return dataclasses.replace(spec, log=log, checkpoint=dataclasses.replace(spec.checkpoint, dir=str(run_dir / "ckpt")))
 
 
 # -- the grid <-> RunSpec table mapping, derived from the dataclasses -------------------------------

@@ -38,13 +38,11 @@ def _progress(i: int, n: int, text: str) -> None:
     print(f"[{bar}] {i}/{n} {text}", flush=True)
 
 
-def _demo_sets(run_dir: Path, data_prefix: Path, samples: int) -> list[str]:
-    """What the demo adds to the base run config (data, logs, LR warmup); never a planned column."""
-    return [f"train.warmup_samples={max(1, samples // 10)}", "train.min_lr=3e-4", f"train.decay={LR_DECAY}",
-            "train.eval_every=0",
-            "data.kind=indexed", f"data.path={data_prefix}", f"log.path={run_dir / 'log.h5'}", "log.stdout_every=0",
-            "log.flush_every=50", f"checkpoint.dir={run_dir / 'ckpt'}", "checkpoint.keep=1",
-            f"log.done_marker={run_dir / 'COMPLETED'}"]
+def _demo_sets(data_prefix: Path) -> list[str]:
+    """What the demo adds to the base run config (data, logs, LR schedule); never a planned column.
+    The run folder's paths and the warmup (a tenth of the run) are set per run."""
+    return ["train.min_lr=3e-4", f"train.decay={LR_DECAY}", "train.eval_every=0", "data.kind=indexed",
+            f"data.path={data_prefix}", "log.stdout_every=0", "log.flush_every=50", "checkpoint.keep=1"]
 
 
 def plan_demo_runs(table: dict, out: Path, data_prefix: Path, base: str, suffix: str = "") -> list[Path]:
@@ -52,16 +50,16 @@ def plan_demo_runs(table: dict, out: Path, data_prefix: Path, base: str, suffix:
     surviving point at its fastest layout, each written as ``run.toml`` (a RunSpec) in its folder."""
     from batchlaw.simulator import config as _config
     from batchlaw.simulator.grid import plan_rows
-    from batchlaw.simulator.runconfig import find_run_config, spec_from_row
+    from batchlaw.simulator.runconfig import find_run_config, in_run_dir, spec_from_row
+    from batchlaw.simulator.spec import replace
 
-    base_data = _config.load_toml(find_run_config(base))
+    base_data = _config.apply_overrides(_config.load_toml(find_run_config(base)), _demo_sets(data_prefix))
     paths = []
     for i in plan_rows(table):
-        row = {k: v[i] for k, v in table.items()}
-        spec = spec_from_row(row, base_data)
+        spec = spec_from_row({k: v[i] for k, v in table.items()}, base_data)
         run_dir = out / "runs" / f"{spec.model.name}-b{spec.train.global_batch}{suffix}"
-        spec = spec_from_row(row, _config.apply_overrides(base_data, _demo_sets(run_dir, data_prefix,
-                                                                                spec.total_samples())))
+        spec = in_run_dir(replace(spec, train=replace(spec.train, warmup_samples=max(1, spec.total_samples() // 10))),
+                          run_dir, done_marker=True)
         spec.validate()  # the trainer's pre-launch check, as submit makes it
         _config.write_text_atomic(run_dir / "run.toml", _config.to_toml(spec))
         paths.append(run_dir)
