@@ -13,7 +13,6 @@ The trainer runs in subprocesses (torchrun), so this command itself never import
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -66,35 +65,9 @@ def plan_demo_runs(table: dict, out: Path, data_prefix: Path, base: str, suffix:
     return paths
 
 
-def _launch(run_dir: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
-           "batchlaw.plugin.train", str(run_dir / "run.toml")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    log = open(run_dir / "train.out", "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def _train_all(jobs: list[Path], parallel: int) -> None:
-    pending, running, done = list(jobs), [], 0
-    total = len(jobs)
-    skipped = [j for j in pending if (j / "COMPLETED").exists()]
-    pending = [j for j in pending if j not in skipped]
-    done = len(skipped)
-    _progress(done, total, f"training ({len(skipped)} already completed)")
-    while pending or running:
-        while pending and len(running) < parallel:
-            job = pending.pop(0)
-            running.append((job, _launch(job), time.perf_counter()))
-        time.sleep(0.5)
-        for item in list(running):
-            run_dir, proc, t0 = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode != 0:
-                raise ValueError(f"training {run_dir.name} failed (exit {proc.returncode}); see {run_dir / 'train.out'}")
-            done += 1
-            _progress(done, total, f"{run_dir.name} done in {time.perf_counter() - t0:.0f} s")
+def _torchrun(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
+            "batchlaw.plugin.train", str(run_dir / "run.toml")]
 
 
 def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
@@ -104,6 +77,7 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
     from batchlaw.simulator.grid import load_grid, plan_rows, run_grid, summary
     from batchlaw.tools.analyze_cmd import analyze
     from batchlaw.tools.indexed_data import ByteTokenizer, demo_corpus_files, tokenize_files, write_indexed_dataset
+    from batchlaw.tools.jobs import run_jobs
 
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +105,7 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
         g_ramp = load_grid(resources.find("grids", GRID), overrides + [f"grid.models=['{mid_model}']",
                            f"grid.global_batch=[{top}]", f"grid.ramp=['{ramp}']"])
         jobs += plan_demo_runs(run_grid(g_ramp), out, prefix, g.base or "tiny-cpu", suffix="-ramp")
-    _train_all(jobs, parallel)
+    run_jobs(jobs, _torchrun, jobs=parallel, progress=_progress)
     print("== 4/5 analyse the logs, fit the batch laws")
     report = analyze(out / "runs", out / "report", extrapolate=1e6)
     print("== 5/5 calibrate the cpu-gloo profile from the measured step times")
