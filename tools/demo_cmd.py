@@ -73,7 +73,6 @@ def _torchrun(run_dir: Path) -> list[str]:
 def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
     """Run the loop; returns the report path."""
     from batchlaw.simulator.csvio import write_csv
-    from batchlaw.simulator import resources
     from batchlaw.simulator.grid import load_grid, plan_rows, run_grid, summary
     from batchlaw.tools.analyze_cmd import analyze
     from batchlaw.tools.indexed_data import ByteTokenizer, demo_corpus_files, tokenize_files, write_indexed_dataset
@@ -83,7 +82,7 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     overrides = ["grid.tokens_per_param=0.5", "grid.global_batch=[2, 4, 8]"] if quick else []
     print("== 1/5 simulate and prune the grid")
-    g = load_grid(resources.find("grids", GRID), overrides)
+    g = load_grid(GRID, overrides)
     table = run_grid(g)
     print(summary(table, g))
     write_csv(out / "grid.csv", table)
@@ -102,7 +101,7 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
         top, low = batches[-1], batches[0]
         i = next(i for i in plan_rows(table) if table["model"][i] == mid_model and int(table["global_batch"][i]) == top)
         ramp = f"{low},{low},{int(table['tokens'][i]) // int(table['seq_len'][i]) // 3}"
-        g_ramp = load_grid(resources.find("grids", GRID), overrides + [f"grid.models=['{mid_model}']",
+        g_ramp = load_grid(GRID, overrides + [f"grid.models=['{mid_model}']",
                            f"grid.global_batch=[{top}]", f"grid.ramp=['{ramp}']"])
         jobs += plan_demo_runs(run_grid(g_ramp), out, prefix, g.base or "tiny-cpu", suffix="-ramp")
     run_jobs(jobs, _torchrun, jobs=parallel, progress=_progress)
