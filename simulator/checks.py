@@ -13,6 +13,7 @@ Torch-free; imports of other simulator modules are local (the dataclasses import
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 from pathlib import Path
@@ -23,8 +24,8 @@ import numpy as np
 __all__ = [
     "MAX_GRID_POINTS", "MAX_SEED", "MAX_SEQ_LEN", "MAX_STEPS", "MAX_TOKENS",
     "bad_size_message", "bad_sizes", "check_checkpoint", "check_plan_row", "check_data", "check_grid", "check_grid_size", "check_log",
-    "check_model", "check_model_name", "check_prelaunch", "check_run", "check_run_data", "check_system",
-    "check_system_tables", "check_text", "check_train", "cuda_visible",
+    "check_model", "check_model_name", "check_parallel", "check_prelaunch", "check_run", "check_run_data", "check_system",
+    "check_system_spec", "check_system_tables", "check_text", "check_train", "cuda_visible",
 ]
 
 MAX_SEED = 2**32
@@ -63,6 +64,14 @@ def _int_at_least(field: str, value: int, lo: int, extra: str = "") -> None:
         _fail(field, value, f"must be an integer >= {lo}{extra}")
 
 
+def _positive(section: str, obj: Any, names: tuple[str, ...]) -> None:
+    """Sizes and counts of ``obj``: integers (numpy's too, never bool) >= 1."""
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            _fail(f"{section}.{name}", v, "must be a positive integer")
+
+
 def check_text(field: str, value: str) -> None:
     """Paths and names: no NUL or other control characters, no lone surrogates (TOML cannot hold them)."""
     if not isinstance(value, str):
@@ -95,12 +104,30 @@ def check_run_data(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_model(m: Any) -> None:
-    """ModelShape fields not covered by its own positivity checks (ffn, seq_len limit, name)."""
+    """ModelShape: positive sizes, heads dividing hidden, query groups dividing heads, ffn >= 0,
+    the seq_len limit, a clean name."""
+    _positive("model", m, ("layers", "hidden", "heads", "vocab", "seq_len"))
+    if m.hidden % m.heads:
+        _fail("model.heads", m.heads, f"must divide model.hidden = {m.hidden}")
+    if not isinstance(m.query_groups, numbers.Integral) or m.query_groups < 0 or (
+            m.query_groups and m.heads % m.query_groups):
+        _fail("model.query_groups", m.query_groups, f"must be 0 or divide heads = {m.heads}")
     check_text("model.name", m.name)
     _int_at_least("model.ffn_hidden", m.ffn_hidden, 0, " (0 = derived from hidden)")
     if m.seq_len > MAX_SEQ_LEN:
         _fail("model.seq_len", m.seq_len, f"must be <= {MAX_SEQ_LEN}; the trainer's dense causal mask alone"
               f" would take 4 s^2 bytes = {4 * m.seq_len ** 2 / 2**30:,.0f} GiB per rank")
+
+
+def check_parallel(p: Any) -> None:
+    """Parallelism: tp, pp, vpp and micro_batch are positive integers."""
+    _positive("parallel", p, ("tp", "pp", "vpp", "micro_batch"))
+
+
+def check_system_spec(s: Any) -> None:
+    """SystemSpec (where a run is planned): a clean profile name, positive GPU and node counts."""
+    check_text("system.name", s.name)
+    _positive("system", s, ("gpus_per_node", "nodes"))
 
 
 def check_train(t: Any) -> None:

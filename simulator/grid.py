@@ -118,13 +118,7 @@ class GridConfig:
 def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> GridConfig:
     """Load a grid TOML (a path, or a name in configs/grids) strictly: unknown keys are rejected with
     the valid list; a single value of an axis is a one-value axis."""
-    path = Path(path)
-    if path.suffix != ".toml":
-        found = resources.find("grids", str(path))
-        if found is None:
-            raise ValueError(f"grid {str(path)!r}: unknown; shipped grids are {', '.join(resources.names('grids'))}"
-                             " (or a TOML path)")
-        path = found
+    path = resources.resolve("grids", path, field="grid")
     data = _config.apply_overrides(_config.load_toml(path), overrides)
     axes = data.get("grid")
     if isinstance(axes, dict):

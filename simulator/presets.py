@@ -32,11 +32,7 @@ def load_preset(name_or_path: str | Path):
     """
     from batchlaw.simulator.laws import law_from_dict
 
-    path = Path(name_or_path)
-    if path.suffix != ".toml":
-        path = resources.find("laws", str(name_or_path))
-        if path is None:
-            raise ValueError(f"law = {str(name_or_path)!r}: unknown; presets are {', '.join(preset_names())}")
+    path = resources.resolve("laws", name_or_path, field="law")
     return law_from_dict(load_toml(path), path.stem)
 
 

@@ -17,9 +17,13 @@ import importlib.resources
 import os
 from pathlib import Path
 
-__all__ = ["KINDS", "find", "names", "search_path", "shipped_root", "template"]
+__all__ = ["KINDS", "find", "names", "resolve", "search_path", "shipped_root", "template"]
 
 KINDS = ("models", "systems", "grids", "laws", "runs")
+
+# How an error message calls the names of each kind it lists.
+_LISTED_AS = {"models": "shipped models", "systems": "shipped profiles", "grids": "shipped grids",
+              "laws": "presets", "runs": "shipped run configs"}
 
 
 def _package_dir(package: str, fallback: str) -> Path:
@@ -60,3 +64,26 @@ def names(kind: str) -> list[str]:
     """Every name of ``kind`` on the search path (sorted, without duplicates)."""
     assert kind in KINDS, kind
     return sorted({p.stem for root in search_path() for p in (root / kind).glob("*.toml")})
+
+
+def resolve(kind: str, name_or_path: str | Path, *, field: str, inline: str = "") -> Path:
+    """The file of a config given by name (looked up with ``find``) or by a ``.toml`` path (returned as is).
+
+    Args:
+        kind: one of ``KINDS``.
+        name_or_path: a config name (``gpt-180m``) or a path ending in ``.toml``.
+        field: what the user set, named in the error (``model``, ``model.name``, ``system``).
+        inline: for a field that takes a name only (never a path): the other way to give the config,
+            named in the error instead of "or a TOML path".
+
+    Raises:
+        ValueError: one line naming ``field``, the value, and every name of ``kind`` on the search path.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and not inline:
+        return path
+    found = find(kind, str(name_or_path))
+    if found is None:
+        raise ValueError(f"{field} = {str(name_or_path)!r}: unknown; {_LISTED_AS[kind]} are "
+                         f"{', '.join(names(kind))} ({inline or 'or a TOML path'})")
+    return found

@@ -20,10 +20,11 @@ from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator import resources
 from batchlaw.simulator.ramp import RampTable, parse_count, ramp_from_text, ramp_text
-from batchlaw.simulator.spec import ModelShape, Parallelism, SystemSpec, model_names
+from batchlaw.simulator.spec import ModelShape, Parallelism, SystemSpec
 
 __all__ = ["CheckpointConfig", "DataConfig", "LogConfig", "PLAN_COLUMNS", "RunConfig", "RunSpec", "SystemSpec",
-           "TrainConfig", "find_run_config", "load_run_config", "load_run_spec", "spec_from_dict", "spec_from_row", "spec_to_row"]
+           "TrainConfig", "find_run_config", "in_run_dir", "load_run_config", "load_run_spec", "spec_from_dict", "spec_from_row",
+           "spec_to_row"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -178,12 +179,11 @@ def _resolve_model(data: dict[str, Any]) -> dict[str, Any]:
     model = dict(data.get("model", {}))
     name = model.get("name")
     if name:
-        shipped = resources.find("models", str(name))
+        shipped = (resources.find("models", str(name)) if "layers" in model else
+                   resources.resolve("models", str(name), field="model.name",
+                                     inline="or give layers, hidden, heads inline"))
         if shipped is not None:
             model = {**_config.load_toml(shipped)["model"], **model}
-        elif "layers" not in model:
-            raise ValueError(f"model.name = {name!r}: unknown; shipped models are " + ", ".join(model_names())
-                             + " (or give layers, hidden, heads inline)")
     return {**data, "model": model}
 
 
@@ -202,13 +202,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
 
 def find_run_config(name_or_path: str | Path) -> Path:
     """A run TOML path, or the file of a run config name on the config search path."""
-    if Path(name_or_path).suffix == ".toml":
-        return Path(name_or_path)
-    found = resources.find("runs", str(name_or_path))
-    if found is None:
-        raise ValueError(f"run config {str(name_or_path)!r}: unknown; shipped run configs are "
-                         + ", ".join(resources.names("runs")) + " (or a TOML path)")
-    return found
+    return resources.resolve("runs", name_or_path, field="run config")
 
 
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunSpec:
@@ -219,6 +213,16 @@ def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> R
 
 
 load_run_spec = load_run_config
+
+
+def in_run_dir(spec: RunSpec, run_dir: str | Path, *, done_marker: bool = False) -> RunSpec:
+    """``spec`` logging to ``run_dir/log.h5`` and checkpointing into ``run_dir/ckpt`` (and, with
+    ``done_marker``, creating ``run_dir/COMPLETED`` when it completes), without building it again:
+    a planner names the folder after the built spec, then places the spec in it."""
+    run_dir = Path(run_dir)
+    log = dataclasses.replace(spec.log, path=str(run_dir / "log.h5"),
+                              done_marker=str(run_dir / "COMPLETED") if done_marker else spec.log.done_marker)
+    return dataclasses.replace(spec, log=log, checkpoint=dataclasses.replace(spec.checkpoint, dir=str(run_dir / "ckpt")))
 
 
 # -- the grid <-> RunSpec table mapping, derived from the dataclasses -------------------------------

@@ -67,13 +67,6 @@ class ModelShape:
     """Position embedding: rotary, or a learned table of seq_len x h parameters."""
 
     def __post_init__(self) -> None:
-        for f in ("layers", "hidden", "heads", "vocab", "seq_len"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"model.{f} = {getattr(self, f)!r}: must be a positive integer")
-        if self.hidden % self.heads:
-            raise ValueError(f"model.heads = {self.heads}: must divide model.hidden = {self.hidden}")
-        if self.query_groups < 0 or (self.query_groups and self.heads % self.query_groups):
-            raise ValueError(f"model.query_groups = {self.query_groups}: must be 0 or divide heads = {self.heads}")
         checks.check_model(self)
 
     @property
@@ -119,9 +112,7 @@ class Parallelism:
     """Activation recomputation mode."""
 
     def __post_init__(self) -> None:
-        for f in ("tp", "pp", "vpp", "micro_batch"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"parallel.{f} = {getattr(self, f)!r}: must be a positive integer")
+        checks.check_parallel(self)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -136,9 +127,7 @@ class SystemSpec:
     """Nodes; world size = nodes x gpus_per_node on a cluster."""
 
     def __post_init__(self) -> None:
-        for f in ("gpus_per_node", "nodes"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"system.{f} = {getattr(self, f)!r}: must be a positive integer")
+        checks.check_system_spec(self)
 
     @property
     def world_size(self) -> int:
@@ -199,13 +188,7 @@ def model_names(root: Path | None = None) -> list[str]:
 
 def load_model(name_or_path: str | Path, overrides: tuple[str, ...] = ()) -> ModelShape:
     """Load a model shape by name (``gpt-180m``) or from a TOML path; the file holds ``[model]``."""
-    path = Path(name_or_path)
-    if path.suffix != ".toml":
-        found = resources.find("models", str(name_or_path))
-        if found is None:
-            raise ValueError(f"model = {str(name_or_path)!r}: unknown; shipped models are "
-                             + ", ".join(model_names()))
-        path = found
+    path = resources.resolve("models", name_or_path, field="model")
     data = _config.apply_overrides(_config.load_toml(path), overrides)
     if set(data) != {"model"}:
         raise ValueError(f"{path}: a model file holds exactly one [model] table")

@@ -128,12 +128,7 @@ def load_system(name_or_path: str | Path) -> SystemProfile:
     """Load a profile by name (``h100-sxm``, or a published GPU name such as ``A100-SXM4-80GB``)
     or from a TOML path."""
     text = str(name_or_path)
-    path = Path(text)
-    if path.suffix != ".toml":
-        path = resources.find("systems", gpu_profile_name(text))
-        if path is None:
-            raise ValueError(f"system = {text!r}: unknown; shipped profiles are {', '.join(system_names())}"
-                             f" (or a TOML path)")
+    path = resources.resolve("systems", gpu_profile_name(text), field="system")
     data = _config.load_toml(path)
     unknown = set(data) - {"system", "efficiency", "calibration"}
     if unknown:

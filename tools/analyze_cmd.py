@@ -1,7 +1,7 @@
 """``batchlaw analyze LOGDIR``: summaries, optimal/critical batch, laws, pictures, a report.
 
-Exit status: 0 when every log was read; 1 when the report was written but some logs could not be
-read (each is named on stderr and in the report, and skipped); 2 on a usage error or when no log
+Exit status: 0 when every log was read; 1 (``logs.EXIT_SKIPPED``) when the report was written but some
+logs could not be read (each is named on stderr and in the report, and skipped); 2 on a usage error or when no log
 could be read at all (the CLI's one-line error). Live runs (still being written) are read, listed
 and left out of the optima until they complete.
 """
@@ -9,11 +9,7 @@ and left out of the optima until they complete.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-EXIT_SKIPPED = 1
-"""Exit status when the report was written but some logs were skipped as unreadable."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,10 +75,8 @@ def run(args: argparse.Namespace) -> int:
     path = analyze(args.logdir, args.out_dir, extrapolate=args.extrapolate, grid=args.grid,
                    include_bounds=args.include_bounds, min_sizes=args.min_sizes,
                    max_exponent_width=args.max_exponent_width, skipped=skipped)
-    for msg in skipped:
-        print(f"batchlaw: skipped: {msg}", file=sys.stderr)
+    from batchlaw.tools.logs import print_skipped, skipped_status
+
+    print_skipped(skipped)
     print(f"report: {path}")
-    if skipped:
-        print(f"batchlaw: {len(skipped)} unreadable log(s) skipped (exit status {EXIT_SKIPPED})", file=sys.stderr)
-        return EXIT_SKIPPED
-    return 0
+    return skipped_status(skipped)

@@ -7,6 +7,10 @@ logs for a GPU profile) are refused unless ``--force``. The profile's efficiency
 fitted on every other run (sorted by size and batch) and the error is reported on the rest, before
 and after; then refitted on all runs and written as a profile TOML that ``batchlaw simulate
 --system PATH`` uses. Every ``FitWarning`` of the fit is printed.
+
+A log that cannot be read (truncated, corrupt, not a run log) is named on stderr in one line and
+skipped. Exit status, as ``analyze``: 0 every log read; 1 (``logs.EXIT_SKIPPED``) profile written but
+some logs skipped; 2 usage error, or no readable completed log at all (nothing written).
 """
 
 from __future__ import annotations
@@ -73,10 +77,13 @@ def _fit(rows, start, params):
 def run(args: argparse.Namespace) -> int:
     from batchlaw.simulator.calibrate import errors
     from batchlaw.simulator.system import load_system, save_system
-    from batchlaw.tools.logs import load_runs
+    from batchlaw.tools.logs import load_runs, print_skipped, skipped_status
 
     start = load_system(args.system)
-    rows = rows_from_logs(load_runs(args.logdir), start.name, force=args.force)
+    skipped: list[str] = []
+    runs = load_runs(args.logdir, errors=skipped)
+    print_skipped(skipped)
+    rows = rows_from_logs(runs, start.name, force=args.force)
     params = tuple(p.strip() for p in args.params.split(",") if p.strip())
     n = len(rows["iter_time_s"])
     order = np.lexsort((rows["global_batch"], rows["num_params"]))
@@ -94,4 +101,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"all {n} runs: median |error| {report.median_abs_error_before:.1%} -> {report.median_abs_error_after:.1%};"
           f" fitted " + ", ".join(f"{k}={v:.3g}" for k, v in report.fitted.items()))
     print(f"wrote {out}")
-    return 0
+    return skipped_status(skipped)

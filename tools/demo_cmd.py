@@ -13,7 +13,6 @@ The trainer runs in subprocesses (torchrun), so this command itself never import
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -38,13 +37,11 @@ def _progress(i: int, n: int, text: str) -> None:
     print(f"[{bar}] {i}/{n} {text}", flush=True)
 
 
-def _demo_sets(run_dir: Path, data_prefix: Path, samples: int) -> list[str]:
-    """What the demo adds to the base run config (data, logs, LR warmup); never a planned column."""
-    return [f"train.warmup_samples={max(1, samples // 10)}", "train.min_lr=3e-4", f"train.decay={LR_DECAY}",
-            "train.eval_every=0",
-            "data.kind=indexed", f"data.path={data_prefix}", f"log.path={run_dir / 'log.h5'}", "log.stdout_every=0",
-            "log.flush_every=50", f"checkpoint.dir={run_dir / 'ckpt'}", "checkpoint.keep=1",
-            f"log.done_marker={run_dir / 'COMPLETED'}"]
+def _demo_sets(data_prefix: Path) -> list[str]:
+    """What the demo adds to the base run config (data, logs, LR schedule); never a planned column.
+    The run folder's paths and the warmup (a tenth of the run) are set per run."""
+    return ["train.min_lr=3e-4", f"train.decay={LR_DECAY}", "train.eval_every=0", "data.kind=indexed",
+            f"data.path={data_prefix}", "log.stdout_every=0", "log.flush_every=50", "checkpoint.keep=1"]
 
 
 def plan_demo_runs(table: dict, out: Path, data_prefix: Path, base: str, suffix: str = "") -> list[Path]:
@@ -52,66 +49,40 @@ def plan_demo_runs(table: dict, out: Path, data_prefix: Path, base: str, suffix:
     surviving point at its fastest layout, each written as ``run.toml`` (a RunSpec) in its folder."""
     from batchlaw.simulator import config as _config
     from batchlaw.simulator.grid import plan_rows
-    from batchlaw.simulator.runconfig import find_run_config, spec_from_row
+    from batchlaw.simulator.runconfig import find_run_config, in_run_dir, spec_from_row
+    from batchlaw.simulator.spec import replace
 
-    base_data = _config.load_toml(find_run_config(base))
+    base_data = _config.apply_overrides(_config.load_toml(find_run_config(base)), _demo_sets(data_prefix))
     paths = []
     for i in plan_rows(table):
-        row = {k: v[i] for k, v in table.items()}
-        spec = spec_from_row(row, base_data)
+        spec = spec_from_row({k: v[i] for k, v in table.items()}, base_data)
         run_dir = out / "runs" / f"{spec.model.name}-b{spec.train.global_batch}{suffix}"
-        spec = spec_from_row(row, _config.apply_overrides(base_data, _demo_sets(run_dir, data_prefix,
-                                                                                spec.total_samples())))
+        spec = in_run_dir(replace(spec, train=replace(spec.train, warmup_samples=max(1, spec.total_samples() // 10))),
+                          run_dir, done_marker=True)
         spec.validate()  # the trainer's pre-launch check, as submit makes it
         _config.write_text_atomic(run_dir / "run.toml", _config.to_toml(spec))
         paths.append(run_dir)
     return paths
 
 
-def _launch(run_dir: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
-           "batchlaw.plugin.train", str(run_dir / "run.toml")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    log = open(run_dir / "train.out", "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def _train_all(jobs: list[Path], parallel: int) -> None:
-    pending, running, done = list(jobs), [], 0
-    total = len(jobs)
-    skipped = [j for j in pending if (j / "COMPLETED").exists()]
-    pending = [j for j in pending if j not in skipped]
-    done = len(skipped)
-    _progress(done, total, f"training ({len(skipped)} already completed)")
-    while pending or running:
-        while pending and len(running) < parallel:
-            job = pending.pop(0)
-            running.append((job, _launch(job), time.perf_counter()))
-        time.sleep(0.5)
-        for item in list(running):
-            run_dir, proc, t0 = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode != 0:
-                raise ValueError(f"training {run_dir.name} failed (exit {proc.returncode}); see {run_dir / 'train.out'}")
-            done += 1
-            _progress(done, total, f"{run_dir.name} done in {time.perf_counter() - t0:.0f} s")
+def _torchrun(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
+            "batchlaw.plugin.train", str(run_dir / "run.toml")]
 
 
 def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
     """Run the loop; returns the report path."""
     from batchlaw.simulator.csvio import write_csv
-    from batchlaw.simulator import resources
     from batchlaw.simulator.grid import load_grid, plan_rows, run_grid, summary
     from batchlaw.tools.analyze_cmd import analyze
     from batchlaw.tools.indexed_data import ByteTokenizer, demo_corpus_files, tokenize_files, write_indexed_dataset
+    from batchlaw.tools.jobs import run_jobs
 
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     overrides = ["grid.tokens_per_param=0.5", "grid.global_batch=[2, 4, 8]"] if quick else []
     print("== 1/5 simulate and prune the grid")
-    g = load_grid(resources.find("grids", GRID), overrides)
+    g = load_grid(GRID, overrides)
     table = run_grid(g)
     print(summary(table, g))
     write_csv(out / "grid.csv", table)
@@ -130,10 +101,10 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
         top, low = batches[-1], batches[0]
         i = next(i for i in plan_rows(table) if table["model"][i] == mid_model and int(table["global_batch"][i]) == top)
         ramp = f"{low},{low},{int(table['tokens'][i]) // int(table['seq_len'][i]) // 3}"
-        g_ramp = load_grid(resources.find("grids", GRID), overrides + [f"grid.models=['{mid_model}']",
+        g_ramp = load_grid(GRID, overrides + [f"grid.models=['{mid_model}']",
                            f"grid.global_batch=[{top}]", f"grid.ramp=['{ramp}']"])
         jobs += plan_demo_runs(run_grid(g_ramp), out, prefix, g.base or "tiny-cpu", suffix="-ramp")
-    _train_all(jobs, parallel)
+    run_jobs(jobs, _torchrun, jobs=parallel, progress=_progress)
     print("== 4/5 analyse the logs, fit the batch laws")
     report = analyze(out / "runs", out / "report", extrapolate=1e6)
     print("== 5/5 calibrate the cpu-gloo profile from the measured step times")

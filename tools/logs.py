@@ -12,6 +12,7 @@ from a block bootstrap over the last ``tail`` fraction of the run of the ratio o
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,8 +23,11 @@ import numpy as np
 from batchlaw.plugin import logschema as S
 from batchlaw.simulator.noise import ema_series
 
-__all__ = ["LogError", "RunSummary", "find_logs", "load_runs", "open_log", "read_columns", "summarise_run",
-           "summaries_table"]
+__all__ = ["EXIT_SKIPPED", "LogError", "RunSummary", "find_logs", "load_runs", "open_log", "print_skipped",
+           "read_columns", "skipped_status", "summarise_run", "summaries_table"]
+
+EXIT_SKIPPED = 1
+"""Exit status of a command (analyze, calibrate) that wrote its output but skipped unreadable logs."""
 
 
 class LogError(ValueError):
@@ -237,6 +241,21 @@ def load_runs(logdir: str | Path, *, errors: list[str] | None = None, **kwargs) 
         detail = f" ({len(paths)} found, none readable: {errors[0]})" if errors else ""
         raise LogError(f"LOGDIR {str(logdir)!r}: no readable *.h5 run logs{detail}")
     return out
+
+
+def print_skipped(skipped: list[str]) -> None:
+    """Name each log ``load_runs(errors=...)`` skipped, one line each on stderr."""
+    for msg in skipped:
+        print(f"batchlaw: skipped: {msg}", file=sys.stderr)
+
+
+def skipped_status(skipped: list[str]) -> int:
+    """The exit status of a command whose output was written: 0, or ``EXIT_SKIPPED`` (said on stderr)
+    when logs were skipped."""
+    if not skipped:
+        return 0
+    print(f"batchlaw: {len(skipped)} unreadable log(s) skipped (exit status {EXIT_SKIPPED})", file=sys.stderr)
+    return EXIT_SKIPPED
 
 
 def summaries_table(runs: list[RunSummary]) -> dict[str, np.ndarray]:

@@ -16,9 +16,7 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -159,29 +157,11 @@ def _prepare(plan, cfg: dict, seq_len: int, root: Path) -> Path:
 
 
 def _run_all(dirs: list[Path], nproc: int, jobs: int) -> None:
-    pending = [d for d in dirs if not (d / "COMPLETED").exists()]
-    running: list[tuple[Path, subprocess.Popen]] = []
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = len(dirs) - len(pending)
-    while pending or running:
-        while pending and len(running) < max(1, jobs):
-            d = pending.pop(0)
-            log = open(d / "train.out", "w")
-            cmd = [sys.executable, "-m", "batchlaw.tools", "train", str(d / "run.toml"), "--nproc", str(nproc)]
-            running.append((d, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
-            log.close()
-        time.sleep(0.3)
-        for item in list(running):
-            d, proc = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode != 0:
-                for _, p in running:
-                    p.terminate()
-                raise ValueError(f"branch {d} failed (exit {proc.returncode}); see {d / 'train.out'}")
-            done += 1
-            print(f"  branch {done}/{len(dirs)} {d.relative_to(d.parents[2])} done", flush=True)
+    from batchlaw.tools.jobs import run_jobs
+
+    run_jobs(dirs, lambda d: [sys.executable, "-m", "batchlaw.tools", "train", str(d / "run.toml"), "--nproc",
+                              str(nproc)],
+             jobs=jobs, progress=lambda done, total, text: print(f"  branch {done}/{total}: {text}", flush=True))
 
 
 def _slurm_script(dirs: list[Path], nproc: int) -> str:

@@ -28,7 +28,7 @@ from batchlaw.simulator import config as _config
 from batchlaw.simulator.grid import plan_rows
 from batchlaw.simulator.resources import template
 from batchlaw.simulator.ramp import ramp_text
-from batchlaw.simulator.runconfig import PLAN_COLUMNS, find_run_config, spec_from_row
+from batchlaw.simulator.runconfig import PLAN_COLUMNS, find_run_config, in_run_dir, spec_from_row
 from batchlaw.simulator.checks import check_plan_row
 
 __all__ = ["SubmitSettings", "plan_runs", "render_sbatch", "runs_table", "submit", "write_runs"]
@@ -163,8 +163,7 @@ def plan_runs(table: dict[str, np.ndarray], s: SubmitSettings) -> list[dict[str,
             name += "_"
         names.add(name)
         run_dir = (s.runs_dir / name).resolve()
-        spec = spec_from_row(row, _config.apply_overrides(_config.to_dict(spec), [
-            f"log.path={run_dir / 'log.h5'}", f"checkpoint.dir={run_dir / 'ckpt'}"]))
+        spec = in_run_dir(spec, run_dir)
         spec.validate()  # the trainer's pre-launch check, at the planned world size
         if spec.data.kind == "indexed" and not Path(f"{spec.data.path}.idx").is_file():
             raise ValueError(f"data.path = {spec.data.path!r}: no {spec.data.path}.idx (batchlaw data build)")

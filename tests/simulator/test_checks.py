@@ -12,6 +12,7 @@ import pytest
 from batchlaw.simulator import config
 from batchlaw.simulator.grid import load_grid
 from batchlaw.simulator.runconfig import load_run_config
+from batchlaw.simulator.spec import ModelShape, Parallelism, SystemSpec
 from batchlaw.simulator.system import load_system
 from batchlaw.simulator.table import predict_table
 from batchlaw.tools.cli import main
@@ -264,3 +265,20 @@ def test_inline_ramp_table_nested_too_deeply_is_one_line():
 
     with pytest.raises(ValueError, match="nested"):
         ramp_from_text("{shape = " + "[" * 200 + "]" * 200 + "}")
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: ModelShape(layers=2.5, hidden=64, heads=4), "model.layers = 2.5: must be a positive integer"),
+    (lambda: ModelShape(layers=True, hidden=64, heads=4), "model.layers = True: must be a positive integer"),
+    (lambda: ModelShape(layers=2, hidden=64, heads=0), "model.heads = 0: must be a positive integer"),
+    (lambda: ModelShape(layers=2, hidden=64, heads=3), "model.heads = 3: must divide model.hidden = 64"),
+    (lambda: Parallelism(tp=1.5), "parallel.tp = 1.5: must be a positive integer"),
+    (lambda: SystemSpec(nodes=0), "system.nodes = 0: must be a positive integer"),
+])
+def test_spec_sizes_are_checked_in_checks_py(make, message):
+    """ModelShape, Parallelism and SystemSpec use the one positivity check of checks.py (a float or a
+    bool count was accepted by their own copies)."""
+    with pytest.raises(ValueError) as info:
+        make()
+    assert str(info.value) == message
+    assert ModelShape(layers=np.int64(2), hidden=64, heads=4).layers == 2  # numpy integers stay accepted

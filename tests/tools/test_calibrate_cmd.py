@@ -36,3 +36,27 @@ def test_other_device_class_is_refused_unless_forced(tmp_path, capsys):
     assert main(["calibrate", str(tmp_path / "runs"), "--system", "h100-sxm", "--params", "overhead_s", "--force",
                  "--out", str(out)]) == 0
     assert out.is_file()
+
+
+def test_bad_logs_are_named_skipped_and_exit_like_analyze(tmp_path, capsys):
+    """Exit status as ``analyze`` (docs/analysis.md): 1 profile written but logs skipped, 2 nothing usable."""
+    runs = tmp_path / "runs"
+    _cpu_logs(runs)
+    good = (runs / "b64" / "log.h5").read_bytes()
+    (runs / "truncated.h5").write_bytes(good[: len(good) // 2])
+    (runs / "junk.h5").write_bytes(b"not hdf5 at all")
+    out = tmp_path / "cpu.toml"
+    assert main(["calibrate", str(runs), "--system", "cpu-gloo", "--params", "overhead_s", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert out.is_file()
+    skipped = [line for line in err if line.startswith("batchlaw: skipped: ")]
+    assert len(skipped) == 2 and any("truncated.h5" in s for s in skipped) and any("junk.h5" in s for s in skipped)
+    assert "batchlaw: 2 unreadable log(s) skipped (exit status 1)" in err
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "truncated.h5").write_bytes(good[: len(good) // 2])
+    out2 = tmp_path / "none.toml"
+    assert main(["calibrate", str(bad), "--system", "cpu-gloo", "--params", "overhead_s", "--out", str(out2)]) == 2
+    err = capsys.readouterr().err
+    assert "no readable *.h5 run logs" in err and "truncated.h5" in err and not out2.exists()

@@ -118,3 +118,47 @@ def test_simulate_system_is_honoured(tmp_path, capsys, monkeypatch):
     assert main(["submit", str(tmp_path / "a.csv"), "--time", "01:00:00", "--dry-run"]) == 0
     assert _plan_line(capsys.readouterr().out) == _plan_line(out)
     assert not os.path.exists("runs")
+
+
+def _count_builds(monkeypatch, module):
+    """Count the RunSpecs built from table rows by ``module`` (a spy around the real ``spec_from_row``)."""
+    from batchlaw.simulator.runconfig import spec_from_row
+
+    calls = []
+
+    def spy(row, base=None):
+        calls.append(1)
+        return spec_from_row(row, base)
+
+    monkeypatch.setattr(module, "spec_from_row", spy)
+    return calls
+
+
+def test_submit_planner_builds_each_runspec_once(tmp_path, monkeypatch):
+    from batchlaw.tools import submit as submit_module
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    table = run_grid(load_grid(grid))
+    calls = _count_builds(monkeypatch, submit_module)
+    runs = plan_runs(table, SubmitSettings(runs_dir=tmp_path / "runs", base_config="tiny-cpu", time="01:00:00"))
+    assert len(calls) == len(runs) == len(plan_rows(table))
+    for r in runs:  # the run folder is still the one the spec logs and checkpoints into
+        assert r["config"].log.path == str(r["dir"] / "log.h5") and r["config"].checkpoint.dir == str(r["dir"] / "ckpt")
+
+
+def test_demo_planner_builds_each_runspec_once(tmp_path, monkeypatch):
+    from batchlaw.simulator import runconfig
+    from batchlaw.simulator.runconfig import load_run_config
+    from batchlaw.tools import demo_cmd
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    table = run_grid(load_grid(grid))
+    calls = _count_builds(monkeypatch, runconfig)  # demo_cmd imports it at the call
+    dirs = demo_cmd.plan_demo_runs(table, tmp_path, tmp_path / "data", "tiny-cpu")
+    assert len(calls) == len(dirs) == len(plan_rows(table))
+    for d in dirs:
+        spec = load_run_config(d / "run.toml")
+        assert spec.log.path == str(d / "log.h5") and spec.log.done_marker == str(d / "COMPLETED")
+        assert spec.data.path == str(tmp_path / "data") and spec.train.warmup_samples == spec.total_samples() // 10
