@@ -39,11 +39,11 @@ _ALL = ("matmul_max", "fp8_matmul_max", "attention_eff", "cp_attention_eff", "hb
 PARAMS = {"a100-80gb": ("matmul_max", "hbm_eff", "width_half", "network_eff", "dp_exposed", "overhead_mb_s",
                         "overhead_layer_s"),
           "h100-sxm": _ALL,
-          "b200": ("fp8_matmul_max", "attention_eff", "cp_attention_eff", "hbm_eff", "tokens_half", "network_eff",
+          "b200": ("fp8_matmul_max", "attention_eff", "cp_attention_eff", "hbm_eff", "width_half", "tokens_half", "network_eff",
                    "tp_exposed", "overhead_mb_s", "overhead_layer_s"),
-          "gb200": ("fp8_matmul_max", "attention_eff", "cp_attention_eff", "hbm_eff", "tokens_half", "network_eff",
+          "gb200": ("fp8_matmul_max", "attention_eff", "cp_attention_eff", "hbm_eff", "width_half", "tokens_half", "network_eff",
                     "tp_exposed", "dp_exposed", "overhead_mb_s", "overhead_layer_s"),
-          "gb300": ("fp8_matmul_max", "attention_eff", "cp_attention_eff", "hbm_eff", "tokens_half", "network_eff",
+          "gb300": ("fp8_matmul_max", "attention_eff", "cp_attention_eff", "hbm_eff", "width_half", "tokens_half", "network_eff",
                     "tp_exposed", "dp_exposed", "overhead_mb_s", "overhead_layer_s")}
 
 

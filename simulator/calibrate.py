@@ -38,6 +38,9 @@ BOUNDS = {"matmul_max": (0.2, 1.0), "fp8_matmul_max": (0.1, 1.0), "attention_eff
           "overhead_s": (0.0, 10.0), "overhead_mb_s": (0.0, 1.0), "overhead_layer_s": (0.0, 0.1)}
 # scale parameters fitted in log space (their prior is relative); a tiny floor keeps log(0) finite
 _LOG = {"width_half", "tokens_half", "overhead_s", "overhead_mb_s", "overhead_layer_s"}
+# The GEMM size half-points are known to a factor of a few only (wave and tile quantisation depend on
+# the kernel chosen): their prior is this many times wider.
+_PRIOR_WIDTH = {"width_half": 3.0, "tokens_half": 3.0}
 _FLOOR = {"overhead_s": 1e-4, "overhead_mb_s": 1e-5, "overhead_layer_s": 1e-6}
 
 
@@ -119,7 +122,8 @@ def calibrate(rows: Mapping[str, Any], system: SystemProfile, *,
     lo, hi = (np.array(v) for v in zip(*(_bounds(p) for p in params)))
     x0 = np.clip(x0, lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
     # prior width: relative for log parameters, 0.3 x start for fractions (at least 0.05)
-    sig = np.array([prior_sigma if p in _LOG else prior_sigma * max(abs(start[p]), 0.15) / 0.3 for p in params])
+    sig = np.array([prior_sigma * _PRIOR_WIDTH.get(p, 1.0) if p in _LOG
+                    else prior_sigma * max(abs(start[p]), 0.15) / 0.3 for p in params])
 
     def profile_for(x: np.ndarray) -> SystemProfile:
         values = dict(start)

@@ -45,9 +45,13 @@ class Efficiency:
     hbm_eff: float = 0.7
     """Achieved fraction of HBM bandwidth for memory-bound ops and GEMM operand traffic."""
     width_half: float = 64.0
-    """GEMM width min(N, K) per GPU at which GEMM efficiency is half its maximum."""
-    tokens_half: float = 64.0
-    """GEMM rows (tokens per micro-batch per rank) at which GEMM efficiency is half its maximum."""
+    """GEMM width min(N, K) per GPU at which GEMM efficiency is half its maximum. Start value: a GEMM
+    whose inner dimension K is one 64-element k-step of a tensor-core tile spends as long in the tile's
+    prologue/epilogue as in math. The public rows do not identify it (docs/benchmarks.md)."""
+    tokens_half: float = 256.0
+    """GEMM rows (tokens per micro-batch per rank) at which GEMM efficiency is half its maximum. Start
+    value from wave quantisation: M = 256 rows x N = 8192 columns is 64 output tiles of 128 x 256 for
+    132 SMs (H100), under half a wave."""
     network_eff: float = 0.8
     """Achieved fraction of the nominal link bandwidths (both tiers)."""
     tp_exposed: float = 0.3
