@@ -1,6 +1,7 @@
 """Simulator benchmarks: accuracy on every public Megatron throughput row it was not fitted to, and speed.
 
     python benchmarks/bench_simulator.py [--write-profiles] [--n 1000000] [--skip-speed]
+        [--width-half W --tokens-half T]  (start values of the GEMM size half-points: sensitivity)
 
 Accuracy (all 199 rows of data/throughput/throughput_megatron.csv, via ``perf_data.public_rows``):
 - leave-one-model-out (LOMO): for each model (rows with the same hidden, ffn and MLP type, so Llama 3
@@ -65,8 +66,11 @@ def tagged_rows() -> dict[str, np.ndarray]:
     return r
 
 
+START = Efficiency()  # the physics defaults every fit starts from (``--width-half``/``--tokens-half`` change them)
+
+
 def _start(name: str):
-    return dataclasses.replace(load_system(name), efficiency=Efficiency())
+    return dataclasses.replace(load_system(name), efficiency=START)
 
 
 def _fit(rows, idx, name):
@@ -256,7 +260,12 @@ if __name__ == "__main__":
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--csv-baseline", action="store_true", help="also time the previous per-cell CSV code")
+    ap.add_argument("--width-half", type=float, help="start value of width_half (sensitivity runs)")
+    ap.add_argument("--tokens-half", type=float, help="start value of tokens_half (sensitivity runs)")
     a = ap.parse_args()
+    if a.width_half or a.tokens_half:
+        START = dataclasses.replace(START, width_half=a.width_half or START.width_half,
+                                    tokens_half=a.tokens_half or START.tokens_half)
     if not a.skip_accuracy:
         accuracy(a.write_profiles)
     if not a.skip_speed:
