@@ -87,7 +87,7 @@ def _step_args(tmp_path) -> list[str]:
 @pytest.mark.parametrize("launcher", ["torchrun", "srun"])
 def test_rendezvous_port_comes_from_the_job_id_and_skips_a_busy_one(tmp_path, launcher):
     script, env = _box(tmp_path, 'printf "%s\\0" "$@" "MASTER_PORT=${MASTER_PORT:-}" '
-                                 '"SIGNALS_TO_HANDLE=${TORCHELASTIC_SIGNALS_TO_HANDLE:-}" > "$BOX/srun.args"\n'
+                                 '"SIGNALS_TO_HANDLE=${PET_SIGNALS_TO_HANDLE:-}" > "$BOX/srun.args"\n'
                                  'echo completed > "$BATCHLAW_RUN_DIR/COMPLETED"\n')
     env |= {"BATCHLAW_LAUNCHER": launcher, "SLURM_JOB_ID": str(2 * 20000 + 4321)}
     with socket.socket() as busy:  # the derived port, taken: the script must probe on to the next one
