@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ def _box(tmp_path, srun: str, env_file: str = "") -> tuple[Path, dict[str, str]]
     (tmp_path / "bin").mkdir()
     for name, text in (("srun", "#!/usr/bin/env bash\n" + srun), ("scontrol", SCONTROL)):
         (tmp_path / "bin" / name).write_text(text)
-        (tmp_path / "bin" / name).chmod(0o755 | stat.S_IXUSR)
+        (tmp_path / "bin" / name).chmod(0o755)
     (tmp_path / "run").mkdir()
     s = SubmitSettings(runs_dir=tmp_path, base_config=None, time="00:05:00", nproc_per_node=1)
     script = tmp_path / "train.sbatch"
@@ -64,7 +63,8 @@ def test_a_step_that_ends_while_the_trap_runs_keeps_its_real_status(tmp_path):
     """The step signals the batch shell and exits 0 at once: `wait` is interrupted, the trap runs and
     the step is gone before the old `kill -0` check, which then reported status 138 as a failure.
     The exit status must come from the step, every time (10 tries; the old loop failed most)."""
-    script, env = _box(tmp_path, 'kill -USR1 "$(cat "$BOX/batch.pid")"\nexit 0\n', env_file='echo $$ > "$BOX/batch.pid"\n')
+    script, env = _box(tmp_path, 'kill -USR1 "$(cat "$BOX/batch.pid")"\nexit 0\n',
+                       env_file='echo $$ > "$BOX/batch.pid"\n')
     for attempt in range(10):
         (tmp_path / "requeued").unlink(missing_ok=True)
         out = _run(script, env)
