@@ -11,12 +11,22 @@ Three launchers are understood, checked in this order:
    variables (``PMI_SIZE``, ``PMIX_RANK``, which ``srun --mpi=...`` sets too) count after 3.
 3. ``srun`` with one task per GPU (or per CPU rank): ``SLURM_PROCID``, ``SLURM_NTASKS`` and
    ``SLURM_LOCALID``; the master is ``MASTER_ADDR`` / ``MASTER_PORT`` when the sbatch script exported
-   them (slurm/train.sbatch does), else the first host of ``SLURM_STEP_NODELIST`` and a port derived
-   from the job id (the SLURM convention, e.g. Lightning's ``SLURMEnvironment``).
+   them (slurm/train.sbatch does), else the first host of ``SLURM_STEP_NODELIST`` and
+   :func:`job_port` of the job id (every task computes the same one; no probe is possible there).
 
 Anything else is a single process (rank 0 of 1 on 127.0.0.1). :func:`setup_env` writes the result
 into ``os.environ`` so that ``torch.distributed.init_process_group("env://")`` finds it; it imports
 no torch and is called by ``plugin/train.py`` before the process group exists.
+
+Rendezvous ports have ONE implementation here, :func:`free_port` (used by the local launcher
+``batchlaw train``, the mpirun path, the single-process default, ``slurm/train.sbatch`` through
+``python -m batchlaw.plugin.launch --port-for JOB_ID`` and the kill test's driver). A port is derived
+from an id (the SLURM job id, else this process id) into 10000-29999, below Linux's ephemeral range
+(``/proc/sys/net/ipv4/ip_local_port_range``, 32768-60999 by default), then probed: the first of it and
+the next ones that can be bound now wins. Array tasks sharing a node have distinct job ids, so they
+start from distinct ports, and no outgoing connection takes a port from that range; what remains of
+the race (probed free, released, bound by torchrun or the TCP store) is another server binding the
+same port in between. Only if every probed port is taken does the kernel pick one (``bind(0)``).
 """
 
 from __future__ import annotations
@@ -27,10 +37,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Placement", "detect", "first_host", "setup_env"]
+__all__ = ["Placement", "detect", "first_host", "free_port", "job_port", "setup_env"]
 
 _MPIRUN_MARKERS = ("OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")  # set by mpirun itself (Open MPI, Hydra)
 _PMI_MARKERS = ("PMI_SIZE", "PMIX_RANK")  # also set by srun --mpi=...: SLURM's own variables win there
+PORT_BASE, PORT_SPAN = 10000, 20000  # derived ports: 10000-29999, below the ephemeral range
+_PROBES = 64  # ports tried from the derived one before the kernel picks
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -78,11 +90,7 @@ def _from_mpi() -> Placement:
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
     local_rank = node.Get_rank()
     node.Free()
-    master = None
-    if rank == 0:
-        with socket.socket() as s:
-            s.bind(("", 0))
-            master = (socket.gethostname(), s.getsockname()[1])
+    master = (socket.gethostname(), free_port()) if rank == 0 else None
     addr, port = comm.bcast(master, root=0)
     return Placement(launcher="mpirun", rank=rank, world_size=size, local_rank=local_rank,
                      master_addr=addr, master_port=port)
@@ -100,7 +108,7 @@ def detect(env: Mapping[str, str] | None = None) -> Placement:
         return _from_mpi()
     if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
         nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")
-        port = _int(env, "MASTER_PORT") if "MASTER_PORT" in env else 10000 + _int(env, "SLURM_JOB_ID") % 20000
+        port = _int(env, "MASTER_PORT") if "MASTER_PORT" in env else job_port(_int(env, "SLURM_JOB_ID"))
         return Placement(launcher="srun", rank=_int(env, "SLURM_PROCID"), world_size=_int(env, "SLURM_NTASKS"),
                          local_rank=_int(env, "SLURM_LOCALID"),
                          master_addr=env.get("MASTER_ADDR") or first_host(nodelist), master_port=port)
@@ -108,12 +116,36 @@ def detect(env: Mapping[str, str] | None = None) -> Placement:
         return _from_mpi()
     return Placement(launcher="single", rank=0, world_size=1, local_rank=0,
                      master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                     master_port=_int(env, "MASTER_PORT") if "MASTER_PORT" in env else _free_port())
+                     master_port=_int(env, "MASTER_PORT") if "MASTER_PORT" in env else free_port())
 
 
-def _free_port() -> int:
+def job_port(job_id: int) -> int:
+    """The port derived from ``job_id``: ``10000 + job_id % 20000``, the same on every node (the
+    SLURM convention of deriving the rendezvous port from the job id, as Lightning's
+    ``SLURMEnvironment`` does with ``15000 + the last four digits``)."""
+    return PORT_BASE + job_id % PORT_SPAN
+
+
+def _bindable(port: int) -> bool:
+    """True if a TCP socket can bind ``port`` on every address of this host now."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(seed: int | None = None) -> int:
+    """A port free on this host now: the first bindable of :func:`job_port` (``seed``, default this
+    process id) and the next 63 ports, wrapping within 10000-29999; else one the kernel picks."""
+    start = job_port(os.getpid() if seed is None else seed) - PORT_BASE
+    for k in range(_PROBES):
+        port = PORT_BASE + (start + k) % PORT_SPAN
+        if _bindable(port):
+            return port
+    with socket.socket() as s:
+        s.bind(("", 0))
         return s.getsockname()[1]
 
 
@@ -126,3 +158,22 @@ def setup_env(env: dict[str, str] | None = None) -> Placement:
     env.update({"RANK": str(p.rank), "WORLD_SIZE": str(p.world_size), "LOCAL_RANK": str(p.local_rank),
                 "MASTER_ADDR": p.master_addr, "MASTER_PORT": str(p.master_port)})
     return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m batchlaw.plugin.launch --port-for JOB_ID``: print :func:`free_port` of JOB_ID (the
+    sbatch script's rendezvous port on the head node)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m batchlaw.plugin.launch", description=main.__doc__)
+    parser.add_argument("--port-for", dest="port", metavar="JOB_ID", required=True,
+                        help="the SLURM job id (a non-negative integer)")
+    args = parser.parse_args(argv)
+    if not re.fullmatch(r"\d+", args.port):
+        parser.error(f"--port-for = {args.port!r}: expected a non-negative integer job id")
+    print(free_port(int(args.port)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

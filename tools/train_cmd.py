@@ -24,7 +24,6 @@ import ctypes
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -67,12 +66,6 @@ def command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_setup(launcher_pid: int, prctl) -> None:
     """Runs in each rank between fork and exec: SIGTERM when the launcher dies; SIGINT ignored."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -82,7 +75,9 @@ def _rank_setup(launcher_pid: int, prctl) -> None:
 
 
 def _start(cmd: list[str], nproc: int) -> list[subprocess.Popen]:
-    port, me = _free_port(), os.getpid()
+    from batchlaw.plugin.launch import free_port  # stdlib only, like plugin.logschema: no torch here
+
+    port, me = free_port(), os.getpid()
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork (Linux only)
     procs = []
     for rank in range(nproc):

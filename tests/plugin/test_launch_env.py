@@ -74,3 +74,25 @@ def test_rank_entry_point_reports_a_bad_environment_in_one_line(capsys, monkeypa
     assert main(["configs/runs/tiny-cpu.toml"]) == 2
     err = capsys.readouterr().err
     assert err == "batchlaw train: error: environment SLURM_NTASKS = 'x': expected a non-negative integer\n"
+
+
+def test_port_is_derived_from_the_id_and_probed_on_when_taken(capsys):
+    """One implementation of the rendezvous port (issue 13): job_port(id) in 10000-29999, below Linux's
+    default ephemeral range 32768-60999 (ip(7), ip_local_port_range); a taken port is skipped, and
+    `python -m batchlaw.plugin.launch --port-for ID` (what slurm/train.sbatch runs) prints the same."""
+    import socket
+
+    from batchlaw.plugin.launch import free_port, job_port, main
+
+    assert [job_port(i) for i in (0, 1, 19999, 20000, 123456)] == [10000, 10001, 29999, 10000, 13456]
+    seed = free_port(4242) - 10000  # an id whose derived port is free now (14242 or a little above)
+    assert free_port(seed) == job_port(seed)
+    with socket.socket() as held:
+        held.bind(("", job_port(seed)))
+        held.listen()
+        port = free_port(seed)
+        assert job_port(seed) < port <= job_port(seed) + 63
+        assert main(["--port-for", str(seed)]) == 0 and capsys.readouterr().out == f"{port}\n"
+    with pytest.raises(SystemExit):
+        main(["--port-for", "12a"])
+    assert "--port-for = '12a': expected a non-negative integer job id" in capsys.readouterr().err

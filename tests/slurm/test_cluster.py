@@ -1,8 +1,10 @@
 """Tier (d), a real two-node SLURM on this machine (slurm/local/up.sh; .ci/run starts it): the
 project's own slurm/train.sbatch trains the tiny model on CPU with 2 nodes x 2 ranks (TP=2 x DP=2),
-launched by torchrun and by srun alone (one task per rank), survives a forced requeue; a 3-task
-array on shared nodes (free rendezvous port per task) survives USR1 to the batch shell and to the
-step, requeueing only the signalled task, and leaves out the run that already completed."""
+launched by torchrun and by srun alone (one task per rank), survives a forced requeue (USR1 to the
+batch shell or the step, TERM to the step with torchrun); a signal before training starts requeues
+at once; a 3-task array on shared nodes (a rendezvous port per task) survives USR1 to the batch
+shell and to the step, requeueing only the signalled task, and leaves out the run that already
+completed."""
 
 import shutil
 import subprocess
@@ -33,12 +35,12 @@ if not _cluster_up():
 pytest.importorskip("megatron.core")
 
 
-def _submit(tmp_path, rows, *sets, runs="runs", nproc=2):
+def _submit(tmp_path, rows, *sets, runs="runs", nproc=2, env=REPO / "slurm" / "env" / "local.sh"):
     grid = tmp_path / "grid.csv"
     grid.write_text("model,global_batch,tp,pp,nodes,survives\n" + "\n".join(rows) + "\n")
     args = ["submit", str(grid), "--base-config", str(BASE), "--runs-dir", str(tmp_path / runs), "--time", "00:10:00",
             "--nproc-per-node", str(nproc), "--cpus-per-task", str(nproc), "--python", sys.executable,
-            "--env", str(REPO / "slurm" / "env" / "local.sh")]
+            "--env", str(env)]
     for s in sets:
         args += ["--set", s]
     assert main(args) == 0
@@ -69,16 +71,20 @@ def _steps_once(log, steps, restarts):
         return f.attrs["layout"]
 
 
-@pytest.mark.parametrize("launcher,target", [("torchrun", "--batch"), ("srun", "step")])
-def test_two_nodes_tp2_dp2_requeue_and_resume(tmp_path, monkeypatch, launcher, target):
+@pytest.mark.parametrize("launcher,target,sig", [("torchrun", "--batch", "USR1"), ("srun", "step", "USR1"),
+                                                ("torchrun", "step", "TERM")])
+def test_two_nodes_tp2_dp2_requeue_and_resume(tmp_path, monkeypatch, launcher, target, sig):
+    """TERM to the step with torchrun ended FAILED after the checkpoint (torchrun caught TERM, stopped
+    its ranks and exited 1); it now ends as USR1 does: checkpoint, requeue, resume, COMPLETED."""
     monkeypatch.setenv("BATCHLAW_LAUNCHER", launcher)  # sbatch exports the submitting environment
     _submit(tmp_path, ["tiny,8,2,1,2,true"], "train.steps=30", "log.stdout_every=5", "log.flush_every=5")
     run = tmp_path / "runs" / "tiny-b8-tp2-pp1"
     out = lambda: "".join(p.read_text() for p in (tmp_path / "runs").glob("slurm-*.out"))
     _wait(lambda: "step     10 " in out(), what="step 10")
     task = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
-    subprocess.run(["scancel", "--signal=USR1", *([target] if target == "--batch" else []), task], check=True)
-    _wait(lambda: (run / "COMPLETED").is_file(), timeout=300, what="completion after requeue")
+    subprocess.run(["scancel", f"--signal={sig}", *([target] if target == "--batch" else []), task], check=True)
+    _wait(lambda: (run / "COMPLETED").is_file() or _job_state(task) == "FAILED", timeout=300,
+          what="completion after requeue")
     text = out()
     assert f"{launcher} on 2 node(s)" in text and f"requeueing job {task}" in text and "resumed from" in text
     layout = _steps_once(run / "log.h5", 30, 1)
@@ -87,6 +93,27 @@ def test_two_nodes_tp2_dp2_requeue_and_resume(tmp_path, monkeypatch, launcher, t
         assert np.all(np.isfinite(f["steps/gns_g2"][:]))
     assert (run / "pip-freeze.txt").stat().st_size > 0 and "git_sha=" in (run / "provenance.txt").read_text()
     _wait(lambda: _job_state(task) == "COMPLETED", timeout=60, what=f"{task} COMPLETED")
+
+
+@pytest.mark.parametrize("sig", ["USR1", "TERM"])
+def test_a_signal_before_training_starts_requeues_at_once(tmp_path, sig):
+    """The batch shell's traps are set before the cluster file and pip freeze: a signal during the
+    cluster file (its first attempt sleeps there, like a slow module load) used to kill the shell
+    (job FAILED, no requeue). Now the task requeues without starting the trainer, then completes."""
+    mark = tmp_path / "in-env-file"
+    env = tmp_path / "slow-env.sh"
+    env.write_text(f'source "{REPO / "slurm" / "env" / "local.sh"}"\n'
+                   f'if [ "${{SLURM_RESTART_COUNT:-0}}" = 0 ]; then touch "{mark}"; sleep 15; fi\n')
+    _submit(tmp_path, ["tiny,8,1,1,1,true"], "train.steps=5", nproc=1, env=env)
+    _wait(mark.is_file, what="the cluster file")
+    task = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
+    subprocess.run(["scancel", f"--signal={sig}", "--batch", task], check=True)
+    run = tmp_path / "runs" / "tiny-b8-tp1-pp1"
+    _wait(lambda: (run / "COMPLETED").is_file() or _job_state(task) == "FAILED", timeout=300, what="completion")
+    _wait(lambda: _job_state(task) in ("COMPLETED", "FAILED"), timeout=60, what=f"{task} done")
+    text = "".join(p.read_text() for p in (tmp_path / "runs").glob("slurm-*.out"))
+    assert _job_state(task) == "COMPLETED" and f"before training started; requeueing job {task}" in text, text
+    _steps_once(run / "log.h5", 5, 0)  # the first attempt never started the trainer: no resume
 
 
 def test_array_on_shared_nodes_survives_usr1_to_batch_shell_and_to_step(tmp_path, capsys):

@@ -1,0 +1,124 @@
+"""Tier (d), slurm/train.sbatch without a cluster: the rendered script runs under bash with stub
+`srun` / `scontrol` on PATH (as slurmd would run it, with the SLURM variables it reads), to pin the
+issue-13 leftovers that need exact timing: a USR1/TERM before the trainer starts requeues at once
+(the trap is set before the cluster file and pip freeze), a step that ends while the trap runs is
+reported with its real status (never guessed from `kill -0`), and the rendezvous port is derived from
+the job id with a probe (plugin/launch.py free_port). The real-cluster runs are in test_cluster.py."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchlaw.plugin.launch import job_port
+from batchlaw.tools.submit import SubmitSettings, render_sbatch
+
+REPO = Path(__file__).resolve().parents[2]
+SCONTROL = '#!/usr/bin/env bash\ncase "$1" in show) echo n1 ;; requeue) echo "$2" >> "$BOX/requeued" ;; esac\n'
+
+
+def _box(tmp_path, srun: str, env_file: str = "") -> tuple[Path, dict[str, str]]:
+    """A sandbox with the script, stubs and a run directory; returns (script, environment)."""
+    (tmp_path / "bin").mkdir()
+    for name, text in (("srun", "#!/usr/bin/env bash\n" + srun), ("scontrol", SCONTROL)):
+        (tmp_path / "bin" / name).write_text(text)
+        (tmp_path / "bin" / name).chmod(0o755)
+    (tmp_path / "run").mkdir()
+    s = SubmitSettings(runs_dir=tmp_path, base_config=None, time="00:05:00", nproc_per_node=1)
+    script = tmp_path / "train.sbatch"
+    script.write_text(render_sbatch(s, nodes=1))
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "BOX": str(tmp_path),
+           "BATCHLAW_PYTHON": sys.executable, "BATCHLAW_RUN_DIR": str(tmp_path / "run"),
+           "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "n1", "SLURM_JOB_ID": "7"}
+    env.pop("BATCHLAW_PORT", None)
+    if env_file:
+        (tmp_path / "cluster.sh").write_text(env_file)
+        env["BATCHLAW_ENV"] = str(tmp_path / "cluster.sh")
+    return script, env
+
+
+def _run(script: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("sig", ["USR1", "TERM"])
+def test_a_signal_during_the_cluster_file_requeues_at_once(tmp_path, sig):
+    """The cluster file is the first slow step (module loads); the signal reaches the batch shell
+    there. Before the fix the shell died of it (status 138 / 143) and nothing requeued."""
+    script, env = _box(tmp_path, 'touch "$BOX/srun-started"\n', env_file=f"kill -{sig} $$\n")
+    out = _run(script, env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "requeued").read_text() == "7\n"
+    assert "before training started; requeueing job 7" in out.stdout
+    assert not (tmp_path / "srun-started").exists()  # nothing was launched
+    assert (tmp_path / "run" / "STOP").is_file() and not (tmp_path / "run" / "pip-freeze.txt").exists()
+
+
+def test_a_step_that_ends_while_the_trap_runs_keeps_its_real_status(tmp_path):
+    """The step signals the batch shell and exits 0 at once: `wait` is interrupted, the trap runs and
+    the step is gone before the old `kill -0` check, which then reported status 138 as a failure.
+    The exit status must come from the step, every time (10 tries; the old loop failed most)."""
+    script, env = _box(tmp_path, 'kill -USR1 "$(cat "$BOX/batch.pid")"\nexit 0\n',
+                       env_file='echo $$ > "$BOX/batch.pid"\n')
+    for attempt in range(10):
+        (tmp_path / "requeued").unlink(missing_ok=True)
+        out = _run(script, env)
+        assert out.returncode == 0 and "training failed" not in out.stderr, (attempt, out.stdout + out.stderr)
+        assert (tmp_path / "requeued").read_text() == "7\n" and "checkpointed on signal" in out.stdout
+
+
+def test_a_failing_step_interrupted_by_a_signal_still_fails_with_its_status(tmp_path):
+    script, env = _box(tmp_path, 'kill -USR1 "$(cat "$BOX/batch.pid")"\nsleep 0.5\nexit 3\n',
+                       env_file='echo $$ > "$BOX/batch.pid"\n')
+    out = _run(script, env)
+    assert out.returncode == 3 and "training failed with status 3" in out.stderr, out.stdout + out.stderr
+    assert not (tmp_path / "requeued").exists()
+
+
+def _step_args(tmp_path) -> list[str]:
+    return (tmp_path / "srun.args").read_bytes().decode().split("\0")[:-1]
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "srun"])
+def test_rendezvous_port_comes_from_the_job_id_and_skips_a_busy_one(tmp_path, launcher):
+    script, env = _box(tmp_path, 'printf "%s\\0" "$@" "MASTER_PORT=${MASTER_PORT:-}" '
+                                 '"SIGNALS_TO_HANDLE=${PET_SIGNALS_TO_HANDLE:-}" > "$BOX/srun.args"\n'
+                                 'echo completed > "$BATCHLAW_RUN_DIR/COMPLETED"\n')
+    env |= {"BATCHLAW_LAUNCHER": launcher, "SLURM_JOB_ID": str(2 * 20000 + 4321)}
+    with socket.socket() as busy:  # the derived port, taken: the script must probe on to the next one
+        busy.bind(("", job_port(4321)))
+        busy.listen()
+        out = _run(script, env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    expected = 10000 + 4321 + 1
+    args = _step_args(tmp_path)
+    if launcher == "torchrun":
+        assert f"--rdzv_endpoint=n1:{expected}" in args
+        assert "SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT" in args  # torchrun leaves TERM to the ranks
+    else:
+        assert f"MASTER_PORT={expected}" in args
+    assert f"head n1:{expected}" in out.stdout
+
+
+def test_the_step_wrapper_leaves_term_to_the_ranks_and_reports_the_launchers_status(tmp_path):
+    """The srun step wrapper starts the launcher with USR1 and TERM ignored (torchrun died on them)
+    and returns the launcher's own status even when a TERM interrupted its wait."""
+    launcher = tmp_path / "launcher.sh"
+    launcher.write_text('grep -E "^Sig(Ign|Cgt)" /proc/$$/status > "$1"\nkill -TERM "$(cat "$2")"\nexit 5\n')
+    script = render_sbatch(SubmitSettings(runs_dir=tmp_path, base_config=None, time="1", nproc_per_node=1), 1)
+    # the script's own definitions of run_waited and STEP, then the step as srun runs it
+    defs = [re.search(pattern, script, re.S | re.M).group(0)
+            for pattern in (r"^run_waited\(\) \{.*?^\}\n", r"^STEP='.*?^run_waited \"\" \"\$@\"'\n")]
+    text = "".join(defs) + 'echo $$ > "$0"; exec bash -c "$STEP" batchlaw-step "$@"\n'  # $$ stays the step's
+    out = subprocess.run(["bash", "-c", text, str(tmp_path / "step.pid"), str(tmp_path / "STOP"), "bash",
+                          str(launcher), str(tmp_path / "sigs"), str(tmp_path / "step.pid")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 5 and (tmp_path / "STOP").is_file(), out.stderr
+    ignored = int((tmp_path / "sigs").read_text().split("SigIgn:")[1].split()[0], 16)
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        assert ignored >> (int(sig) - 1) & 1, f"{sig.name} not ignored by the launcher"
