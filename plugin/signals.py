@@ -4,8 +4,9 @@ boundary, once every rank agrees.
 The handler only sets a flag (no I/O, no collectives inside a signal handler). The loop calls
 ``StopFlag.agreed(group)`` once per step: a MAX all-reduce of one scalar, so that every rank
 checkpoints at the same step even when the signal reached only some of them. SLURM delivers
-``--signal=USR1@T`` to the job step's tasks; torchrun itself dies on SIGTERM/SIGUSR1 instead of
-forwarding them, which is why the sbatch script's trap can create ``checkpoint.stop_file`` instead.
+``--signal=USR1@T`` to the job step's tasks. A bare torchrun dies on SIGTERM/SIGUSR1 instead of
+forwarding them; the sbatch script therefore starts it with USR1/TERM ignored and
+``PET_SIGNALS_TO_HANDLE`` without them, and its trap creates ``checkpoint.stop_file`` (docs/slurm.md).
 """
 
 from __future__ import annotations
