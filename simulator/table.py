@@ -22,7 +22,7 @@ import numpy as np
 from batchlaw.simulator import rules
 from batchlaw.simulator import checks
 from batchlaw.simulator.perf import iteration, memory_gib
-from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn
+from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn, resolve_precision
 from batchlaw.simulator.system import SystemProfile, load_system
 
 __all__ = ["OUTPUT_COLUMNS", "feasibility", "normalise", "predict_table"]
@@ -198,7 +198,9 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     off = _number(_column(cols, "activation_offload_layers", n, 0.0), "activation_offload_layers")
     c["activation_offload_layers"] = np.nan_to_num(off)
     uniq, codes = _category(cols, "precision", n, "bf16")
-    # "auto" (the run default) is bf16 on a GPU; grids resolve it to fp32 on CPU systems
+    # "auto" (the run default): bf16 here; ``_predict_group`` makes it fp32 on a cpu-* system
+    # (``spec.resolve_precision``, as grids resolve it)
+    c["precision_auto"] = np.array([u == "auto" for u in uniq], dtype=bool)[codes]
     uniq = ["fp16" if u == "half" else "bf16" if u == "auto" else u for u in uniq]
     allowed = ("bf16", "fp16", "fp32", "fp8")
     bad = [u for u in uniq if u not in allowed]
@@ -270,8 +272,17 @@ def _distinct_rows(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | 
     return first, inverse
 
 
+def _resolve_auto(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
+    """Rows whose precision was "auto" take ``spec.resolve_precision`` on this system (fp32 on cpu-*)."""
+    auto = c.get("precision_auto")
+    if auto is None or not auto.any() or resolve_precision("auto", system.name) != "fp32":
+        return c
+    return {**c, "fp32": c["fp32"] | auto, "fp8": c["fp8"] & ~auto, "precision": np.where(auto, "fp32", c["precision"])}
+
+
 def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
     """Predictions for rows of one system; NaN micro batches are chosen as the fastest that fits."""
+    c = _resolve_auto(c, system)
     if len(c["layers"]) >= 4096:
         distinct = _distinct_rows({k: v for k, v in c.items() if k != "gpu"})
         if distinct is not None:

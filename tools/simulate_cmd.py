@@ -35,30 +35,12 @@ def _models() -> int:
     return 0
 
 
-def _resolve_auto(table: dict[str, np.ndarray], system: str | None) -> dict[str, np.ndarray]:
-    """``table`` with precision "auto" resolved per row's system as a grid resolves it
-    (``spec.resolve_precision``: fp32 on a cpu-* profile, else bf16); the system is ``--system``, else the
-    row's ``gpu`` (published tables) or ``system`` (RunSpec tables) column, as ``table.normalise`` reads it."""
-    from batchlaw.simulator.spec import resolve_precision
-    from batchlaw.simulator.system import load_system
-
-    precision = table.get("precision")
-    if precision is None or "auto" not in set(map(str, precision)):
-        return table
-    col = "gpu" if "gpu" in table or "system" not in table else "system"
-    n = len(precision)
-    systems = [str(system)] * n if system else [str(s) for s in table.get(col, ["h100-sxm"] * n)]
-    names = {s: load_system(s).name for s in set(systems)}  # a TOML path or a GPU alias -> the profile name
-    return {**table, "precision": np.array([resolve_precision(str(p), names[s]) for p, s in zip(precision, systems)],
-                                           dtype=object)}
-
-
 def _runs(args) -> int:
     from batchlaw.simulator.csvio import read_csv, write_csv
     from batchlaw.simulator.table import predict_table
 
     table = read_csv(args.runs)
-    out = predict_table(_resolve_auto(table, args.system), args.system)
+    out = predict_table(table, args.system)  # precision 'auto' is resolved per system (fp32 on cpu-*)
     if "precision" in table:
         out["precision"] = table["precision"]  # the RunSpec value ('auto' stays 'auto'), as a grid writes it
     if args.out:

@@ -126,3 +126,14 @@ def test_large_tables_are_priced_in_chunks_with_the_same_values():
         part = predict_table({k: v[lo:lo + 5] for k, v in big.items()}, "h100-sxm")
         for key in ("pred_iter_time_s", "pred_mem_gib", "feasible"):
             np.testing.assert_array_equal(whole[key][lo:lo + 5], part[key])
+
+
+def test_auto_precision_is_fp32_on_a_cpu_profile_and_bf16_on_a_gpu():
+    # spec.resolve_precision, the rule grids use: predict_table applies it per row's system
+    row = {**{k: np.array([v]) for k, v in BASE.items()}, "tp": np.array([1]), "pp": np.array([1]),
+           "dp": np.array([1]), "global_batch": np.array([4]), "precision": np.array(["auto"])}
+    cpu_auto = predict_table(row, "cpu-gloo")["pred_iter_time_s"][0]
+    cpu_fp32 = predict_table({**row, "precision": np.array(["fp32"])}, "cpu-gloo")["pred_iter_time_s"][0]
+    assert cpu_auto == cpu_fp32
+    gpu_auto = predict_table(row, "h100-sxm")["pred_iter_time_s"][0]
+    assert gpu_auto == predict_table({**row, "precision": np.array(["bf16"])}, "h100-sxm")["pred_iter_time_s"][0]
