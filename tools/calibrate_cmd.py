@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="profile TOML file to write (default: LOGDIR/<system>-calibrated.toml)")
     parser.add_argument("--params", default="matmul_max,width_half,tokens_half,overhead_s",
                         help="efficiency parameters to fit (comma separated)")
+    parser.add_argument("--prior-sigma", type=float, default=3.0,
+                        help="width of the prior around the starting profile (log units; default 3.0: on your own"
+                             " logs the data decide and the prior only keeps unidentified parameters finite;"
+                             " 0 = no prior)")
     parser.add_argument("--force", action="store_true",
                         help="accept logs from another device class than the profile's (e.g. CPU logs for a GPU)")
 
@@ -63,12 +67,12 @@ def rows_from_logs(runs, system: str | None = None, *, force: bool = False) -> d
     return {k: np.array([row[k] for row in rows]) for k in rows[0]}
 
 
-def _fit(rows, start, params):
+def _fit(rows, start, params, prior_sigma):
     from batchlaw.simulator.calibrate import calibrate
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = calibrate(rows, start, params=params)
+        out = calibrate(rows, start, params=params, prior_sigma=prior_sigma)
     for w in caught:
         print(f"warning: {w.category.__name__}: {w.message}")
     return out
@@ -79,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from batchlaw.simulator.system import load_system, save_system
     from batchlaw.tools.logs import load_runs, print_skipped, skipped_status
 
+    if not (args.prior_sigma >= 0 and np.isfinite(args.prior_sigma)):
+        raise ValueError(f"--prior-sigma = {args.prior_sigma!r}: must be a finite number >= 0")
     start = load_system(args.system)
     skipped: list[str] = []
     runs = load_runs(args.logdir, errors=skipped)
@@ -90,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
     fit_idx, held_idx = order[::2], order[1::2]
     pick = lambda idx: {k: v[idx] for k, v in rows.items()}
     if len(held_idx) and len(fit_idx) >= len(params):
-        fitted, _ = _fit(pick(fit_idx), start, params)
+        fitted, _ = _fit(pick(fit_idx), start, params, args.prior_sigma)
         before = np.abs(errors(pick(held_idx), start))
         after = np.abs(errors(pick(held_idx), fitted))
         print(f"held-out runs ({len(held_idx)}): median |error| of step time {np.median(before):.1%} before,"
               f" {np.median(after):.1%} after (worst {after.max():.1%})")
-    final, report = _fit(rows, start, params)
+    final, report = _fit(rows, start, params, args.prior_sigma)
     out = Path(args.out) if args.out else Path(args.logdir) / f"{start.name}-calibrated.toml"
     save_system(final, out, comment=f"Calibrated by batchlaw calibrate on {n} runs in {args.logdir}.")
     print(f"all {n} runs: median |error| {report.median_abs_error_before:.1%} -> {report.median_abs_error_after:.1%};"

@@ -60,3 +60,22 @@ def test_bad_logs_are_named_skipped_and_exit_like_analyze(tmp_path, capsys):
     assert main(["calibrate", str(bad), "--system", "cpu-gloo", "--params", "overhead_s", "--out", str(out2)]) == 2
     err = capsys.readouterr().err
     assert "no readable *.h5 run logs" in err and "truncated.h5" in err and not out2.exists()
+
+
+def test_prior_sigma_lets_own_logs_move_the_overheads(tmp_path, capsys):
+    # logs at 10 ms per sequence (20 ms per micro-batch of 2): a narrow prior keeps the profile's 1 ms per
+    # micro-batch overhead, the default wide prior lets the logs move it by an order of magnitude
+    from batchlaw.simulator.system import load_system
+
+    _cpu_logs(tmp_path / "runs")
+    narrow, wide = tmp_path / "narrow.toml", tmp_path / "wide.toml"
+    args = ["calibrate", str(tmp_path / "runs"), "--system", "cpu-gloo", "--params", "overhead_mb_s"]
+    assert main(args + ["--prior-sigma", "0.01", "--out", str(narrow)]) == 0
+    assert main(args + ["--out", str(wide)]) == 0
+    start = load_system("cpu-gloo").efficiency.overhead_mb_s
+    assert abs(load_system(narrow).efficiency.overhead_mb_s / start - 1) < 0.2
+    assert load_system(wide).efficiency.overhead_mb_s > 5 * start
+    capsys.readouterr()
+    assert main(args + ["--prior-sigma", "-1", "--out", str(tmp_path / "bad.toml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--prior-sigma = -1.0" in err[0] and not (tmp_path / "bad.toml").exists()
