@@ -197,9 +197,9 @@ def check_system_tables(data: Mapping[str, Any], path: Any) -> None:
 def check_system(p: Any) -> None:
     """SystemProfile: finite positive hardware numbers (a NaN memory would skip the memory check)."""
     check_text("system.name", p.name)
-    for name in ("peak_tflops", "hbm_gbps", "memory_gib", "nvlink_gbps", "network_gbps"):
+    for name in ("peak_tflops", "hbm_gbps", "memory_gib", "nvlink_gbps", "network_gbps", "host_gbps"):
         _finite(f"system.{name}", getattr(p, name), lo=0.0, lo_open=True)
-    for name in ("latency_us", "memory_overhead_gib", "host_gbps"):
+    for name in ("latency_us", "memory_overhead_gib"):
         _finite(f"system.{name}", getattr(p, name), lo=0.0)
     _int_at_least("system.gpus_per_node", p.gpus_per_node, 1)
     e = p.efficiency

@@ -40,7 +40,7 @@ class Efficiency:
     """Efficiency of the attention core under context parallelism (cp > 1) relative to one GPU's: the
     ring splits each rank's attention into cp partial kernels forward and backward, merges the partial
     outputs and accumulates dQ/dKV in fp32 per ring step (~24 bytes per query element and step, about 16%
-    of the core's time at s = 8192 on H100: default 1/1.16), and shares SMs with the ring's send/receive
+    of the core's time at s = 8192 on H100: default 0.85), and shares SMs with the ring's send/receive
     kernels (Transformer Engine ``AttnFuncWithCPAndKVP2P``)."""
     hbm_eff: float = 0.7
     """Achieved fraction of HBM bandwidth for memory-bound ops and GEMM operand traffic."""
@@ -140,8 +140,15 @@ def load_system(name_or_path: str | Path) -> SystemProfile:
                          " calibration")
     checks.check_system_tables(data, path)
     cal = {k: tuple(v) if isinstance(v, list) else v for k, v in data.get("calibration", {}).items()}
-    return _config.build(SystemProfile, {**data["system"], "efficiency": data.get("efficiency", {}),
-                                         "calibration": cal}, "system")
+    eff = data.get("efficiency", {})
+    if eff:  # a fitted profile written before a term existed keeps the model it was fitted with
+        eff = {**_NEUTRAL, **eff}
+    return _config.build(SystemProfile, {**data["system"], "efficiency": eff, "calibration": cal}, "system")
+
+
+# Efficiency terms added after profiles were first fitted (session 3), at the value that switches them off:
+# a profile whose [efficiency] table lacks them was fitted without them and keeps predicting as it did.
+_NEUTRAL = {"overhead_layer_s": 0.0, "cp_attention_eff": 1.0}
 
 
 def gpu_profile_name(name: str) -> str:

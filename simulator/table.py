@@ -313,8 +313,9 @@ def _predict_rows(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, 
         for mb in _MICRO_CANDIDATES:
             trial = {**c, "micro_batch": np.where(blank, float(mb), c["micro_batch"])}
             ok, _ = feasibility(_split_view(trial))
-            t = iteration(trial, system)["iter_time_s"]
-            fits = memory_gib(trial, system) <= system.memory_gib
+            it = iteration(trial, system)
+            t = it["iter_time_s"]
+            fits = memory_gib(trial, system, it["stage_params"]) <= system.memory_gib
             better = blank & ok & fits & (t < best_t)
             best_t = np.where(better, t, best_t)
             best_mb = np.where(better, mb, best_mb)

@@ -129,11 +129,30 @@ def test_large_tables_are_priced_in_chunks_with_the_same_values():
 
 
 def test_auto_precision_is_fp32_on_a_cpu_profile_and_bf16_on_a_gpu():
-    # spec.resolve_precision, the rule grids use: predict_table applies it per row's system
+    # spec.resolve_precision, the rule grids use: predict_table applies it per row's system. fp32 keeps
+    # 4-byte activations and 16 bytes of model state per parameter, so memory tells the precisions apart.
     row = {**{k: np.array([v]) for k, v in BASE.items()}, "tp": np.array([1]), "pp": np.array([1]),
            "dp": np.array([1]), "global_batch": np.array([4]), "precision": np.array(["auto"])}
-    cpu_auto = predict_table(row, "cpu-gloo")["pred_iter_time_s"][0]
-    cpu_fp32 = predict_table({**row, "precision": np.array(["fp32"])}, "cpu-gloo")["pred_iter_time_s"][0]
-    assert cpu_auto == cpu_fp32
-    gpu_auto = predict_table(row, "h100-sxm")["pred_iter_time_s"][0]
-    assert gpu_auto == predict_table({**row, "precision": np.array(["bf16"])}, "h100-sxm")["pred_iter_time_s"][0]
+
+    def mem(precision, system):
+        return predict_table({**row, "precision": np.array([precision])}, system)["pred_mem_gib"][0]
+
+    for system in ("cpu-gloo", "h100-sxm"):
+        assert mem("fp32", system) != mem("bf16", system)
+    assert mem("auto", "cpu-gloo") == mem("fp32", "cpu-gloo")
+    assert mem("auto", "h100-sxm") == mem("bf16", "h100-sxm")
+
+
+def test_a_profile_fitted_before_the_new_terms_keeps_its_predictions(tmp_path):
+    # an [efficiency] table without overhead_layer_s / cp_attention_eff was fitted by a model without them:
+    # it loads them switched off; a profile with no [efficiency] table takes the physics defaults
+    from batchlaw.simulator.system import load_system
+
+    old = tmp_path / "old.toml"
+    old.write_text('[system]\nname = "old"\npeak_tflops = 989.0\nhbm_gbps = 3350.0\nmemory_gib = 80.0\n'
+                   '[efficiency]\nmatmul_max = 0.7\n')
+    e = load_system(old).efficiency
+    assert (e.overhead_layer_s, e.cp_attention_eff, e.matmul_max) == (0.0, 1.0, 0.7)
+    bare = tmp_path / "bare.toml"
+    bare.write_text('[system]\nname = "bare"\npeak_tflops = 989.0\nhbm_gbps = 3350.0\nmemory_gib = 80.0\n')
+    assert load_system(bare).efficiency == Efficiency()
