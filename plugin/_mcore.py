@@ -60,7 +60,7 @@ __all__ = [
     "MegatronInternalMissing", "VERSION", "bucket_groups", "build_ddp", "build_gpt", "build_optimizer",
     "destroy_parallel", "forward_backward", "grad_buffers", "groups", "have_apex", "have_te", "indexed_dataset",
     "init_parallel", "install_grad_sync_hooks", "kernels", "layer_spec", "loss_scale", "megatron_batch_calculator",
-    "megatron_ramp_kwargs", "optimizer_state", "load_optimizer_state", "optimizer_step", "param_counts_once",
+    "megatron_ramp_kwargs", "optimizer_state", "load_optimizer_state", "optimizer_step", "grads_finite", "param_counts_once",
     "seed_model_parallel", "set_lr", "transformer_config", "version_tuple", "zero_grads",
 ]
 
@@ -304,6 +304,12 @@ def forward_backward(*, forward_step_func: Callable, data_iterators: list, model
     return fb(forward_step_func=forward_step_func, data_iterator=data_iterators[0] if single else data_iterators,
               model=models[0] if single else models, num_microbatches=num_microbatches, seq_length=seq_length,
               micro_batch_size=micro_batch_size, forward_only=forward_only)
+
+
+def grads_finite(models: list) -> bool:
+    """True when every gradient buffer of this rank is finite. bf16/fp32 optimizers have no loss scaler
+    that checks (megatron's ``optimizer.step()`` would clip with a NaN norm and write NaN weights)."""
+    return all(bool(torch.isfinite(b).all()) for b in grad_buffers(models))
 
 
 def grad_buffers(models: list) -> list:

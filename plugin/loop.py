@@ -99,6 +99,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         precision = cfg.train.precision if cfg.train.precision != "auto" else ("fp32" if on_cpu else "bf16")
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.loss_scaled = precision == "fp16"  # megatron's grad scaler checks fp16 gradients itself
         chunks, self.tcfg = build_model(shape, par, seed=cfg.train.seed, dtype=self.dtype, on_cpu=on_cpu)
         self.models = _mcore.build_ddp(self.tcfg, chunks, overlap_grad_reduce=par.overlap_grad_reduce,
                                        distributed_optimizer=par.distributed_optimizer)
@@ -130,6 +131,7 @@ class Trainer:
         self._kept: list[torch.Tensor] = []
         self._saved_step = -1
         self.nonfinite = False
+        self.bad_grads = False
 
     # setup helpers -----------------------------------------------------------------------------
     def _total_samples(self) -> int:
@@ -266,7 +268,8 @@ class Trainer:
 
         fp16 overflow (inf/NaN in the unscaled gradients): megatron skips the update and lowers the
         scale; the row says ``skipped = 1`` with NaN norms and noise-scale columns, and training goes
-        on. A non-finite loss (agreed over all ranks before the update) leaves the model as it was and
+        on. bf16/fp32 gradients with an inf/NaN and a finite loss (no scaler checks them; megatron would
+        clip with a NaN norm and write NaN weights) count as non-finite too. A non-finite loss (agreed over all ranks before the update) leaves the model as it was and
         sets ``self.nonfinite``: ``run`` then checkpoints that state and ends as ``failed``.
         """
         batch = self.ramp(self.consumed)
@@ -288,6 +291,9 @@ class Trainer:
             losses = self._run_schedule(mbs)
         loss = self._mean_loss(losses)
         self.nonfinite = self._any_rank(not math.isfinite(loss) and self.g.last_stage)
+        self.bad_grads = (not self.nonfinite and not self.loss_scaled
+                          and self._any_rank(not _mcore.grads_finite(self.models)))
+        self.nonfinite = self.nonfinite or self.bad_grads
         applied, grad_norm = (False, math.nan) if self.nonfinite else _mcore.optimizer_step(self.optimizer)
         if not self.on_cpu:
             torch.cuda.synchronize()
@@ -409,8 +415,9 @@ class Trainer:
             while not self._done():
                 row = self.advance(sinks)
                 if self.nonfinite:
-                    log.error("step %d: loss %s is not finite; checkpointing step %d and stopping as failed",
-                              row["step"], row["loss"], self.step)
+                    what = "gradients are" if self.bad_grads else f"loss {row['loss']} is"
+                    log.error("step %d: %s not finite; checkpointing step %d and stopping as failed",
+                              row["step"], what, self.step)
                     self._checkpoint(sinks)
                     return status
                 interval = exit_after and self.step - first_step >= exit_after and not self._done()
