@@ -58,10 +58,10 @@ from megatron.core.transformer.transformer_config import TransformerConfig  # no
 
 __all__ = [
     "MegatronInternalMissing", "VERSION", "bucket_groups", "build_ddp", "build_gpt", "build_optimizer",
-    "destroy_parallel", "forward_backward", "grad_buffers", "groups", "have_apex", "have_te", "indexed_dataset",
-    "init_parallel", "install_grad_sync_hooks", "kernels", "layer_spec", "loss_scale", "megatron_batch_calculator",
-    "megatron_ramp_kwargs", "optimizer_state", "load_optimizer_state", "optimizer_step", "grads_finite", "param_counts_once",
-    "seed_model_parallel", "set_lr", "transformer_config", "version_tuple", "zero_grads",
+    "destroy_parallel", "forward_backward", "grad_buffers", "grads_finite", "groups", "have_apex", "have_te",
+    "indexed_dataset", "init_parallel", "install_grad_sync_hooks", "kernels", "layer_spec", "loss_scale",
+    "megatron_batch_calculator", "megatron_ramp_kwargs", "optimizer_state", "load_optimizer_state", "optimizer_step",
+    "param_counts_once", "seed_model_parallel", "set_lr", "transformer_config", "version_tuple", "zero_grads",
 ]
 
 def _installed_version() -> str:

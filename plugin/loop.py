@@ -268,9 +268,10 @@ class Trainer:
 
         fp16 overflow (inf/NaN in the unscaled gradients): megatron skips the update and lowers the
         scale; the row says ``skipped = 1`` with NaN norms and noise-scale columns, and training goes
-        on. bf16/fp32 gradients with an inf/NaN and a finite loss (no scaler checks them; megatron would
-        clip with a NaN norm and write NaN weights) count as non-finite too. A non-finite loss (agreed over all ranks before the update) leaves the model as it was and
-        sets ``self.nonfinite``: ``run`` then checkpoints that state and ends as ``failed``.
+        on. A non-finite loss (agreed over all ranks before the update) leaves the model as it was and
+        sets ``self.nonfinite``: ``run`` then checkpoints that state and ends as ``failed``. So do
+        bf16/fp32 gradients with an inf/NaN and a finite loss (``self.bad_grads``): no scaler checks
+        them, and megatron would clip with a NaN norm and write NaN weights.
         """
         batch = self.ramp(self.consumed)
         mbs = micro_batches(self.data, consumed=self.consumed, global_batch=batch, dp_rank=self.g.dp_rank,
