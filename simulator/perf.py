@@ -41,7 +41,7 @@ from typing import Mapping
 import numpy as np
 
 from batchlaw.simulator.params import flops_per_step
-from batchlaw.simulator.perf_comm import bus_bandwidth, collective, p2p_bandwidth
+from batchlaw.simulator.perf_comm import bus_bandwidth, collective, p2p_bandwidth, ring_terms
 from batchlaw.simulator.perf_mem import layer_activation_bytes, memory_gib, stage_params
 from batchlaw.simulator.perf_ops import flag, layer_times, logits_time
 from batchlaw.simulator.system import SystemProfile
@@ -53,9 +53,8 @@ def _dp_comm(c, system, n_local, stage_mb):
     """Exposed seconds of the data-parallel gradient/parameter collectives."""
     e = system.efficiency
     n = c["dp"] * c["cp"]
-    # ring volumes as in perf_comm.collective, sharing one bandwidth and latency term (all-reduce = 2 x RS)
-    per_byte = np.where(n > 1, (n - 1) / np.maximum(n, 1.0) / bus_bandwidth(n, c["tp"], system), 0.0)
-    lat = np.where(n > 1, system.latency_us * 1e-6 * 2.0 * np.log2(np.maximum(n, 1.0)), 0.0)
+    # one bandwidth and latency term for RS, AG and AR (all-reduce = 2 x reduce-scatter volume)
+    per_byte, lat = ring_terms(n, bus_bandwidth(n, c["tp"], system), system)
     grad = np.where(c["grad_reduce_in_fp32"] | flag(c, "fp32"), 4.0, 2.0) * n_local * per_byte
     rs, ag, ar = grad + lat, 2.0 * n_local * per_byte + lat, 2.0 * grad + lat
     overlap = c["overlap_grad_reduce"]

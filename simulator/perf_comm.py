@@ -16,7 +16,7 @@ import numpy as np
 
 from batchlaw.simulator.system import SystemProfile
 
-__all__ = ["bus_bandwidth", "collective", "p2p_bandwidth"]
+__all__ = ["bus_bandwidth", "collective", "p2p_bandwidth", "ring_terms"]
 
 
 def bus_bandwidth(n, stride, system: SystemProfile) -> np.ndarray:
@@ -29,11 +29,19 @@ def bus_bandwidth(n, stride, system: SystemProfile) -> np.ndarray:
     return np.where(inside, system.nvlink_gbps, net) * (1e9 * system.efficiency.network_eff)
 
 
+def ring_terms(n, bw, system: SystemProfile) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds per byte of a ring collective's payload, its latency) over n ranks, both 0 when n = 1:
+    a collective of factor x S bytes takes ``factor (n-1)/n S / bw + 2 log2(n) alpha``."""
+    n = np.asarray(n, dtype=np.float64)
+    per_byte = np.where(n > 1, (n - 1) / np.maximum(n, 1.0) / bw, 0.0)
+    lat = np.where(n > 1, system.latency_us * 1e-6 * 2.0 * np.log2(np.maximum(n, 1.0)), 0.0)
+    return per_byte, lat
+
+
 def collective(n, nbytes, bw, system: SystemProfile, factor) -> np.ndarray:
     """Seconds of a ring collective moving ``factor (n-1)/n nbytes`` per rank (0 when n = 1)."""
-    n = np.asarray(n, dtype=np.float64)
-    lat = system.latency_us * 1e-6 * 2.0 * np.log2(np.maximum(n, 1.0))
-    return np.where(n > 1, factor * (n - 1) / n * nbytes / bw + lat, 0.0)
+    per_byte, lat = ring_terms(n, bw, system)
+    return np.where(np.asarray(n) > 1, factor * per_byte * nbytes + lat, 0.0)  # 0 even for inf/NaN bytes
 
 
 def p2p_bandwidth(stride, system: SystemProfile) -> np.ndarray:
