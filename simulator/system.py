@@ -128,6 +128,11 @@ def system_names() -> list[str]:
     return resources.names("systems")
 
 
+# Efficiency terms added after profiles were first fitted (session 3), at the value that switches them off:
+# a profile whose [efficiency] table lacks them was fitted without them and keeps predicting as it did.
+_NEUTRAL = {"overhead_layer_s": 0.0, "cp_attention_eff": 1.0}
+
+
 def load_system(name_or_path: str | Path) -> SystemProfile:
     """Load a profile by name (``h100-sxm``, or a published GPU name such as ``A100-SXM4-80GB``)
     or from a TOML path."""
@@ -144,11 +149,6 @@ def load_system(name_or_path: str | Path) -> SystemProfile:
     if eff:  # a fitted profile written before a term existed keeps the model it was fitted with
         eff = {**_NEUTRAL, **eff}
     return _config.build(SystemProfile, {**data["system"], "efficiency": eff, "calibration": cal}, "system")
-
-
-# Efficiency terms added after profiles were first fitted (session 3), at the value that switches them off:
-# a profile whose [efficiency] table lacks them was fitted without them and keeps predicting as it did.
-_NEUTRAL = {"overhead_layer_s": 0.0, "cp_attention_eff": 1.0}
 
 
 def gpu_profile_name(name: str) -> str:
