@@ -83,6 +83,25 @@ def _offload(c, system, layer):
                     np.minimum(c["activation_offload_layers"], c["layers"] / c["pp"]) * per_layer, 0.0)
 
 
+def _slowest_stage(c, layer, stage, logit):
+    """Seconds per micro-batch of the slowest pipeline stage.
+
+    Even split: every stage runs layers / pp layers and the last one also the output layer and loss.
+    With Megatron's ``account_for_embedding_in_pipeline_split`` / ``account_for_loss_in_pipeline_split``
+    (``pipeline_split_extra_layers`` = 2) the embedding and the loss each take one layer slot of
+    (layers + 2) / pp: the middle stages run (layers + 2) / pp layers, the last one a layer fewer plus the
+    output layer (Megatron-Core ``get_transformer_layer_offset`` / ``get_num_layers_to_build``), so the
+    slowest stage is the larger of the two, not the average stage plus the logits."""
+    extra = c.get("pipeline_split_extra_layers")
+    if extra is None or not (extra > 0).any():
+        return stage + logit
+    pp = c["pp"]
+    mid = (c["layers"] + extra) / pp
+    split = np.maximum(stage + (mid - c["layers"] / pp) * layer,
+                       stage + (mid - extra / 2 - c["layers"] / pp) * layer + logit)
+    return np.where((extra > 0) & (pp > 1), split, stage + logit)
+
+
 def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
     """Predicted iteration time and its parts, model FLOPs and MFU."""
     e = system.efficiency
@@ -101,7 +120,7 @@ def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, n
     layer = lt["gemm"] + lt["attn"] + lt["elem"] + lt["recompute"] + tp_comm + cp_exposed + e.overhead_layer_s
     stage = layers / pp * layer + vpp * e.overhead_mb_s + _offload(c, system, layer)
     logit = logits_time(c, system)
-    slot_max = stage + logit
+    slot_max = _slowest_stage(c, layer, stage, logit)
     pipeline = m * slot_max + (pp - 1) / vpp * (stage + logit / pp)
     p2p_bytes = act_bytes / np.where(c["sequence_parallel"], t, 1.0)
     p2p_wire = p2p_bytes / p2p_bandwidth(t * cp * dp, system)

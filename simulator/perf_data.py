@@ -13,6 +13,7 @@ provenance (``throughput_megatron.PROVENANCE.md``) and the row's ``notes``, once
   default; NeMo's ``MegatronStrategy`` sets it for VP > 1).
 - gradients reduced in bf16 in the NeMo / Megatron-Bridge performance scripts;
 - the embedding/loss layer slots in the pipeline split where the layer count needs them;
+- BLOOM's network: Omni-Path, 4 links of 100 Gb/s per node of 8 A100 (``network_gbps`` 6.25 per GPU).
 - Megatron-FSDP where the notes say "FSDP used" / "Megatron-FSDP used"; CPU activation offloading
   where the notes give ``cpu_offloading_num_layers`` for the table's own layout.
 - Where the provenance's recipe check says the table DIFFERS from the release's recipe only in the
@@ -92,6 +93,9 @@ def public_rows(path: str | Path = PUBLIC_CSV) -> dict[str, np.ndarray]:
     # account_for_embedding/loss_in_pipeline_split; Megatron-DeepSpeed counts them as pipe layers).
     layers, slots = cols["layers"], cols["pp"] * np.nan_to_num(cols["vpp"], nan=1.0)
     cols["pipeline_split_extra_layers"] = np.where((layers % slots != 0) & ((layers + 2) % slots == 0), 2.0, 0.0)
+    # BLOOM's cluster (Jean Zay) is not a DGX A100: its provenance gives Omni-Path with 4 links of
+    # 100 Gb/s per 8-GPU node, 6.25 GB/s per GPU (the a100 profile: 8 x 200 Gb/s HDR, 25 GB/s per GPU)
+    cols["network_gbps"] = np.where(bloom, 4 * 100 / 8 / 8, np.nan)
     cols["iter_time_s"] = np.asarray(cols["iter_time_s"], dtype=float)
     cols["row"] = np.arange(n)
     return cols

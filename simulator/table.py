@@ -6,7 +6,9 @@ sequence_parallel, precision``) plus optional ``query_groups, ffn_hidden, activa
 geglu, squared-relu, relu) or ``gated_mlp`` (yes/no), ``tied_embeddings, cp, fp8, distributed_optimizer,
 overlap_grad_reduce, grad_reduce_in_fp32, tp_comm_overlap, overlap_p2p_comm, flash_attention, fsdp,
 activation_offload_layers, pipeline_split_extra_layers`` (2 with Megatron's
-``account_for_embedding/loss_in_pipeline_split``: the divisibility rule then applies to layers + 2).
+``account_for_embedding/loss_in_pipeline_split``: the divisibility rule then applies to layers + 2, and the
+last stage runs a layer fewer beside the output layer), ``network_gbps`` (the cluster's network bandwidth per
+GPU in GB/s where it is not the profile's).
 ``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8 GEMMs). ``unknown`` for
 sequence_parallel means on when tp > 1 (the Megatron-Core recipe default); for recompute it means none.
 Other columns pass through. A blank (NaN) micro_batch means: choose the fastest micro batch that fits in
@@ -15,6 +17,7 @@ memory.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
@@ -195,6 +198,12 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     # megatron-core's ModelParallelConfig.overlap_p2p_comm defaults to False (batchlaw's trainer keeps it);
     # Megatron-LM's and NeMo's argument defaults turn it on; it acts on the interleaved schedule only
     c["overlap_p2p_comm"] = _flag(cols, "overlap_p2p_comm", n, False) & (c["vpp"] > 1)
+    # the cluster's per-GPU network bandwidth (GB/s) where it differs from the profile's (blank: the profile's)
+    c["network_gbps"] = _number(_column(cols, "network_gbps", n, np.nan), "network_gbps")
+    bad_net = np.flatnonzero(c["network_gbps"] <= 0)
+    if len(bad_net):
+        raise ValueError(f"network_gbps = {c['network_gbps'][bad_net[0]]:g} (row {bad_net[0]}): "
+                         "allowed is a positive per-GPU bandwidth in GB/s, or blank for the profile's")
     off = _number(_column(cols, "activation_offload_layers", n, 0.0), "activation_offload_layers")
     c["activation_offload_layers"] = np.nan_to_num(off)
     uniq, codes = _category(cols, "precision", n, "bf16")
@@ -280,8 +289,33 @@ def _resolve_auto(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, 
     return {**c, "fp32": c["fp32"] | auto, "fp8": c["fp8"] & ~auto, "precision": np.where(auto, "fp32", c["precision"])}
 
 
+def _by_network(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
+    """Rows with their own ``network_gbps`` predicted on the profile with that NIC bandwidth per GPU."""
+    net = c.pop("network_gbps")
+    values = np.unique(net[np.isfinite(net)])
+    if len(values) == 1 and np.isfinite(net).all():
+        return _predict_group(c, dataclasses.replace(system, network_gbps=float(values[0])))
+    out: dict[str, np.ndarray] = {}
+    for value in [np.nan, *values]:
+        idx = np.flatnonzero(np.isnan(net) if np.isnan(value) else net == value)
+        if len(idx) == 0:
+            continue
+        prof = system if np.isnan(value) else dataclasses.replace(system, network_gbps=float(value))
+        part = _predict_group({k: v[idx] for k, v in c.items()}, prof)
+        for k, v in part.items():
+            if k not in out:
+                out[k] = np.empty(len(net), dtype=object if v.dtype.kind in "US" else v.dtype)
+            out[k][idx] = v
+    return out
+
+
 def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
     """Predictions for rows of one system; NaN micro batches are chosen as the fastest that fits."""
+    net = c.get("network_gbps")
+    if net is not None:
+        if np.isfinite(net).any():
+            return _by_network(dict(c), system)
+        c = {k: v for k, v in c.items() if k != "network_gbps"}
     c = _resolve_auto(c, system)
     if len(c["layers"]) >= 4096:
         distinct = _distinct_rows({k: v for k, v in c.items() if k != "gpu"})
