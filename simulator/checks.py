@@ -206,6 +206,7 @@ def check_system(p: Any) -> None:
     _finite("system.peak_fp8_tflops", p.peak_fp8_tflops, lo=0.0)  # 0 = no FP8 tensor cores
     for name in ("matmul_max", "fp8_matmul_max", "attention_eff", "cp_attention_eff", "hbm_eff", "network_eff"):
         _finite(f"efficiency.{name}", getattr(e, name), lo=0.0, hi=1.0, lo_open=True)
+    _finite("efficiency.mxfp8_eff", e.mxfp8_eff, lo=0.0, hi=1.5, lo_open=True)
     for name in ("dp_exposed", "tp_exposed"):
         _finite(f"efficiency.{name}", getattr(e, name), lo=0.0, hi=1.0)
     for name in ("width_half", "tokens_half", "overhead_s", "overhead_mb_s", "overhead_layer_s"):

@@ -10,7 +10,8 @@ Vectorised over numpy arrays. Every op is costed on its own shape (docs/formulas
   wgrad), so a GEMM costs 3 x its forward (Narayanan et al. 2021, sec. 5.1).
 - FP8 GEMMs (Transformer Engine): the four linear layers of a block at the FP8 peak with their own
   e_max; operands 1 byte, plus a quantisation pass over the activation operand (read 2, write 1
-  byte); the logits GEMM and the attention core stay 16-bit (Megatron/TE default).
+  byte); the logits GEMM and the attention core stay 16-bit (Megatron/TE default). MXFP8 (``fp8_recipe``
+  mxfp8) runs them at ``mxfp8_eff`` of the per-tensor-scaled speed.
 - Attention core: fused (flash) attention runs the causal half of the s x s products (Dao 2023,
   FlashAttention-2, sec. 3.1: masked blocks are skipped), backward 2.5 x forward FLOPs (five
   matmuls against two); unfused attention runs the full s x s batched GEMMs plus scale-mask-softmax
@@ -20,7 +21,8 @@ Vectorised over numpy arrays. Every op is costed on its own shape (docs/formulas
   bandwidth, on s/t tokens with sequence parallelism and on s tokens without; backward 2 x forward.
 - Recompute: ``full`` re-runs the forward of every op of the layer, ``selective`` re-runs the
   attention core only (Korthikanti et al. 2022, sec. 5).
-- Cross-entropy: vocab-parallel softmax in fp32 over s x V/t logits, 16 bytes per logit (fwd+bwd).
+- Cross-entropy: vocab-parallel softmax in fp32 over s x V/t logits at HBM bandwidth, ``CE_BYTES`` per
+  logit (forward + backward) for the implementation the run uses (``cross_entropy_fusion``).
 """
 
 from __future__ import annotations
@@ -45,10 +47,13 @@ def flag(c: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     return np.asarray(c[col]) == value
 
 
+_WAVE_N = 8192.0
+
+
 def _gemm(m, n, k, *, peak, e_max, w_half, m_half, hbm, op_bytes, fp8=False):
     """Forward + backward seconds of one GEMM family of shape (M, N, K) (3 x the forward GEMM)."""
     w = np.minimum(n, k)
-    eff = e_max * (w / (w + w_half)) * (m / (m + m_half))
+    eff = e_max * (w / (w + w_half)) * (m * n / (m * n + m_half * _WAVE_N))
     nbytes = op_bytes * (m * k + k * n) + 2.0 * m * n
     if fp8 is not False:
         nbytes = nbytes + np.where(fp8, 3.0 * m * k, 0.0)
@@ -70,7 +75,7 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
     p16 = system.peak_tflops * 1e12
     p8 = (system.peak_fp8_tflops or system.peak_tflops) * 1e12
     peak = np.where(fp8, p8, p16)
-    e_max = np.where(fp8, e.fp8_matmul_max, e.matmul_max)
+    e_max = np.where(fp8, e.fp8_matmul_max * np.where(c.get("mxfp8", False), e.mxfp8_eff, 1.0), e.matmul_max)
     op_bytes = np.where(fp8, 1.0, 2.0)
     kw = dict(peak=peak, e_max=e_max, w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=op_bytes, fp8=fp8)
     up = np.where(c["gated"], 2.0, 1.0) * ffn
@@ -96,6 +101,18 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
     return {"gemm": gemm, "attn": attn, "elem": elem, "recompute": recompute}
 
 
+# HBM bytes per logit of the vocab-parallel cross-entropy, forward + backward, by implementation
+# (Megatron-Core ``cross_entropy_loss_fusion`` / ``cross_entropy_fusion_impl``; passes counted in
+# ``tensor_parallel/cross_entropy.py`` and ``fusions/fused_cross_entropy.py``, core_r0.16):
+# - none (the megatron-core default, batchlaw's trainer): cast the bf16 logits to fp32 (read 2, write 4),
+#   max (read 4), subtract the max in place (8), exp in place (8), sum (4), divide by the sum (8); backward:
+#   scale in place (8), cast the gradient back to bf16 (read 4, write 2): 52 bytes;
+# - native (jit-fused): cast + max (6), subtract + exp + sum (8), divide (8), scale + cast back (6): 28;
+# - te (Transformer Engine's Triton kernel): an online max/sum pass over the bf16 logits (2), a second
+#   pass writing the gradient into them (read 2, write 2), backward scales it in place (4): 10.
+CE_BYTES = {"none": 52.0, "native": 28.0, "te": 10.0}
+
+
 def logits_time(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarray:
     """Seconds of the output layer (16-bit GEMM) and the vocab-parallel cross-entropy, one micro-batch."""
     e = system.efficiency
@@ -104,4 +121,5 @@ def logits_time(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarra
     v_local = c["vocab"] / c["tp"]
     gemm = _gemm(tok, v_local, c["hidden"], peak=system.peak_tflops * 1e12, e_max=e.matmul_max,
                  w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=2.0)
-    return gemm + 16.0 * tok * v_local / hbm
+    ce = c.get("ce_bytes")
+    return gemm + (CE_BYTES["none"] if ce is None else ce) * tok * v_local / hbm

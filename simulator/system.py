@@ -42,6 +42,12 @@ class Efficiency:
     outputs and accumulates dQ/dKV in fp32 per ring step (~24 bytes per query element and step, about 16%
     of the core's time at s = 8192 on H100: default 0.85), and shares SMs with the ring's send/receive
     kernels (Transformer Engine ``AttnFuncWithCPAndKVP2P``)."""
+    mxfp8_eff: float = 1.0
+    """Speed of MXFP8 GEMMs (1 x 32 blocks with E8M0 scales, Blackwell) relative to per-tensor-scaled FP8
+    ones, quantisation included: Transformer Engine quantises every MXFP8 operand both row- and column-wise
+    (a block's scale runs along the GEMM's K, which the backward GEMMs transpose) and the block-scaled
+    kernels load scale factors beside the data. Start value 1 (no difference); the public Blackwell rows
+    that publish both recipes for one layout identify it."""
     hbm_eff: float = 0.7
     """Achieved fraction of HBM bandwidth for memory-bound ops and GEMM operand traffic."""
     width_half: float = 64.0
@@ -130,7 +136,7 @@ def system_names() -> list[str]:
 
 # Efficiency terms added after profiles were first fitted (session 3), at the value that switches them off:
 # a profile whose [efficiency] table lacks them was fitted without them and keeps predicting as it did.
-_NEUTRAL = {"overhead_layer_s": 0.0, "cp_attention_eff": 1.0}
+_NEUTRAL = {"overhead_layer_s": 0.0, "cp_attention_eff": 1.0, "mxfp8_eff": 1.0}
 
 
 def load_system(name_or_path: str | Path) -> SystemProfile:

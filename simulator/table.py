@@ -9,7 +9,9 @@ activation_offload_layers, pipeline_split_extra_layers`` (2 with Megatron's
 ``account_for_embedding/loss_in_pipeline_split``: the divisibility rule then applies to layers + 2, and the
 last stage runs a layer fewer beside the output layer), ``network_gbps`` (the cluster's network bandwidth per
 GPU in GB/s where it is not the profile's).
-``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8 GEMMs). ``unknown`` for
+``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8 GEMMs); ``fp8_recipe`` tensorwise
+(delayed or current per-tensor scaling, the default) or mxfp8; ``cross_entropy_fusion`` none (the
+megatron-core default), native or te. ``unknown`` for
 sequence_parallel means on when tp > 1 (the Megatron-Core recipe default); for recompute it means none.
 Other columns pass through. A blank (NaN) micro_batch means: choose the fastest micro batch that fits in
 memory.
@@ -25,6 +27,7 @@ import numpy as np
 from batchlaw.simulator import rules
 from batchlaw.simulator import checks
 from batchlaw.simulator.perf import iteration, memory_gib
+from batchlaw.simulator.perf_ops import CE_BYTES
 from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn, resolve_precision
 from batchlaw.simulator.system import SystemProfile, load_system
 
@@ -218,6 +221,18 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     c["fp8"] = np.array([u == "fp8" for u in uniq], dtype=bool)[codes] | _flag(cols, "fp8", n, False)
     c["fp32"] = np.array([u == "fp32" for u in uniq], dtype=bool)[codes]
     c["precision"] = np.array(["bf16" if u == "fp8" else u for u in uniq] or ["bf16"])[codes]
+    uniq, codes = _category(cols, "cross_entropy_fusion", n, "none")
+    uniq = ["none" if u in ("", "nan", "no", "false") else u for u in uniq]
+    bad = [u for u in uniq if u not in CE_BYTES]
+    if bad:
+        raise ValueError(f"cross_entropy_fusion = {bad[0]!r}: allowed are {', '.join(CE_BYTES)}")
+    c["ce_bytes"] = np.array([CE_BYTES[u] for u in uniq] or [CE_BYTES["none"]])[codes]
+    uniq, codes = _category(cols, "fp8_recipe", n, "tensorwise")
+    uniq = ["tensorwise" if u in ("", "nan", "delayed", "current") else u for u in uniq]
+    bad = [u for u in uniq if u not in ("tensorwise", "mxfp8")]
+    if bad:
+        raise ValueError(f"fp8_recipe = {bad[0]!r}: allowed are tensorwise, delayed, current, mxfp8")
+    c["mxfp8"] = np.array([u == "mxfp8" for u in uniq], dtype=bool)[codes] & c["fp8"]
     # a RunSpec table names its system in the ``system`` column (system.name), a published one in ``gpu``
     c["gpu"] = np.asarray(_column(cols, "gpu" if "gpu" in cols or "system" not in cols else "system", n,
                                   "h100-sxm")).astype(str)

@@ -1,0 +1,141 @@
+"""Tier (a), pure: the step-model terms of session 4: the slowest pipeline stage under Megatron's
+embedding/loss-aware split, the cross-entropy implementation, MXFP8, GEMM wave fill by output tiles, and
+per-row network bandwidth (perf.py, perf_ops.py, table.py, perf_data.py; citations in their docstrings and
+docs/formulas.md)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from batchlaw.simulator.perf import iteration
+from batchlaw.simulator.perf_data import public_rows
+from batchlaw.simulator.perf_ops import CE_BYTES, layer_times, logits_time
+from batchlaw.simulator.system import load_system
+from batchlaw.simulator.table import normalise, predict_table
+
+# Llama 3.1 405B on tp 4, pp 16, vp 4 as the Megatron-Bridge GB200 rows run it (126 layers + 2 slots)
+L405 = dict(layers=126, hidden=16384, heads=128, query_groups=8, seq_len=8192, vocab=128256, tp=4, pp=16, dp=4,
+            vpp=4, micro_batch=1, global_batch=64, ffn_hidden=53248, activation="swiglu", sequence_parallel=True)
+
+
+def cols(**kw):
+    return normalise({k: np.array([v]) for k, v in {**L405, **kw}.items()})
+
+
+def _with(system, **eff):
+    return dataclasses.replace(system, efficiency=dataclasses.replace(system.efficiency, **eff))
+
+
+def _per_layer_and_logit(c, system):
+    lt = layer_times(c, system)
+    tp_like = iteration(c, system)["tp_comm_s"][0] / (c["global_batch"][0] / c["dp"][0] * c["layers"][0] / c["pp"][0])
+    layer = lt["gemm"][0] + lt["attn"][0] + lt["elem"][0] + lt["recompute"][0] + tp_like + system.efficiency.overhead_layer_s
+    return layer, logits_time(c, system)[0]
+
+
+@pytest.mark.parametrize("vocab", [1024, 4_000_000])
+def test_split_extra_layers_price_the_slowest_stage_as_megatron_builds_it(vocab):
+    # account_for_embedding/loss_in_pipeline_split: (126 + 2) / 16 = 8 layer slots per stage; the middle
+    # stages build 8 layers, the last 7 layers + the output layer (get_num_layers_to_build). The slowest
+    # stage is max(8 layers, 7 layers + logits), not the 126 / 16 = 7.875-layer average plus the logits.
+    g = _with(load_system("gb200"), overhead_mb_s=0.0)
+    even = cols(vocab=vocab)
+    split = cols(vocab=vocab, pipeline_split_extra_layers=2)
+    layer, logit = _per_layer_and_logit(even, g)
+    m = 64 / 4
+    slot_even = 126 / 16 * layer + logit
+    slot_split = max(8 * layer, 7 * layer + logit)
+    t_even = iteration(even, g)["iter_time_s"][0]
+    t_split = iteration(split, g)["iter_time_s"][0]
+    assert t_split - t_even == pytest.approx(m * (slot_split - slot_even), rel=1e-6)
+    # a small vocabulary: the middle stages are the slowest and the split is slower than the average
+    # stage; a huge one: the last stage is, and the split (a layer fewer beside the logits) is faster
+    assert (t_split > t_even) == (vocab == 1024)
+
+
+def test_split_extra_layers_change_nothing_without_a_pipeline():
+    g = load_system("gb200")
+    one = dict(pp=1, vpp=1, dp=64, layers=30)
+    assert iteration(cols(**one, pipeline_split_extra_layers=2), g)["iter_time_s"][0] == \
+        iteration(cols(**one), g)["iter_time_s"][0]
+
+
+def test_cross_entropy_bytes_follow_the_implementation():
+    # bytes per logit counted from megatron-core's cross_entropy.py / fused_cross_entropy.py and TE's kernel
+    h = load_system("h100-sxm")
+    base = dict(pp=1, vpp=1, dp=8, layers=2)
+    t = {impl: logits_time(cols(**base, cross_entropy_fusion=impl), h)[0] for impl in CE_BYTES}
+    hbm = h.hbm_gbps * 1e9 * h.efficiency.hbm_eff
+    logits = 8192 * 128256 / 4  # tokens x vocab / tp
+    assert t["none"] - t["te"] == pytest.approx((52 - 10) * logits / hbm, rel=1e-9)
+    assert t["none"] > t["native"] > t["te"]
+    # no column: megatron-core's default (what batchlaw's trainer runs)
+    assert logits_time(cols(**base), h)[0] == t["none"]
+    with pytest.raises(ValueError, match="cross_entropy_fusion = 'fast'"):
+        cols(cross_entropy_fusion="fast")
+
+
+def test_mxfp8_runs_the_fp8_gemms_at_their_own_efficiency():
+    g = load_system("gb200")
+    slow, same = _with(g, mxfp8_eff=0.5), _with(g, mxfp8_eff=1.0)
+    mx = cols(precision="fp8", fp8_recipe="mxfp8")
+    cs = cols(precision="fp8", fp8_recipe="current")
+    assert layer_times(mx, same)["gemm"][0] == layer_times(cs, same)["gemm"][0]
+    assert layer_times(mx, slow)["gemm"][0] > 1.5 * layer_times(cs, slow)["gemm"][0]
+    assert layer_times(cs, slow)["gemm"][0] == layer_times(cs, same)["gemm"][0]
+    # a bf16 run has no FP8 recipe to pay for
+    assert layer_times(cols(fp8_recipe="mxfp8"), slow)["gemm"][0] == layer_times(cols(), slow)["gemm"][0]
+    with pytest.raises(ValueError, match="fp8_recipe = 'nvfp4'"):
+        cols(precision="fp8", fp8_recipe="nvfp4")
+
+
+def test_gemm_wave_fill_depends_on_output_tiles_not_rows_alone():
+    # halving the rows of a narrow GEMM (few output tiles per SM) costs more than of a wide one
+    h = _with(load_system("h100-sxm"), width_half=1e-9, hbm_eff=1.0)
+    def gemm(tokens, hidden):
+        c = cols(seq_len=tokens, hidden=hidden, heads=hidden // 128, query_groups=hidden // 128, ffn_hidden=4 * hidden,
+                 tp=1, activation="gelu")
+        return layer_times(c, h)["gemm"][0] / tokens  # seconds per token
+    narrow = gemm(512, 1024) / gemm(1024, 1024)
+    wide = gemm(512, 16384) / gemm(1024, 16384)
+    assert narrow > wide > 1.0
+
+
+def test_network_override_prices_only_its_rows():
+    h = load_system("h100-sxm")
+    rows = {k: np.array([v, v, v]) for k, v in L405.items() if k not in ("vpp",)}
+    rows.update(tp=np.array([8, 8, 8]), pp=np.array([1, 1, 1]), dp=np.array([16, 16, 16]),
+                global_batch=np.array([16, 16, 16]), gpu=np.array(["H100"] * 3),
+                network_gbps=np.array([np.nan, 1.0, 50.0]))
+    out = predict_table(rows)
+    plain = predict_table({k: v for k, v in rows.items() if k != "network_gbps"})
+    t, t0 = out["pred_iter_time_s"], plain["pred_iter_time_s"]
+    assert t[0] == t0[0]  # blank: the profile's network
+    assert t[2] == pytest.approx(t0[2], rel=1e-12)  # the profile's own value (50 GB/s per GPU)
+    assert t[1] > t0[1]  # DP over 16 nodes on a 1 GB/s NIC is slower
+    assert out["reason"].dtype == object
+    with pytest.raises(ValueError, match="network_gbps = 0"):
+        predict_table({**rows, "network_gbps": np.array([0.0, 1.0, 1.0])})
+
+
+def test_public_rows_carry_their_sources_settings():
+    r = public_rows()
+    src = r["source"].astype(str)
+    bloom = np.char.find(src, "BLOOM") >= 0
+    assert r["network_gbps"][bloom].tolist() == [6.25]  # 4 x 100 Gb/s Omni-Path per 8 GPUs
+    assert np.isnan(r["network_gbps"][~bloom]).all()
+    # MXFP8 only where the table prints it, and only on Blackwell (provenance: precision as printed)
+    mx = r["fp8_recipe"] == "mxfp8"
+    assert mx.sum() == 27  # B200 4, GB200 13, GB300 10
+    assert set(r["gpu"][mx]) <= {"B200", "GB200", "GB300"}
+    bridge = np.char.find(src, "Bridge") >= 0
+    assert (r["cross_entropy_fusion"][bridge] == "te").all()
+    assert (r["cross_entropy_fusion"][np.char.find(src, "April 2021") >= 0] == "none").all()
+
+
+def test_a_profile_without_mxfp8_eff_loads_it_switched_off(tmp_path):
+    old = tmp_path / "old.toml"
+    old.write_text('[system]\nname = "old"\npeak_tflops = 989.0\nhbm_gbps = 3350.0\nmemory_gib = 80.0\n'
+                   '[efficiency]\nfp8_matmul_max = 0.7\n')
+    assert load_system(old).efficiency.mxfp8_eff == 1.0
