@@ -33,11 +33,12 @@ from batchlaw.simulator.system import Efficiency, gpu_profile_name, load_system,
 from batchlaw.simulator.table import predict_table
 
 ROOT = Path(__file__).resolve().parents[1]
-_ALL = ("matmul_max", "fp8_matmul_max", "mxfp8_eff", "attention_eff", "cp_attention_eff", "hbm_eff", "width_half", "tokens_half",
+_ALL = ("matmul_max", "fp8_matmul_max", "attention_eff", "cp_attention_eff", "hbm_eff", "width_half", "tokens_half",
         "network_eff", "tp_exposed", "dp_exposed", "overhead_s", "overhead_mb_s", "overhead_layer_s")
 # What each profile's rows can inform: A100 rows are 16-bit, unfused attention, full recompute, no
 # TP-comm overlap; the Blackwell rows are FP8 only (16-bit GEMM efficiency stays at its default).
-_BLACKWELL = ("fp8_matmul_max", "mxfp8_eff", "attention_eff", "cp_attention_eff", "hbm_eff", "width_half", "tokens_half",
+_BLACKWELL = ("fp8_matmul_max", "mxfp8_eff", "attention_eff", "cp_attention_eff", "hbm_eff", "width_half",
+              "tokens_half",
               "network_eff", "tp_exposed", "dp_exposed", "overhead_mb_s", "overhead_layer_s")
 PARAMS = {"a100-80gb": ("matmul_max", "hbm_eff", "width_half", "network_eff", "dp_exposed", "overhead_mb_s",
                         "overhead_layer_s"),

@@ -4,9 +4,12 @@ Vectorised over numpy arrays. Every op is costed on its own shape (docs/formulas
 
 - GEMMs (QKV, attention projection, MLP up/gate and down, logits): additive roofline
   ``t = 2MNK / (peak x eff) + bytes / (HBM x hbm_eff)`` with a size-dependent efficiency
-  ``eff = e_max x w / (w + w_half) x M / (M + M_half)``, w = min(N, K) the per-GPU GEMM width and
-  M the tokens per micro-batch and rank (Calculon's size-keyed efficiency tables, Isaev et al.
-  SC'23, reduced to two saturating factors). Backward runs two GEMMs of the forward's size (dgrad,
+  ``eff = e_max x w / (w + w_half) x MN / (MN + M_half x 8192)``, w = min(N, K) the GEMM width per GPU,
+  M the tokens per micro-batch and rank, N the GEMM's output columns (Calculon's size-keyed efficiency
+  tables, Isaev et al. SC'23, reduced to two saturating factors). The second is wave fill: a GEMM's
+  output tiles (M N / tile area) are spread over the SMs and a fraction of a wave leaves SMs idle (NVIDIA,
+  "Matrix Multiplication Background User's Guide", wave quantization), so it depends on M x N, not on the
+  rows alone; ``M_half`` is the row count at which an 8192-column GEMM fills half a wave. Backward runs two GEMMs of the forward's size (dgrad,
   wgrad), so a GEMM costs 3 x its forward (Narayanan et al. 2021, sec. 5.1).
 - FP8 GEMMs (Transformer Engine): the four linear layers of a block at the FP8 peak with their own
   e_max; operands 1 byte, plus a quantisation pass over the activation operand (read 2, write 1
@@ -106,7 +109,7 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
 # ``tensor_parallel/cross_entropy.py`` and ``fusions/fused_cross_entropy.py``, core_r0.16):
 # - none (the megatron-core default, batchlaw's trainer): cast the bf16 logits to fp32 (read 2, write 4),
 #   max (read 4), subtract the max in place (8), exp in place (8), sum (4), divide by the sum (8); backward:
-#   scale in place (8), cast the gradient back to bf16 (read 4, write 2): 52 bytes;
+#   scale in place (8), cast the gradient back to bf16 (read 4, write 2): 52 bytes (40 with fp32 logits);
 # - native (jit-fused): cast + max (6), subtract + exp + sum (8), divide (8), scale + cast back (6): 28;
 # - te (Transformer Engine's Triton kernel): an online max/sum pass over the bf16 logits (2), a second
 #   pass writing the gradient into them (read 2, write 2), backward scales it in place (4): 10.
@@ -122,4 +125,7 @@ def logits_time(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarra
     gemm = _gemm(tok, v_local, c["hidden"], peak=system.peak_tflops * 1e12, e_max=e.matmul_max,
                  w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=2.0)
     ce = c.get("ce_bytes")
-    return gemm + (CE_BYTES["none"] if ce is None else ce) * tok * v_local / hbm
+    ce = np.full_like(tok, CE_BYTES["none"], dtype=float) if ce is None else ce
+    # fp32 logits: the unfused loss has no bf16 -> fp32 cast forward nor the cast back (6 + 6 bytes)
+    ce = np.where((ce == CE_BYTES["none"]) & flag(c, "fp32"), ce - 12.0, ce)
+    return gemm + ce * tok * v_local / hbm

@@ -55,9 +55,10 @@ class Efficiency:
     whose inner dimension K is one 64-element k-step of a tensor-core tile spends as long in the tile's
     prologue/epilogue as in math. The public rows do not identify it (docs/benchmarks.md)."""
     tokens_half: float = 256.0
-    """GEMM rows (tokens per micro-batch per rank) at which GEMM efficiency is half its maximum. Start
-    value from wave quantisation: M = 256 rows x N = 8192 columns is 64 output tiles of 128 x 256 for
-    132 SMs (H100), under half a wave."""
+    """GEMM rows (tokens per micro-batch per rank) at which an 8192-column GEMM's wave-fill factor is one
+    half; a GEMM of N columns reaches it at 8192 / N times as many rows (the factor depends on the output
+    tiles, M x N). Start value from wave quantisation: 256 rows x 8192 columns is 64 output tiles of
+    128 x 256, about half a wave on 132 SMs (H100)."""
     network_eff: float = 0.8
     """Achieved fraction of the nominal link bandwidths (both tiers)."""
     tp_exposed: float = 0.3

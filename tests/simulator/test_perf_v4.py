@@ -30,7 +30,8 @@ def _with(system, **eff):
 def _per_layer_and_logit(c, system):
     lt = layer_times(c, system)
     tp_like = iteration(c, system)["tp_comm_s"][0] / (c["global_batch"][0] / c["dp"][0] * c["layers"][0] / c["pp"][0])
-    layer = lt["gemm"][0] + lt["attn"][0] + lt["elem"][0] + lt["recompute"][0] + tp_like + system.efficiency.overhead_layer_s
+    layer = (lt["gemm"][0] + lt["attn"][0] + lt["elem"][0] + lt["recompute"][0] + tp_like
+             + system.efficiency.overhead_layer_s)
     return layer, logits_time(c, system)[0]
 
 
