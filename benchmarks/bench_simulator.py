@@ -38,8 +38,7 @@ _ALL = ("matmul_max", "fp8_matmul_max", "attention_eff", "cp_attention_eff", "hb
 # What each profile's rows can inform: A100 rows are 16-bit, unfused attention, full recompute, no
 # TP-comm overlap; the Blackwell rows are FP8 only (16-bit GEMM efficiency stays at its default).
 _BLACKWELL = ("fp8_matmul_max", "mxfp8_eff", "attention_eff", "cp_attention_eff", "hbm_eff", "width_half",
-              "tokens_half",
-              "network_eff", "tp_exposed", "dp_exposed", "overhead_mb_s", "overhead_layer_s")
+              "tokens_half", "network_eff", "tp_exposed", "dp_exposed", "overhead_mb_s", "overhead_layer_s")
 PARAMS = {"a100-80gb": ("matmul_max", "hbm_eff", "width_half", "network_eff", "dp_exposed", "overhead_mb_s",
                         "overhead_layer_s"),
           "h100-sxm": _ALL,

@@ -9,8 +9,9 @@ Vectorised over numpy arrays. Every op is costed on its own shape (docs/formulas
   tables, Isaev et al. SC'23, reduced to two saturating factors). The second is wave fill: a GEMM's
   output tiles (M N / tile area) are spread over the SMs and a fraction of a wave leaves SMs idle (NVIDIA,
   "Matrix Multiplication Background User's Guide", wave quantization), so it depends on M x N, not on the
-  rows alone; ``M_half`` is the row count at which an 8192-column GEMM fills half a wave. Backward runs two GEMMs of the forward's size (dgrad,
-  wgrad), so a GEMM costs 3 x its forward (Narayanan et al. 2021, sec. 5.1).
+  rows alone; ``M_half`` is the row count at which an 8192-column GEMM fills half a wave. Backward
+  runs two GEMMs of the forward's size (dgrad, wgrad), so a GEMM costs 3 x its forward (Narayanan et
+  al. 2021, sec. 5.1).
 - FP8 GEMMs (Transformer Engine): the four linear layers of a block at the FP8 peak with their own
   e_max; operands 1 byte, plus a quantisation pass over the activation operand (read 2, write 1
   byte); the logits GEMM and the attention core stay 16-bit (Megatron/TE default). MXFP8 (``fp8_recipe``
