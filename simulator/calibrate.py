@@ -106,10 +106,13 @@ def calibrate(rows: Mapping[str, Any], system: SystemProfile, *,
         fitted_on: description of the rows, recorded in the profile.
 
     Raises:
-        ValueError: with fewer rows than parameters, an unknown parameter or no ``iter_time_s`` column.
+        ValueError: with fewer rows than parameters, an unknown parameter, a negative or non-finite
+            ``prior_sigma`` or no ``iter_time_s`` column.
     """
     if "iter_time_s" not in rows:
         raise ValueError("calibration rows need a measured 'iter_time_s' column")
+    if not (np.isfinite(prior_sigma) and prior_sigma >= 0):
+        raise ValueError(f"prior_sigma = {prior_sigma!r}: allowed is a finite number >= 0 (0: no prior)")
     n = len(np.asarray(rows["iter_time_s"]))
     unknown = [p for p in params if p not in BOUNDS]
     if unknown:

@@ -134,6 +134,13 @@ def test_calibration_warns_at_a_bound_and_when_not_identified():
         calibrate(fp8_free, dataclasses.replace(base, efficiency=Efficiency()), params=("matmul_max", "fp8_matmul_max"))
 
 
+@pytest.mark.parametrize("sigma", [-1.0, float("nan"), float("inf")])
+def test_calibration_refuses_a_prior_width_that_is_not_a_width(sigma):
+    base = load_system("h100-sxm")
+    with pytest.raises(ValueError, match=r"prior_sigma = .*: allowed is a finite number >= 0"):
+        calibrate(_synthetic(base), base, params=("matmul_max",), prior_sigma=sigma)
+
+
 def test_csv_round_trip(tmp_path):
     table = {"a": np.array([1.0, 2.5, np.nan]), "b": np.array(["x", "y,z", 'q"t'], dtype=object),
              "c": np.array([True, False, True]), "d": np.array([3, 4, 5])}
