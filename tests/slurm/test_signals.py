@@ -122,3 +122,18 @@ def test_the_step_wrapper_leaves_term_to_the_ranks_and_reports_the_launchers_sta
     ignored = int((tmp_path / "sigs").read_text().split("SigIgn:")[1].split()[0], 16)
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         assert ignored >> (int(sig) - 1) & 1, f"{sig.name} not ignored by the launcher"
+
+
+def test_a_step_that_exits_0_without_completing_is_a_failure(tmp_path):
+    """Session-3 leftover: a trainer (or a wrapper) that exits 0 without COMPLETED or a STOP request was
+    reported "failed with status 0" and the job exited 0, so SLURM counted it a success."""
+    script, env = _box(tmp_path, "exit 0\n")
+    out = _run(script, env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "exited 0 without" in out.stderr and "COMPLETED" in out.stderr
+    assert not (tmp_path / "requeued").exists()
+    # the same step after writing the marker is a success
+    (tmp_path / "ok").mkdir()
+    script, env = _box(tmp_path / "ok", 'touch "$BATCHLAW_RUN_DIR/COMPLETED"\nexit 0\n')
+    out = _run(script, env)
+    assert out.returncode == 0 and "completed" in out.stdout, out.stdout + out.stderr
