@@ -32,7 +32,7 @@ from batchlaw.simulator.table import _predict_group, normalise, predict_table
 __all__ = ["BOUNDS", "CalibrationReport", "FitWarning", "calibrate", "errors"]
 
 # name -> (lower, upper) bounds; parameters not listed keep the profile's value.
-BOUNDS = {"matmul_max": (0.2, 1.0), "fp8_matmul_max": (0.1, 1.0), "attention_eff": (0.1, 1.0),
+BOUNDS = {"matmul_max": (0.05, 1.0), "fp8_matmul_max": (0.05, 1.0), "attention_eff": (0.1, 1.0),
           "cp_attention_eff": (0.1, 1.0), "mxfp8_eff": (0.3, 1.5), "hbm_eff": (0.2, 1.0), "width_half": (1.0, 1e5),
           "tokens_half": (0.01, 1e5),
           "network_eff": (0.05, 1.0), "tp_exposed": (0.0, 1.0), "dp_exposed": (0.0, 1.0),
