@@ -62,9 +62,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batchlaw train: error: {exc}", file=sys.stderr)
             return 2
         status = trainer.run()
-        if status == "completed" and cfg.log.done_marker and dist.get_rank() == 0:
-            Path(cfg.log.done_marker).parent.mkdir(parents=True, exist_ok=True)
-            Path(cfg.log.done_marker).write_text("completed\n")
+        if status in ("completed", "interrupted") and cfg.log.done_marker and dist.get_rank() == 0:
+            # COMPLETED: the step budget is done; INTERRUPTED beside it: checkpointed and stopped on request
+            # (signal, stop file, train.exit_after_steps), so the job script requeues instead of failing
+            marker = Path(cfg.log.done_marker)
+            marker = marker if status == "completed" else marker.with_name("INTERRUPTED")
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"{status}\n")
         return 1 if status == "failed" else 0
     finally:
         if dist.is_initialized():

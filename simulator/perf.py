@@ -9,7 +9,8 @@ The step is composed from op-level parts (details and equations in docs/formulas
   recompute; a fraction ``tp_exposed`` stays exposed with TP-comm overlap, all of it without.
 - CP: ring attention passes K and V around the cp ranks, (cp-1) chunk exchanges forward and 2 x backward,
   hidden behind the attention core (Liu et al. 2023, Ring Attention; Megatron CP docs).
-- PP: 1F1B: m slots of the slowest stage (the last one carries the logits) plus (p-1)/v slots of the
+- PP: 1F1B: m slots of the slowest stage (the last one carries the logits; with Megatron's
+  embedding/loss-aware split it builds a layer fewer, ``_slowest_stage``) plus (p-1)/v slots of the
   average stage (Narayanan et al. 2021, sec. 2.2), p2p of the s b h (/t with SP) boundary activation
   forward and its gradient backward on the tier the boundary crosses, 2 (m v + p - 1) transfers on the
   critical path (each of the v model chunks sends its own); with ``overlap_p2p_comm`` (interleaved
@@ -89,16 +90,20 @@ def _slowest_stage(c, layer, stage, logit):
     Even split: every stage runs layers / pp layers and the last one also the output layer and loss.
     With Megatron's ``account_for_embedding_in_pipeline_split`` / ``account_for_loss_in_pipeline_split``
     (``pipeline_split_extra_layers`` = 2) the embedding and the loss each take one layer slot of
-    (layers + 2) / pp: the middle stages run (layers + 2) / pp layers, the last one a layer fewer plus the
-    output layer (Megatron-Core ``get_transformer_layer_offset`` / ``get_num_layers_to_build``), so the
-    slowest stage is the larger of the two, not the average stage plus the logits."""
+    (layers + 2) / pp: the middle stages (pp > 2) run (layers + 2) / pp layers, the first and the last one
+    a layer fewer beside the embedding / the output layer (Megatron-Core ``get_transformer_layer_offset`` /
+    ``get_num_layers_to_build``), so the slowest stage is the larger of a middle and the last stage, not
+    the average stage plus the logits. (The memory model keeps layers / pp per stage: at least the first
+    stage's (layers + 2) / pp - 1, so it errs on the safe side.)"""
     extra = c.get("pipeline_split_extra_layers")
     if extra is None or not (extra > 0).any():
         return stage + logit
     pp = c["pp"]
     mid = (c["layers"] + extra) / pp
-    split = np.maximum(stage + (mid - c["layers"] / pp) * layer,
-                       stage + (mid - extra / 2 - c["layers"] / pp) * layer + logit)
+    # the first stage builds a layer fewer beside the embedding, the last a layer fewer beside the logits;
+    # only pp > 2 has middle stages with the full (layers + 2) / pp
+    middle = np.where(pp > 2, stage + (mid - c["layers"] / pp) * layer, 0.0)
+    split = np.maximum(middle, stage + (mid - extra / 2 - c["layers"] / pp) * layer + logit)
     return np.where((extra > 0) & (pp > 1), split, stage + logit)
 
 

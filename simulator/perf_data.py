@@ -101,7 +101,7 @@ def public_rows(path: str | Path = PUBLIC_CSV) -> dict[str, np.ndarray]:
     # 100 Gb/s per 8-GPU node, 6.25 GB/s per GPU (the a100 profile: 8 x 200 Gb/s HDR, 25 GB/s per GPU)
     cols["network_gbps"] = np.where(bloom, 4 * 100 / 8 / 8, np.nan)
     # cross-entropy: Megatron-Bridge's performance configs set cross_entropy_loss_fusion with the "te"
-    # implementation; NeMo 2.0 (dgxc-benchmarking from v24.11, the 25.04 summary) defaults GPTConfig's
+    # implementation; NeMo 2.0 (dgxc-benchmarking, the NeMo 25.0x performance summaries) defaults GPTConfig's
     # cross_entropy_loss_fusion to True ("native"); Megatron-LM r0.8 and the older sources ran unfused;
     # the NeMo 24.07 (NeMo 1.x) configs do not say and are taken at the megatron-core default (unfused).
     bridge = np.char.find(src, "Bridge") >= 0

@@ -10,8 +10,8 @@ activation_offload_layers, pipeline_split_extra_layers`` (2 with Megatron's
 last stage runs a layer fewer beside the output layer), ``network_gbps`` (the cluster's network bandwidth per
 GPU in GB/s where it is not the profile's).
 ``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8 GEMMs); ``fp8_recipe`` tensorwise
-(delayed or current per-tensor scaling, the default) or mxfp8; ``cross_entropy_fusion`` none (the
-megatron-core default), native or te. ``unknown`` for
+(delayed or current per-tensor scaling, the default), mxfp8 or blockwise; ``cross_entropy_fusion`` none (the
+megatron-core default), native or te (yes/true: native). ``unknown`` for
 sequence_parallel means on when tp > 1 (the Megatron-Core recipe default); for recompute it means none.
 Other columns pass through. A blank (NaN) micro_batch means: choose the fastest micro batch that fits in
 memory.
@@ -203,10 +203,10 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     c["overlap_p2p_comm"] = _flag(cols, "overlap_p2p_comm", n, False) & (c["vpp"] > 1)
     # the cluster's per-GPU network bandwidth (GB/s) where it differs from the profile's (blank: the profile's)
     c["network_gbps"] = _number(_column(cols, "network_gbps", n, np.nan), "network_gbps")
-    bad_net = np.flatnonzero(c["network_gbps"] <= 0)
+    bad_net = np.flatnonzero(~np.isnan(c["network_gbps"]) & ~(np.isfinite(c["network_gbps"]) & (c["network_gbps"] > 0)))
     if len(bad_net):
         raise ValueError(f"network_gbps = {c['network_gbps'][bad_net[0]]:g} (row {bad_net[0]}): "
-                         "allowed is a positive per-GPU bandwidth in GB/s, or blank for the profile's")
+                         "allowed is a finite positive per-GPU bandwidth in GB/s, or blank for the profile's")
     off = _number(_column(cols, "activation_offload_layers", n, 0.0), "activation_offload_layers")
     c["activation_offload_layers"] = np.nan_to_num(off)
     uniq, codes = _category(cols, "precision", n, "bf16")
@@ -222,17 +222,20 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     c["fp32"] = np.array([u == "fp32" for u in uniq], dtype=bool)[codes]
     c["precision"] = np.array(["bf16" if u == "fp8" else u for u in uniq] or ["bf16"])[codes]
     uniq, codes = _category(cols, "cross_entropy_fusion", n, "none")
-    uniq = ["none" if u in ("", "nan", "no", "false") else u for u in uniq]
+    # a yes/no column is Megatron's --cross-entropy-loss-fusion, whose implementation defaults to native
+    uniq = ["none" if u in ("", "nan", "no", "false") else "native" if u in ("yes", "true") else u for u in uniq]
     bad = [u for u in uniq if u not in CE_BYTES]
     if bad:
         raise ValueError(f"cross_entropy_fusion = {bad[0]!r}: allowed are {', '.join(CE_BYTES)}")
     c["ce_bytes"] = np.array([CE_BYTES[u] for u in uniq] or [CE_BYTES["none"]])[codes]
     uniq, codes = _category(cols, "fp8_recipe", n, "tensorwise")
+    # Megatron's --fp8-recipe names (tensorwise = current scaling, "current" accepted as the tables print
+    # it); the block-scaled recipes (mxfp8, blockwise) share ``mxfp8_eff`` (only mxfp8 rows fit it)
     uniq = ["tensorwise" if u in ("", "nan", "delayed", "current") else u for u in uniq]
-    bad = [u for u in uniq if u not in ("tensorwise", "mxfp8")]
+    bad = [u for u in uniq if u not in ("tensorwise", "mxfp8", "blockwise")]
     if bad:
-        raise ValueError(f"fp8_recipe = {bad[0]!r}: allowed are tensorwise, delayed, current, mxfp8")
-    c["mxfp8"] = np.array([u == "mxfp8" for u in uniq], dtype=bool)[codes] & c["fp8"]
+        raise ValueError(f"fp8_recipe = {bad[0]!r}: allowed are tensorwise, delayed, current, mxfp8, blockwise")
+    c["mxfp8"] = np.array([u in ("mxfp8", "blockwise") for u in uniq], dtype=bool)[codes] & c["fp8"]
     # a RunSpec table names its system in the ``system`` column (system.name), a published one in ``gpu``
     c["gpu"] = np.asarray(_column(cols, "gpu" if "gpu" in cols or "system" not in cols else "system", n,
                                   "h100-sxm")).astype(str)

@@ -71,11 +71,16 @@ def _interrupt(workdir: Path, how: str, at_step: int, *overrides: str) -> subpro
 
 
 def test_resume_after_exit_interval(reference, tmp_path):
-    torchrun(2, tmp_path, *COMMON, "train.exit_after_steps=3")
+    marker = f"log.done_marker={tmp_path / 'COMPLETED'}"
+    torchrun(2, tmp_path, *COMMON, "train.exit_after_steps=3", marker)
     first = read_log(tmp_path / "log.h5")
     assert first["attrs"]["status"] == "interrupted" and list(first["step"]) == [1, 2, 3]
-    torchrun(2, tmp_path, *COMMON)
+    # the job script requeues on INTERRUPTED (written beside the done marker) and fails a bare exit 0
+    assert (tmp_path / "INTERRUPTED").read_text() == "interrupted\n" and not (tmp_path / "COMPLETED").exists()
+    (tmp_path / "INTERRUPTED").unlink()
+    torchrun(2, tmp_path, *COMMON, marker)
     _assert_resumed_equals_reference(tmp_path, reference)
+    assert (tmp_path / "COMPLETED").read_text() == "completed\n" and not (tmp_path / "INTERRUPTED").exists()
     # the staircase 4 -> 8 over 8 samples resumes from the restored counter
     assert list(reference["global_batch_size"][:4]) == [4, 4, 8, 8]
 

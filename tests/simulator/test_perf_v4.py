@@ -135,8 +135,39 @@ def test_public_rows_carry_their_sources_settings():
     assert (r["cross_entropy_fusion"][np.char.find(src, "April 2021") >= 0] == "none").all()
 
 
-def test_a_profile_without_mxfp8_eff_loads_it_switched_off(tmp_path):
-    old = tmp_path / "old.toml"
-    old.write_text('[system]\nname = "old"\npeak_tflops = 989.0\nhbm_gbps = 3350.0\nmemory_gib = 80.0\n'
-                   '[efficiency]\nfp8_matmul_max = 0.7\n')
-    assert load_system(old).efficiency.mxfp8_eff == 1.0
+def test_split_with_two_stages_is_the_even_split():
+    # pp = 2: the first stage builds (L + 2)/2 - 1 = L/2 layers beside the embedding, the last the same beside
+    # the logits; there is no middle stage, so the split costs what the even split does
+    g = load_system("gb200")
+    two = dict(layers=30, pp=2, vpp=8, dp=8)
+    assert iteration(cols(**two, pipeline_split_extra_layers=2), g)["iter_time_s"][0] == pytest.approx(
+        iteration(cols(**two), g)["iter_time_s"][0], rel=1e-12)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, -1.0])
+def test_network_override_must_be_a_finite_positive_bandwidth(value):
+    with pytest.raises(ValueError, match="network_gbps = .*allowed is a finite positive"):
+        cols(network_gbps=value)
+
+
+def test_network_override_on_a_large_table_keeps_every_row_in_place():
+    # >= 4096 rows take the distinct-configuration path; rows with and without an override interleave
+    h = load_system("h100-sxm")
+    n = 5000
+    rows = {k: np.full(n, v) for k, v in L405.items() if k != "vpp"}
+    rows.update(tp=np.full(n, 8), pp=np.full(n, 1), dp=np.full(n, 16), gpu=np.full(n, "H100"),
+                global_batch=np.where(np.arange(n) % 3 == 0, 16, 32),
+                network_gbps=np.where(np.arange(n) % 2 == 0, np.nan, 1.0))
+    out = predict_table(rows)["pred_iter_time_s"]
+    for i in (0, 1, 2, 3, 4, 5, n - 1):
+        one = {k: v[i:i + 1] for k, v in rows.items()}
+        assert out[i] == pytest.approx(predict_table(one)["pred_iter_time_s"][0], rel=1e-12)
+
+
+def test_column_spellings_of_the_sources():
+    g = _with(load_system("gb200"), mxfp8_eff=0.5)
+    gemm = {r: layer_times(cols(precision="fp8", fp8_recipe=r), g)["gemm"][0]
+            for r in ("blockwise", "mxfp8", "delayed")}
+    assert gemm["blockwise"] == gemm["mxfp8"] > gemm["delayed"]  # block-scaled recipes share mxfp8_eff
+    h = load_system("h100-sxm")
+    assert logits_time(cols(cross_entropy_fusion="yes"), h)[0] == logits_time(cols(cross_entropy_fusion="native"), h)[0]

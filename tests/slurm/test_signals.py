@@ -132,6 +132,11 @@ def test_a_step_that_exits_0_without_completing_is_a_failure(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "exited 0 without" in out.stderr and "COMPLETED" in out.stderr
     assert not (tmp_path / "requeued").exists()
+    # a step that checkpointed and stopped on request (train.exit_after_steps) is requeued
+    (tmp_path / "int").mkdir()
+    script, env = _box(tmp_path / "int", 'echo interrupted > "$BATCHLAW_RUN_DIR/INTERRUPTED"\nexit 0\n')
+    out = _run(script, env)
+    assert out.returncode == 0 and (tmp_path / "int" / "requeued").read_text() == "7\n", out.stdout + out.stderr
     # the same step after writing the marker is a success
     (tmp_path / "ok").mkdir()
     script, env = _box(tmp_path / "ok", 'touch "$BATCHLAW_RUN_DIR/COMPLETED"\nexit 0\n')
