@@ -13,8 +13,9 @@ provenance (``throughput_megatron.PROVENANCE.md``) and the row's ``notes``, once
   default; NeMo's ``MegatronStrategy`` sets it for VP > 1).
 - gradients reduced in bf16 in the NeMo / Megatron-Bridge performance scripts;
 - the embedding/loss layer slots in the pipeline split where the layer count needs them;
-- the cross-entropy implementation: TE's fused kernel in Megatron-Bridge, the native fused one in NeMo 2.0,
-  unfused elsewhere (NeMo 24.07 does not say: megatron-core's default, unfused).
+- the cross-entropy implementation, by ``framework_version``: TE's fused kernel in Megatron-Bridge, the
+  native fused one in NeMo 2.0, unfused elsewhere (the NeMo 1.x launcher rows do not say: megatron-core's
+  default, unfused).
 - the FP8 recipe: MXFP8 where the notes print MXFP8 / FP8-MX, else per-tensor scaling.
 - BLOOM's network: Omni-Path, 4 links of 100 Gb/s per node of 8 A100 (``network_gbps`` 6.25 per GPU).
 - Megatron-FSDP where the notes say "FSDP used" / "Megatron-FSDP used"; CPU activation offloading
@@ -100,13 +101,15 @@ def public_rows(path: str | Path = PUBLIC_CSV) -> dict[str, np.ndarray]:
     # BLOOM's cluster (Jean Zay) is not a DGX A100: its provenance gives Omni-Path with 4 links of
     # 100 Gb/s per 8-GPU node, 6.25 GB/s per GPU (the a100 profile: 8 x 200 Gb/s HDR, 25 GB/s per GPU)
     cols["network_gbps"] = np.where(bloom, 4 * 100 / 8 / 8, np.nan)
-    # cross-entropy: Megatron-Bridge's performance configs set cross_entropy_loss_fusion with the "te"
-    # implementation; NeMo 2.0 (dgxc-benchmarking, the NeMo 25.0x performance summaries) defaults GPTConfig's
-    # cross_entropy_loss_fusion to True ("native"); Megatron-LM r0.8 and the older sources ran unfused;
-    # the NeMo 24.07 (NeMo 1.x) configs do not say and are taken at the megatron-core default (unfused).
-    bridge = np.char.find(src, "Bridge") >= 0
-    nemo2 = (np.char.find(src, "dgxc") >= 0) | (np.char.find(src, "NeMo 25.0") >= 0)
-    cols["cross_entropy_fusion"] = np.where(bridge, "te", np.where(nemo2 & ~bridge, "native", "none"))
+    # cross-entropy, by the framework each row ran (``framework_version``): Megatron-Bridge's performance
+    # configs set cross_entropy_loss_fusion with the "te" implementation; NeMo 2.0 (dgxc-benchmarking v25.04
+    # scripts/performance, the NeMo 25.02/25.04 summaries) defaults GPTConfig's cross_entropy_loss_fusion to
+    # True ("native"); Megatron-LM r0.8, the 2021 and BLOOM runs ran unfused; the NeMo 1.x launcher rows
+    # (NeMo 24.05-24.12 containers, "NeMo launcher") do not say and take megatron-core's default (unfused).
+    fw = cols["framework_version"].astype(str)
+    bridge = np.char.find(fw, "Megatron-Bridge") >= 0
+    nemo2 = np.char.find(fw, "NeMo 2.0") >= 0
+    cols["cross_entropy_fusion"] = np.where(bridge, "te", np.where(nemo2, "native", "none"))
     # the FP8 flavour is in the notes ("precision as printed: MXFP8" / "FP8-MX"; see the provenance)
     cols["fp8_recipe"] = np.array(["mxfp8" if _MX.search(t) else "tensorwise" for t in notes])
     cols["iter_time_s"] = np.asarray(cols["iter_time_s"], dtype=float)

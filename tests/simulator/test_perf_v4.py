@@ -130,9 +130,12 @@ def test_public_rows_carry_their_sources_settings():
     mx = r["fp8_recipe"] == "mxfp8"
     assert mx.sum() == 27  # B200 4, GB200 13, GB300 10
     assert set(r["gpu"][mx]) <= {"B200", "GB200", "GB300"}
-    bridge = np.char.find(src, "Bridge") >= 0
-    assert (r["cross_entropy_fusion"][bridge] == "te").all()
-    assert (r["cross_entropy_fusion"][np.char.find(src, "April 2021") >= 0] == "none").all()
+    # the cross-entropy implementation follows the framework each row ran (its framework_version)
+    fw = r["framework_version"].astype(str)
+    ce = r["cross_entropy_fusion"]
+    assert (ce[np.char.find(fw, "Megatron-Bridge") >= 0] == "te").all()
+    assert (ce[np.char.find(fw, "NeMo 2.0") >= 0] == "native").sum() == 43  # dgxc v25.04 34, NeMo 25.02/25.04 9
+    assert (ce[np.char.find(fw, "NeMo launcher") >= 0] == "none").sum() == 54  # dgxc v24.11.1 and GPT-3
 
 
 def test_split_with_two_stages_is_the_even_split():
