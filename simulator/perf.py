@@ -96,7 +96,7 @@ def _slowest_stage(c, layer, stage, logit):
     the average stage plus the logits. (The memory model keeps layers / pp per stage: at least the first
     stage's (layers + 2) / pp - 1, so it errs on the safe side.)"""
     extra = c.get("pipeline_split_extra_layers")
-    if extra is None or not (extra > 0).any():
+    if extra is None or not np.any(np.asarray(extra) > 0):
         return stage + logit
     pp = c["pp"]
     mid = (c["layers"] + extra) / pp

@@ -51,6 +51,27 @@ def flag(c: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     return np.asarray(c[col]) == value
 
 
+def _block_scaled(c: Mapping[str, np.ndarray]):
+    """Rows whose FP8 GEMMs are block-scaled (``table.normalise``'s ``mxfp8``, or ``fp8_recipe`` mxfp8 /
+    blockwise in a column dict built by hand); False when neither column is there."""
+    if "mxfp8" in c:
+        return c["mxfp8"]
+    if "fp8_recipe" in c:
+        return np.isin(np.char.lower(np.asarray(c["fp8_recipe"]).astype(str)), ("mxfp8", "blockwise"))
+    return False
+
+
+def _ce_bytes(c: Mapping[str, np.ndarray], like: np.ndarray) -> np.ndarray:
+    """HBM bytes per logit of each row's cross-entropy (``table.normalise``'s ``ce_bytes``, or the
+    ``cross_entropy_fusion`` names of a column dict built by hand; megatron-core's unfused default)."""
+    if "ce_bytes" in c:
+        return np.asarray(c["ce_bytes"], dtype=float)
+    if "cross_entropy_fusion" in c:
+        names = np.asarray(c["cross_entropy_fusion"]).astype(str)
+        return np.array([CE_BYTES[u] for u in names.ravel()], dtype=float).reshape(names.shape)
+    return np.full_like(np.asarray(like, dtype=float), CE_BYTES["none"])
+
+
 _WAVE_N = 8192.0
 
 
@@ -79,7 +100,7 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
     p16 = system.peak_tflops * 1e12
     p8 = (system.peak_fp8_tflops or system.peak_tflops) * 1e12
     peak = np.where(fp8, p8, p16)
-    e_max = np.where(fp8, e.fp8_matmul_max * np.where(c.get("mxfp8", False), e.mxfp8_eff, 1.0), e.matmul_max)
+    e_max = np.where(fp8, e.fp8_matmul_max * np.where(_block_scaled(c), e.mxfp8_eff, 1.0), e.matmul_max)
     op_bytes = np.where(fp8, 1.0, 2.0)
     kw = dict(peak=peak, e_max=e_max, w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=op_bytes, fp8=fp8)
     up = np.where(c["gated"], 2.0, 1.0) * ffn
@@ -125,8 +146,7 @@ def logits_time(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarra
     v_local = c["vocab"] / c["tp"]
     gemm = _gemm(tok, v_local, c["hidden"], peak=system.peak_tflops * 1e12, e_max=e.matmul_max,
                  w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=2.0)
-    ce = c.get("ce_bytes")
-    ce = np.full_like(tok, CE_BYTES["none"], dtype=float) if ce is None else ce
+    ce = _ce_bytes(c, tok)
     # fp32 logits: the unfused loss has no bf16 -> fp32 cast forward nor the cast back (6 + 6 bytes)
     ce = np.where((ce == CE_BYTES["none"]) & flag(c, "fp32"), ce - 12.0, ce)
     return gemm + ce * tok * v_local / hbm

@@ -174,3 +174,17 @@ def test_column_spellings_of_the_sources():
     assert gemm["blockwise"] == gemm["mxfp8"] > gemm["delayed"]  # block-scaled recipes share mxfp8_eff
     h = load_system("h100-sxm")
     assert logits_time(cols(cross_entropy_fusion="yes"), h)[0] == logits_time(cols(cross_entropy_fusion="native"), h)[0]
+
+
+def test_a_hand_built_column_dict_reads_the_recipe_and_loss_names():
+    # callers that skip normalise (as for recompute and precision, perf_ops.flag) name the recipe and the
+    # loss implementation; they are priced as normalise would price them
+    g = _with(load_system("gb200"), mxfp8_eff=0.5)
+    norm = cols(precision="fp8", fp8_recipe="mxfp8", cross_entropy_fusion="te")
+    hand = {k: v for k, v in norm.items() if k not in ("mxfp8", "ce_bytes")}
+    hand.update(fp8_recipe=np.array(["mxfp8"]), cross_entropy_fusion=np.array(["te"]))
+    assert layer_times(hand, g)["gemm"][0] == layer_times(norm, g)["gemm"][0]
+    assert logits_time(hand, g)[0] == logits_time(norm, g)[0]
+    bare = {k: v for k, v in hand.items() if k not in ("fp8_recipe", "cross_entropy_fusion")}
+    assert layer_times(bare, g)["gemm"][0] < layer_times(norm, g)["gemm"][0]  # per-tensor scaling
+    assert logits_time(bare, g)[0] > logits_time(norm, g)[0]  # megatron-core's unfused loss
