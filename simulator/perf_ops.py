@@ -31,13 +31,13 @@ Vectorised over numpy arrays. Every op is costed on its own shape (docs/formulas
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from batchlaw.simulator.system import SystemProfile
 
-__all__ = ["flag", "layer_times", "logits_time"]
+__all__ = ["CE_BYTES", "block_scaled_of", "ce_bytes_of", "flag", "layer_times", "logits_time"]
 
 _FLAGS = {"rec_full": ("recompute", "full"), "rec_selective": ("recompute", "selective"), "fp32": ("precision", "fp32")}
 
@@ -51,14 +51,54 @@ def flag(c: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     return np.asarray(c[col]) == value
 
 
+# HBM bytes per logit of the vocab-parallel cross-entropy, forward + backward, by implementation
+# (Megatron-Core ``cross_entropy_loss_fusion`` / ``cross_entropy_fusion_impl``; passes counted in
+# ``tensor_parallel/cross_entropy.py`` and ``fusions/fused_cross_entropy.py``, core_r0.16):
+# - none (the megatron-core default, batchlaw's trainer): cast the bf16 logits to fp32 (read 2, write 4),
+#   max (read 4), subtract the max in place (8), exp in place (8), sum (4), divide by the sum (8); backward:
+#   scale in place (8), cast the gradient back to bf16 (read 4, write 2): 52 bytes (40 with fp32 logits);
+# - native (jit-fused): cast + max (6), subtract + exp + sum (8), divide (8), scale + cast back (6): 28;
+# - te (Transformer Engine's Triton kernel): an online max/sum pass over the bf16 logits (2), a second
+#   pass writing the gradient into them (read 2, write 2), backward scales it in place (4): 10.
+CE_BYTES = {"none": 52.0, "native": 28.0, "te": 10.0}
+
+# Megatron's --fp8-recipe names (tensorwise = current scaling; "current" as the tables print it) -> block-scaled
+# (mxfp8 and blockwise share ``mxfp8_eff``; only mxfp8 rows fit it)
+_RECIPES = {"": False, "nan": False, "tensorwise": False, "delayed": False, "current": False, "mxfp8": True,
+            "blockwise": True}
+# a yes/no cross_entropy_fusion is Megatron's --cross-entropy-loss-fusion, whose implementation defaults to native
+_CE_ALIASES = {"": "none", "nan": "none", "no": "none", "false": "none", "yes": "native", "true": "native"}
+
+
+def block_scaled_of(names: Sequence[str]) -> np.ndarray:
+    """Whether each (stripped, lower-cased) ``fp8_recipe`` name is block-scaled; a one-line error else."""
+    bad = [u for u in names if u not in _RECIPES]
+    if bad:
+        raise ValueError(f"fp8_recipe = {bad[0]!r}: allowed are tensorwise, delayed, current, mxfp8, blockwise")
+    return np.array([_RECIPES[u] for u in names], dtype=bool)
+
+
+def ce_bytes_of(names: Sequence[str]) -> np.ndarray:
+    """``CE_BYTES`` of each (stripped, lower-cased) ``cross_entropy_fusion`` name; a one-line error else."""
+    names = [_CE_ALIASES.get(u, u) for u in names]
+    bad = [u for u in names if u not in CE_BYTES]
+    if bad:
+        raise ValueError(f"cross_entropy_fusion = {bad[0]!r}: allowed are {', '.join(CE_BYTES)}")
+    return np.array([CE_BYTES[u] for u in names], dtype=float)
+
+
+def _by_name(values, of) -> np.ndarray:
+    """``of`` applied to the distinct stripped, lower-cased names of a string column, broadcast to its rows."""
+    uniq, inverse = np.unique(np.char.lower(np.char.strip(np.asarray(values).astype(str))), return_inverse=True)
+    return of(list(uniq))[inverse.reshape(-1)]
+
+
 def _block_scaled(c: Mapping[str, np.ndarray]):
-    """Rows whose FP8 GEMMs are block-scaled (``table.normalise``'s ``mxfp8``, or ``fp8_recipe`` mxfp8 /
-    blockwise in a column dict built by hand); False when neither column is there."""
+    """Rows whose FP8 GEMMs are block-scaled (``table.normalise``'s ``mxfp8``, or the ``fp8_recipe`` names of
+    a column dict built by hand); False when neither column is there."""
     if "mxfp8" in c:
         return c["mxfp8"]
-    if "fp8_recipe" in c:
-        return np.isin(np.char.lower(np.asarray(c["fp8_recipe"]).astype(str)), ("mxfp8", "blockwise"))
-    return False
+    return _by_name(c["fp8_recipe"], block_scaled_of) if "fp8_recipe" in c else False
 
 
 def _ce_bytes(c: Mapping[str, np.ndarray], like: np.ndarray) -> np.ndarray:
@@ -67,8 +107,7 @@ def _ce_bytes(c: Mapping[str, np.ndarray], like: np.ndarray) -> np.ndarray:
     if "ce_bytes" in c:
         return np.asarray(c["ce_bytes"], dtype=float)
     if "cross_entropy_fusion" in c:
-        names = np.asarray(c["cross_entropy_fusion"]).astype(str)
-        return np.array([CE_BYTES[u] for u in names.ravel()], dtype=float).reshape(names.shape)
+        return _by_name(c["cross_entropy_fusion"], ce_bytes_of)
     return np.full_like(np.asarray(like, dtype=float), CE_BYTES["none"])
 
 
@@ -124,18 +163,6 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
     recompute = np.where(flag(c, "rec_full"), gemm / 3.0 + attn_fwd + elem_fwd,
                          np.where(flag(c, "rec_selective"), attn_fwd, 0.0))
     return {"gemm": gemm, "attn": attn, "elem": elem, "recompute": recompute}
-
-
-# HBM bytes per logit of the vocab-parallel cross-entropy, forward + backward, by implementation
-# (Megatron-Core ``cross_entropy_loss_fusion`` / ``cross_entropy_fusion_impl``; passes counted in
-# ``tensor_parallel/cross_entropy.py`` and ``fusions/fused_cross_entropy.py``, core_r0.16):
-# - none (the megatron-core default, batchlaw's trainer): cast the bf16 logits to fp32 (read 2, write 4),
-#   max (read 4), subtract the max in place (8), exp in place (8), sum (4), divide by the sum (8); backward:
-#   scale in place (8), cast the gradient back to bf16 (read 4, write 2): 52 bytes (40 with fp32 logits);
-# - native (jit-fused): cast + max (6), subtract + exp + sum (8), divide (8), scale + cast back (6): 28;
-# - te (Transformer Engine's Triton kernel): an online max/sum pass over the bf16 logits (2), a second
-#   pass writing the gradient into them (read 2, write 2), backward scales it in place (4): 10.
-CE_BYTES = {"none": 52.0, "native": 28.0, "te": 10.0}
 
 
 def logits_time(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 from batchlaw.simulator import rules
 from batchlaw.simulator import checks
 from batchlaw.simulator.perf import iteration, memory_gib
-from batchlaw.simulator.perf_ops import CE_BYTES
+from batchlaw.simulator.perf_ops import block_scaled_of, ce_bytes_of
 from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn, resolve_precision
 from batchlaw.simulator.system import SystemProfile, load_system
 
@@ -222,20 +222,9 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     c["fp32"] = np.array([u == "fp32" for u in uniq], dtype=bool)[codes]
     c["precision"] = np.array(["bf16" if u == "fp8" else u for u in uniq] or ["bf16"])[codes]
     uniq, codes = _category(cols, "cross_entropy_fusion", n, "none")
-    # a yes/no column is Megatron's --cross-entropy-loss-fusion, whose implementation defaults to native
-    uniq = ["none" if u in ("", "nan", "no", "false") else "native" if u in ("yes", "true") else u for u in uniq]
-    bad = [u for u in uniq if u not in CE_BYTES]
-    if bad:
-        raise ValueError(f"cross_entropy_fusion = {bad[0]!r}: allowed are {', '.join(CE_BYTES)}")
-    c["ce_bytes"] = np.array([CE_BYTES[u] for u in uniq] or [CE_BYTES["none"]])[codes]
+    c["ce_bytes"] = ce_bytes_of(uniq or ["none"])[codes]
     uniq, codes = _category(cols, "fp8_recipe", n, "tensorwise")
-    # Megatron's --fp8-recipe names (tensorwise = current scaling, "current" accepted as the tables print
-    # it); the block-scaled recipes (mxfp8, blockwise) share ``mxfp8_eff`` (only mxfp8 rows fit it)
-    uniq = ["tensorwise" if u in ("", "nan", "delayed", "current") else u for u in uniq]
-    bad = [u for u in uniq if u not in ("tensorwise", "mxfp8", "blockwise")]
-    if bad:
-        raise ValueError(f"fp8_recipe = {bad[0]!r}: allowed are tensorwise, delayed, current, mxfp8, blockwise")
-    c["mxfp8"] = np.array([u in ("mxfp8", "blockwise") for u in uniq], dtype=bool)[codes] & c["fp8"]
+    c["mxfp8"] = block_scaled_of(uniq or ["tensorwise"])[codes] & c["fp8"]
     # a RunSpec table names its system in the ``system`` column (system.name), a published one in ``gpu``
     c["gpu"] = np.asarray(_column(cols, "gpu" if "gpu" in cols or "system" not in cols else "system", n,
                                   "h100-sxm")).astype(str)
@@ -307,24 +296,25 @@ def _resolve_auto(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, 
     return {**c, "fp32": c["fp32"] | auto, "fp8": c["fp8"] & ~auto, "precision": np.where(auto, "fp32", c["precision"])}
 
 
-def _by_network(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
-    """Rows with their own ``network_gbps`` predicted on the profile with that NIC bandwidth per GPU."""
-    net = c.pop("network_gbps")
-    values = np.unique(net[np.isfinite(net)])
-    if len(values) == 1 and np.isfinite(net).all():
-        return _predict_group(c, dataclasses.replace(system, network_gbps=float(values[0])))
+def _predict_parts(c: dict[str, np.ndarray], parts: list[tuple[np.ndarray, SystemProfile]]) -> dict[str, np.ndarray]:
+    """``_predict_group`` of each (row indices, profile) part of a partition of the rows, put back in row order."""
     out: dict[str, np.ndarray] = {}
-    for value in [np.nan, *values]:
-        idx = np.flatnonzero(np.isnan(net) if np.isnan(value) else net == value)
-        if len(idx) == 0:
-            continue
-        prof = system if np.isnan(value) else dataclasses.replace(system, network_gbps=float(value))
+    for idx, prof in parts:
         part = _predict_group({k: v[idx] for k, v in c.items()}, prof)
         for k, v in part.items():
             if k not in out:
-                out[k] = np.empty(len(net), dtype=object if v.dtype.kind in "US" else v.dtype)
+                out[k] = np.empty(len(c["layers"]), dtype=object if v.dtype.kind in "US" else v.dtype)
             out[k][idx] = v
     return out
+
+
+def _by_network(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
+    """Rows with their own ``network_gbps`` predicted on the profile with that NIC bandwidth per GPU."""
+    net = c.pop("network_gbps")
+    parts = [(np.flatnonzero(np.isnan(net)), system)]
+    parts += [(np.flatnonzero(net == v), dataclasses.replace(system, network_gbps=float(v)))
+              for v in np.unique(net[np.isfinite(net)])]
+    return _predict_parts(c, [(idx, prof) for idx, prof in parts if len(idx)])
 
 
 def _predict_group(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
@@ -393,7 +383,6 @@ def predict_table(columns: Mapping[str, Any], system: SystemProfile | str | None
     if hasattr(columns, "columns") and hasattr(columns, "to_numpy"):
         columns = {k: columns[k].to_numpy() for k in columns.columns}
     c = normalise(columns)
-    n = len(c["layers"])
     out = {k: np.asarray(v) for k, v in columns.items()}
     if system is None:
         uniq, codes = _factorize(c["gpu"])
@@ -407,17 +396,6 @@ def predict_table(columns: Mapping[str, Any], system: SystemProfile | str | None
         out.update({k: part[k] for k in OUTPUT_COLUMNS})
         out["micro_batch"] = part["micro_batch"]
         return out
-    res = {k: np.full(n, np.nan) for k in OUTPUT_COLUMNS[:4]}
-    res["feasible"] = np.zeros(n, dtype=bool)
-    res["reason"] = np.full(n, "", dtype=object)
-    mb = c["micro_batch"].copy()
-    for name, mask in groups:
-        idx = np.flatnonzero(mask)
-        prof = load_system(name)
-        part = _predict_group({k: v[idx] for k, v in c.items()}, prof)
-        for k in res:
-            res[k][idx] = part[k]
-        mb[idx] = part["micro_batch"]
-    out.update(res)
-    out["micro_batch"] = mb
+    res = _predict_parts(c, [(np.flatnonzero(mask), load_system(name)) for name, mask in groups])
+    out.update({k: res[k] for k in (*OUTPUT_COLUMNS, "micro_batch")})
     return out
