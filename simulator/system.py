@@ -103,7 +103,10 @@ class SystemProfile:
     peak_tflops: float
     """Dense 16-bit peak per GPU, TFLOP/s."""
     peak_fp8_tflops: float = 0.0
-    """Dense FP8 peak per GPU, TFLOP/s (0: no FP8 tensor cores; FP8 runs at the 16-bit peak)."""
+    """Dense FP8 peak per GPU, TFLOP/s (0: no FP8 tensor cores; ``predict_table`` refuses FP8 rows)."""
+    mxfp8: bool = False
+    """Block-scaled MXFP8 tensor cores (1 x 32 blocks, E8M0 scales; Blackwell: B200, GB200, GB300).
+    ``predict_table`` refuses ``fp8_recipe = mxfp8`` rows on a profile without them."""
     hbm_gbps: float
     """Memory bandwidth per GPU, GB/s."""
     memory_gib: float

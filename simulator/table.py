@@ -225,6 +225,7 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     c["ce_bytes"] = ce_bytes_of(uniq or ["none"])[codes]
     uniq, codes = _category(cols, "fp8_recipe", n, "tensorwise")
     c["mxfp8"] = block_scaled_of(uniq or ["tensorwise"])[codes] & c["fp8"]
+    c["needs_mxfp8"] = np.array([u == "mxfp8" for u in uniq], dtype=bool)[codes] & c["fp8"]
     # a RunSpec table names its system in the ``system`` column (system.name), a published one in ``gpu``
     c["gpu"] = np.asarray(_column(cols, "gpu" if "gpu" in cols or "system" not in cols else "system", n,
                                   "h100-sxm")).astype(str)
@@ -373,6 +374,20 @@ def _predict_rows(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, 
             "pred_mfu": it["mfu"], "pred_mem_gib": mem, "feasible": reason == "", "reason": reason}
 
 
+def _check_tensor_cores(c: dict[str, np.ndarray], idx: np.ndarray, system: SystemProfile) -> None:
+    """A one-line error for rows ``idx`` that ask for number formats the profile's GPU lacks: FP8 without
+    FP8 tensor cores (A100, CPU: Transformer Engine refuses FP8 below compute capability 8.9), MXFP8 without
+    Blackwell's block-scaled ones (Hopper runs per-tensor and 128-blockwise FP8 only)."""
+    fp8 = idx[c["fp8"][idx]]
+    if len(fp8) and system.peak_fp8_tflops <= 0:
+        raise ValueError(f"precision = 'fp8' (row {fp8[0]}) on {system.name!r}: it has no FP8 tensor cores "
+                         "(peak_fp8_tflops = 0); allowed there are bf16, fp16, fp32")
+    mx = idx[c["needs_mxfp8"][idx]]
+    if len(mx) and not system.mxfp8:
+        raise ValueError(f"fp8_recipe = 'mxfp8' (row {mx[0]}) on {system.name!r}: MXFP8 needs Blackwell tensor "
+                         "cores (b200, gb200, gb300); allowed there are tensorwise, delayed, current, blockwise")
+
+
 def predict_table(columns: Mapping[str, Any], system: SystemProfile | str | None = None) -> dict[str, np.ndarray]:
     """Predict every row; returns the input columns plus ``OUTPUT_COLUMNS`` (numpy arrays).
 
@@ -392,10 +407,14 @@ def predict_table(columns: Mapping[str, Any], system: SystemProfile | str | None
     if len(groups) == 1:
         name = groups[0][0]
         prof = system if isinstance(system, SystemProfile) else load_system(name)
+        _check_tensor_cores(c, np.arange(len(c["layers"])), prof)
         part = _predict_group(c, prof)
         out.update({k: part[k] for k in OUTPUT_COLUMNS})
         out["micro_batch"] = part["micro_batch"]
         return out
-    res = _predict_parts(c, [(np.flatnonzero(mask), load_system(name)) for name, mask in groups])
+    parts = [(np.flatnonzero(mask), load_system(name)) for name, mask in groups]
+    for idx, prof in parts:
+        _check_tensor_cores(c, idx, prof)
+    res = _predict_parts(c, parts)
     out.update({k: res[k] for k in (*OUTPUT_COLUMNS, "micro_batch")})
     return out

@@ -188,3 +188,19 @@ def test_a_hand_built_column_dict_reads_the_recipe_and_loss_names():
     bare = {k: v for k, v in hand.items() if k not in ("fp8_recipe", "cross_entropy_fusion")}
     assert layer_times(bare, g)["gemm"][0] < layer_times(norm, g)["gemm"][0]  # per-tensor scaling
     assert logits_time(bare, g)[0] > logits_time(norm, g)[0]  # megatron-core's unfused loss
+
+
+def test_number_formats_the_gpu_lacks_are_refused_with_the_row():
+    # mixed GPUs: rows are grouped by profile, the error names the row in the caller's numbering
+    rows = {k: np.array([v] * 4) for k, v in L405.items()}
+    rows.update(gpu=np.array(["GB200", "H100", "A100", "H100"]), precision=np.array(["fp8", "fp8", "bf16", "fp8"]),
+                fp8_recipe=np.array(["mxfp8", "blockwise", "mxfp8", "tensorwise"]))
+    out = predict_table(rows)  # MXFP8 on Blackwell, blockwise on Hopper, a bf16 row's recipe is moot
+    assert np.isfinite(out["pred_iter_time_s"].astype(float)).all()
+    with pytest.raises(ValueError, match=r"fp8_recipe = 'mxfp8' \(row 3\) on 'h100-sxm'.*allowed there are"):
+        predict_table({**rows, "fp8_recipe": np.array(["mxfp8", "blockwise", "mxfp8", "mxfp8"])})
+    with pytest.raises(ValueError, match=r"precision = 'fp8' \(row 2\) on 'a100-80gb': it has no FP8 tensor cores"):
+        predict_table({**rows, "precision": np.array(["fp8", "fp8", "fp8", "fp8"])})
+    one = {k: v[:1] for k, v in rows.items()}
+    with pytest.raises(ValueError, match="precision = 'fp8' .row 0. on 'cpu-gloo'"):
+        predict_table(one, "cpu-gloo")  # one profile for every row
