@@ -86,7 +86,13 @@ CHUNK_ROWS = 1024
 
 
 def check_version(version: int) -> None:
-    """Raise ValueError if a file was written by a newer, incompatible schema."""
+    """Raise ValueError if a file was written by a newer, incompatible schema, or names none readable."""
+    try:
+        ok = float(version) == int(version) >= 0  # 0: the attribute is absent
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"schema_version = {version!r}: not a schema version (an integer up to {SCHEMA_VERSION})")
     if int(version) > SCHEMA_VERSION:
         raise ValueError(
             f"schema_version = {version}: this batchlaw reads up to {SCHEMA_VERSION}; upgrade batchlaw"

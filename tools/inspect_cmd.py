@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"events/{g}: {rows} rows")
     except LogError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError) as exc:
         raise LogError(f"{path}: not a readable batchlaw run log ({first_line(exc)})") from None
     return 0

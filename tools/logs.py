@@ -145,7 +145,7 @@ def read_columns(path: str | Path, names: Iterable[str]) -> dict[str, np.ndarray
             return _read(steps_group(f, path), names)
     except LogError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError) as exc:
         raise LogError(f"{path}: not a readable batchlaw run log ({first_line(exc)})") from None
 
 
@@ -174,7 +174,7 @@ def summarise_run(path: str | Path, *, tail: float = 0.2, seed: int = 0) -> RunS
         return _summarise(path, tail, seed)
     except LogError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError) as exc:
         raise LogError(f"{path}: not a readable batchlaw run log ({first_line(exc)})") from None
 
 
