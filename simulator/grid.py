@@ -4,9 +4,10 @@ A grid is the Cartesian product of its list-valued keys. Every point gets the si
 prediction (time, memory, feasibility), its whole-run time and GPU-hours for the token budget
 (with the ramp when one is given) and, when a loss law is named, its predicted final loss. Points
 are then pruned, each with the reason in ``pruned_by``: infeasible; dominated (slower than another
-layout of the same model, batch and learning rate by more than ``dominance_margin``); over a
-budget; predicted loss more than ``max_loss_excess`` above the model's best; not on the model's
-(loss, GPU-hours) Pareto front (only with ``pareto = true``).
+layout of the same point, ``POINT_COLUMNS``, by more than ``dominance_margin``); over a budget;
+predicted loss more than ``max_loss_excess`` above the model's best; not on the model's (loss,
+GPU-hours) Pareto front (only with ``pareto = true``). The loss rules compare a model's points at one
+ramp, learning rate, precision and seed: the law sees only size, tokens and batch.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class PruneConfig:
     """Pruning rules."""
 
     dominance_margin: float = 0.05
-    """A layout slower than the best of its (model, batch, lr) by more than this fraction is pruned."""
+    """A layout slower than the best layout of its point (model, batch, ramp, lr, tokens, precision, seed:
+    ``POINT_COLUMNS``) by more than this fraction is pruned."""
     max_gpu_hours_per_run: float = 0.0
     """Budget per run (0 = none)."""
     max_wall_hours_per_run: float = 0.0
@@ -88,9 +90,11 @@ class PruneConfig:
     loss_law: str = ""
     """Name or path of a loss law L(N, D, B) for pred_loss ('' = none)."""
     max_loss_excess: float = 0.0
-    """Prune points whose pred_loss exceeds the model's best by more than this (0 = keep all)."""
+    """Prune points whose pred_loss exceeds the model's best (at the same ramp, lr, precision and seed) by
+    more than this (0 = keep all)."""
     pareto: bool = False
-    """Prune points off their model's (pred_loss, GPU-hours) Pareto front."""
+    """Prune points off their model's (pred_loss, GPU-hours) Pareto front (at the same ramp, lr, precision
+    and seed; exact ties are kept)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -195,12 +199,16 @@ def _whole_run(t: dict[str, np.ndarray], profile) -> None:
 
 
 def _pareto(loss: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Non-dominated points: no other point has a loss and a cost no larger and one of them smaller.
+    Exact ties are all kept (seeds, ramps or precisions of one (batch, tokens) point share both)."""
     order = np.lexsort((loss, cost))
     keep = np.zeros(len(loss), dtype=bool)
-    best = np.inf
+    best, best_cost = np.inf, np.nan
     for i in order:
         if loss[i] < best:
-            keep[i], best = True, loss[i]
+            keep[i], best, best_cost = True, loss[i], cost[i]
+        elif loss[i] == best and cost[i] == best_cost:
+            keep[i] = True
     return keep
 
 
@@ -209,7 +217,9 @@ def _prune(t: dict[str, np.ndarray], p: PruneConfig) -> None:
     why = np.where(t["feasible"], "", np.char.add("infeasible: ", t["reason"].astype(str))).astype(object)
     groups: dict[Any, list[int]] = {}
     for i in np.flatnonzero(why == ""):
-        groups.setdefault((t["model"][i], t["global_batch"][i], t["lr"][i]), []).append(i)
+        # layouts compete only within one point (the plan's POINT_COLUMNS): another ramp, precision,
+        # seed or token budget is another run of the study, never a slower layout of this one
+        groups.setdefault(tuple(str(t[c][i]) for c in POINT_COLUMNS if c in t), []).append(i)
     for members in groups.values():
         best = min(t["pred_iter_time_s"][i] for i in members)
         for i in members:
@@ -221,8 +231,12 @@ def _prune(t: dict[str, np.ndarray], p: PruneConfig) -> None:
     if p.max_wall_hours_per_run > 0:
         why[(why == "") & (t["run_hours"] > p.max_wall_hours_per_run)] = "over budget: wall-clock hours"
     if "pred_loss" in t:
-        for model in dict.fromkeys(t["model"]):
-            idx = np.flatnonzero((t["model"] == model) & (why == ""))
+        # the loss law L(N, D, B) sees size, tokens and batch only: points are compared within one model
+        # at one ramp, lr, precision and seed, never across axes the law cannot tell apart
+        axes = [c for c in ("model", "ramp", "lr", "precision", "seed") if c in t]
+        key = np.array(["\x1f".join(str(t[c][i]) for c in axes) for i in range(n)])
+        for group in dict.fromkeys(key):
+            idx = np.flatnonzero((key == group) & (why == ""))
             if not len(idx):
                 continue
             if p.max_loss_excess > 0:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from batchlaw.simulator import config
-from batchlaw.simulator.grid import GridConfig, run_grid
+from batchlaw.simulator.grid import GridConfig, _pareto, plan_rows, run_grid
 from batchlaw.tools.cli import main
 
 
@@ -63,3 +63,17 @@ def test_unknown_grid_key_and_cli(tmp_path, capsys):
     text = out.read_text().splitlines()
     assert text[0].startswith("model,global_batch") and len(text) > 100
     assert out.with_suffix(".resolved.json").is_file()
+
+
+def test_points_of_other_ramps_seeds_and_precisions_are_not_dominated_layouts():
+    # a layout competes only with layouts of its own point (POINT_COLUMNS): a ramp forces a smaller
+    # micro batch and fp32 prices differently, yet each is its own run of the study, as is seed 2
+    g = config.build(GridConfig, {"system": "h100-sxm", "grid": {
+        "models": ["gpt-180m"], "global_batch": [256], "nodes": [1], "tp": [1], "precision": ["bf16", "fp32"],
+        "seed": [1, 2], "ramp": ["", "64,64,2000000"]}, "prune": {"pareto": True, "loss_law": "chinchilla"}})
+    t = run_grid(g)
+    assert len(t["model"]) == 8 and t["feasible"].all()
+    assert t["survives"].all(), set(t["pruned_by"])
+    assert len(plan_rows(t)) == 8
+    # the Pareto front keeps exact ties and still drops what another point beats on loss and cost
+    assert _pareto(np.array([1.0, 1.0, 1.0, 2.0]), np.array([5.0, 5.0, 6.0, 9.0])).tolist() == [True, True, False, False]
