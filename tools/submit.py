@@ -87,11 +87,33 @@ def _sbatch_output(runs_dir: str) -> str:
     return '"' + runs_dir.replace("%", "%%").replace('"', '\\"') + '/slurm-%A_%a.out"'
 
 
+def time_limit_s(text: str) -> int:
+    """Seconds of a SLURM ``--time`` (``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``; sbatch(1));
+    a one-line ValueError for any other text, a field out of range or a zero limit."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text or "")
+    bad = ValueError(f"--time = {text!r}: required, e.g. 02:00:00 or 1-00:00:00 (minutes and seconds < 60,"
+                     " hours < 24 after a day count)")
+    if not m:
+        raise bad
+    days, a, b, c = (None if g is None else int(g) for g in m.groups())
+    if days is not None:  # D-H[:M[:S]]
+        h, mi, sec = a, b or 0, c or 0
+    elif c is not None:  # H:M:S
+        h, mi, sec = a, b, c
+    else:  # M or M:S
+        h, mi, sec = 0, a, b or 0
+    if (days is not None and h >= 24) or ((days is not None or c is not None) and mi >= 60) or sec >= 60:
+        raise bad
+    total = (((days or 0) * 24 + h) * 60 + mi) * 60 + sec
+    if total <= 0:
+        raise ValueError(f"--time = {text!r}: the limit must be longer than zero")
+    return total
+
+
 def check_settings(s: SubmitSettings, nodes: int = 1) -> None:
     """ValueError (one line: option, value, what is allowed) for any setting the script cannot take
     as data; ``submit`` calls it first, before any path is resolved or written."""
-    if not re.fullmatch(r"\d+(-\d+)?(:\d+){0,2}|\d+", s.time or ""):
-        raise ValueError(f"--time = {s.time!r}: required, e.g. 02:00:00 or 1-00:00:00")
+    limit = time_limit_s(s.time)
     for name, value in (("--partition", s.partition), ("--account", s.account), ("--job-name", s.job_name)):
         if value and not re.fullmatch(r"[A-Za-z0-9._-]+", value):
             raise ValueError(f"{name} = {value!r}: allowed are letters, digits, '.', '_' and '-'")
@@ -100,6 +122,9 @@ def check_settings(s: SubmitSettings, nodes: int = 1) -> None:
                              ("--nproc-per-node", s.nproc_per_node, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} = {value!r}: must be an integer >= {low}")
+    if s.signal_lead_s >= limit:
+        raise ValueError(f"--signal-lead = {s.signal_lead_s}: must be shorter than --time = {s.time} ({limit} s),"
+                         " or the checkpoint signal comes before training starts and the job requeues at once")
     for name, value in (("--runs-dir", str(s.runs_dir)), ("--python", s.python), ("--env", s.env_file)):
         check_script_value(name, value)
     check_script_value("--runs-dir (made absolute)", os.path.abspath(s.runs_dir))  # the working directory too
@@ -133,7 +158,8 @@ def _base(s: SubmitSettings) -> dict[str, Any]:
         key = item.partition("=")[0].strip()
         sec, _, name = key.partition(".")
         col = sec if name == "name" and sec in ("model", "system") else name
-        if PLAN_COLUMNS.get(col) == (sec, name):
+        if PLAN_COLUMNS.get(col) == (sec, name) or key == "train.steps":
+            # train.steps too: a planned token budget bounds every run (spec_from_row sets steps = 0)
             raise ValueError(f"--set {key}: a planned column; change the grid (or simulate --set) instead,"
                              " so that what is launched is what was priced")
     data = _config.load_toml(find_run_config(s.base_config)) if s.base_config else {}

@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ranks (GPUs) per node; default: the plan's gpus_per_node (8 if the table has none)")
     parser.add_argument("--nproc", dest="nproc_per_node", type=int, help=argparse.SUPPRESS)  # old spelling
     parser.add_argument("--cpus-per-task", type=int, default=8, help="#SBATCH --cpus-per-task (one task per node)")
-    parser.add_argument("--gpus-per-node", type=int, default=0, help="#SBATCH --gpus-per-node (0 = omit the line)")
+    parser.add_argument("--gpus-per-node", type=int, default=None,
+                        help="#SBATCH --gpus-per-node: default the ranks per node on a GPU plan, none on a CPU"
+                             " plan; 0 omits the line (clusters that hand out whole nodes)")
     parser.add_argument("--partition", default="", help="#SBATCH --partition ('' = the cluster default)")
     parser.add_argument("--account", default="", help="#SBATCH --account ('' = the cluster default)")
     parser.add_argument("--env", default="", help="cluster settings file sourced by the job (slurm/env/*.sh)")
@@ -40,8 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also print each run's run.toml (its RunSpec) as it would be written")
 
 
-def load_plan(source: str, system: str | None = None):
-    """(table, base run config or '') of a grid (name/TOML, priced now) or a CSV from simulate --out."""
+def load_plan(source: str, system: str | None = None, base_config: str | None = None):
+    """(table, base run config or '') of a grid (name/TOML, priced now) or a CSV from simulate --out.
+
+    A CSV takes its grid's base run config from the ``.resolved.json`` that ``simulate --out`` wrote
+    beside it; without that file (a CSV copied alone) ``--base-config`` must say it, or the runs would
+    silently start from the defaults (synthetic data, no warmup, no checkpoints) instead of what was
+    planned."""
     from batchlaw.simulator.csvio import read_csv
 
     src = Path(source)
@@ -53,21 +60,38 @@ def load_plan(source: str, system: str | None = None):
     if system:
         raise ValueError("--system: a CSV was priced when it was simulated; re-run simulate --system instead")
     resolved = src.with_suffix(".resolved.json")
+    if not resolved.is_file() and base_config is None:
+        raise ValueError(f"{source}: no {resolved.name} beside it (simulate --out writes it with the grid's base"
+                         " run config); copy it along, or name the base with --base-config NAME|TOML")
     base = json.loads(resolved.read_text()).get("base", "") if resolved.is_file() else ""
     return read_csv(src), base
+
+
+def _gpu_request(table, nproc: int, requested: int | None) -> int:
+    """``#SBATCH --gpus-per-node``: one GPU per rank on a GPU plan unless the user says 0 (whole-node
+    clusters); none on a CPU plan (``cpu-*`` systems). Any other count cannot hold the planned ranks."""
+    systems = {str(x) for x in table.get("system", [])}
+    cpu = bool(systems) and all(x.startswith("cpu") for x in systems)
+    if requested is None:
+        return 0 if cpu else nproc
+    if requested not in (0, nproc):
+        raise ValueError(f"--gpus-per-node = {requested}: the plan runs {nproc} ranks per node, one GPU each;"
+                         f" allowed are {nproc} or 0 (omit the line where the cluster hands out whole nodes)")
+    return requested
 
 
 def run(args: argparse.Namespace) -> int:
     from batchlaw.simulator.grid import plan_line, plan_rows
     from batchlaw.tools.submit import SubmitSettings, runs_table, submit
 
-    table, grid_base = load_plan(args.source, args.system)
+    table, grid_base = load_plan(args.source, args.system, args.base_config)
     nproc = args.nproc_per_node
     if nproc is None:
         nproc = int(float(table["gpus_per_node"][0])) if "gpus_per_node" in table else 8
+    gpus = _gpu_request(table, nproc, args.gpus_per_node)
     s = SubmitSettings(runs_dir=Path(args.runs_dir), base_config=args.base_config or grid_base or None,
                        time=args.time, cpus_per_task=args.cpus_per_task, nproc_per_node=nproc,
-                       gpus_per_node=args.gpus_per_node, partition=args.partition, account=args.account,
+                       gpus_per_node=gpus, partition=args.partition, account=args.account,
                        env_file=args.env, python=args.python, signal_lead_s=args.signal_lead,
                        overrides=tuple(args.overrides), all_layouts=args.all_layouts)
     results = submit(table, s, dry_run=args.dry_run)

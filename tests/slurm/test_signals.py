@@ -110,7 +110,7 @@ def test_the_step_wrapper_leaves_term_to_the_ranks_and_reports_the_launchers_sta
     and returns the launcher's own status even when a TERM interrupted its wait."""
     launcher = tmp_path / "launcher.sh"
     launcher.write_text('grep -E "^Sig(Ign|Cgt)" /proc/$$/status > "$1"\nkill -TERM "$(cat "$2")"\nexit 5\n')
-    script = render_sbatch(SubmitSettings(runs_dir=tmp_path, base_config=None, time="1", nproc_per_node=1), 1)
+    script = render_sbatch(SubmitSettings(runs_dir=tmp_path, base_config=None, time="5", nproc_per_node=1), 1)
     # the script's own definitions of run_waited and STEP, then the step as srun runs it
     defs = [re.search(pattern, script, re.S | re.M).group(0)
             for pattern in (r"^run_waited\(\) \{.*?^\}\n", r"^STEP='.*?^run_waited \"\" \"\$@\"'\n")]

@@ -162,3 +162,40 @@ def test_demo_planner_builds_each_runspec_once(tmp_path, monkeypatch):
         spec = load_run_config(d / "run.toml")
         assert spec.log.path == str(d / "log.h5") and spec.log.done_marker == str(d / "COMPLETED")
         assert spec.data.path == str(tmp_path / "data") and spec.train.warmup_samples == spec.total_samples() // 10
+
+
+def test_submit_refuses_what_would_launch_other_than_the_plan(tmp_path, capsys, monkeypatch):
+    """Session-5 audit: a CSV copied without its .resolved.json lost the grid's base config silently, the
+    GPU request was not tied to the ranks per node, --set train.steps was ignored, and a signal lead at
+    or over the time limit would signal (and requeue) before training started."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "grid.toml").write_text(GRID)
+    assert main(["simulate", "grid.toml", "--out", "plan.csv"]) == 0
+    capsys.readouterr()
+    dry = ["--time", "01:00:00", "--dry-run"]
+    assert main(["submit", "plan.csv", *dry]) == 0
+    assert "#SBATCH --gpus-per-node=8" in capsys.readouterr().out  # a GPU plan asks for one GPU per rank
+    assert main(["submit", "plan.csv", *dry, "--gpus-per-node", "0"]) == 0
+    assert "--gpus-per-node" not in capsys.readouterr().out  # 0: whole-node clusters
+    cases = [(["plan.csv", *dry, "--gpus-per-node", "4"], "--gpus-per-node = 4: the plan runs 8 ranks per node"),
+             (["plan.csv", *dry, "--set", "train.steps=5"], "--set train.steps: a planned column"),
+             (["plan.csv", "--time", "00:02:00", "--dry-run"], "--signal-lead = 120: must be shorter than --time"),
+             (["plan.csv", "--time", "99:99:99", "--dry-run"], "--time = '99:99:99': required"),
+             (["plan.csv", "--time", "1-24:00:00", "--dry-run"], "--time = '1-24:00:00'")]
+    os.makedirs("alone")
+    Path("alone/plan.csv").write_text(Path("plan.csv").read_text())
+    cases.append((["alone/plan.csv", *dry], "alone/plan.csv: no plan.resolved.json beside it"))
+    for args, message in cases:
+        assert main(["submit", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (args, err)
+    assert main(["submit", "alone/plan.csv", *dry, "--base-config", "tiny-cpu"]) == 0  # the base named
+    assert not os.path.exists("runs")
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 5400), ("90:30", 5430), ("04:00:00", 14400), ("48:00:00", 172800),
+                                           ("1-0", 86400), ("1-02:03", 93780), ("2-00:00:01", 172801)])
+def test_slurm_time_formats(text, seconds):
+    from batchlaw.tools.submit import time_limit_s
+
+    assert time_limit_s(text) == seconds
