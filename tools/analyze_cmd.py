@@ -45,9 +45,14 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
     if not max_exponent_width > 0:
         raise ValueError(f"--max-exponent-width = {max_exponent_width}: must be > 0")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    table = None
+    if grid:  # every input is read and checked before the report folder is made: a refusal writes nothing
+        table = read_csv(grid)
+        if "pred_loss" not in table:
+            raise ValueError(f"--grid {grid!r}: no pred_loss column; set prune.loss_law in the grid")
     errors: list[str] | None = [] if skipped is not None else None
     runs = load_runs(logdir, errors=errors)
+    out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "runs.csv", summaries_table(runs))
     result = analyse(runs, extrapolate_n=extrapolate, include_bounds=include_bounds, min_sizes=min_sizes,
                      max_exponent_width=max_exponent_width)
@@ -58,10 +63,7 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
     if result.optima:
         plots.plot_final_loss_vs_batch(result, out / "final_loss_vs_batch.png")
         plots.plot_bopt_vs_n(result, out / "bopt_vs_n.png")
-    if grid:
-        table = read_csv(grid)
-        if "pred_loss" not in table:
-            raise ValueError(f"--grid {grid!r}: no pred_loss column; set prune.loss_law in the grid")
+    if table is not None:
         plots.plot_pareto(table, out / "pareto.png")
         pics["Simulator: loss against GPU-hours"] = "pareto.png"
     if errors:

@@ -92,3 +92,20 @@ def test_calibrate_from_logs_improves_prediction(logdir, tmp_path, capsys):
     from batchlaw.simulator.system import load_system
 
     assert load_system(out).name == "cpu-gloo"
+
+
+def test_a_refused_analysis_writes_no_report_folder(tmp_path, capsys):
+    """Session-5 audit: a bad --grid or an empty LOGDIR failed after the report folder, runs.csv and
+    pictures were written; every input is now checked first."""
+    from batchlaw.tools.cli import main
+
+    grid = tmp_path / "nolaw.csv"
+    grid.write_text("model,global_batch\ngpt-180m,64\n")
+    rep = tmp_path / "rep"
+    for args in (["analyze", str(tmp_path / "nodir"), "--out-dir", str(rep)],
+                 ["analyze", str(tmp_path), "--out-dir", str(rep), "--grid", str(grid)],
+                 ["analyze", str(tmp_path), "--out-dir", str(rep), "--grid", str(tmp_path / "missing.csv")]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("batchlaw: error:") and "\n" not in err, err
+        assert not rep.exists(), args
