@@ -72,7 +72,7 @@ ATTRS: dict[str, str] = {
     "config": "JSON, the resolved run configuration",
     "git_sha": "str, commit of the batchlaw checkout ('unknown' outside git)",
     "versions": "JSON, versions of batchlaw, torch, megatron-core, h5py, numpy, python",
-    "layout": "JSON, parallel layout: world_size, tp, pp, vpp, dp, micro_batch, ...",
+    "layout": "JSON, parallel layout as launched: world_size, tp, pp, vpp, dp, micro_batch, precision (resolved), device",
     "restart_count": "int, how many times the run resumed from a checkpoint into this file",
     "model_name": "str, model shape name",
     "num_params": "int, exact parameter count of the model",

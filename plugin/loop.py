@@ -69,6 +69,23 @@ def _git_sha() -> str:
         return "unknown"
 
 
+def _versions() -> dict[str, str]:
+    """What made this log (the ``versions`` attribute of docs/hdf5_schema.md): batchlaw as installed
+    (a wheel has no git SHA), torch, megatron-core, h5py, numpy and Python."""
+    import platform
+    from importlib import metadata
+
+    import h5py
+    import numpy
+
+    try:
+        ours = metadata.version("batchlaw")
+    except metadata.PackageNotFoundError:
+        ours = "unknown"
+    return {"batchlaw": ours, "torch": torch.__version__, "megatron_core": _mcore.VERSION, "h5py": h5py.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
 def _peak_flops() -> float:
     """Dense 16-bit peak FLOP/s of this GPU from configs/systems (NaN when unknown or on CPU)."""
     if not torch.cuda.is_available():
@@ -122,7 +139,7 @@ class Trainer:
         self.ema = EmaNoiseScale()
         self.step, self.consumed = 0, 0
         self.layout = {"world_size": world, "tp": par.tp, "pp": par.pp, "vpp": par.vpp, "dp": self.dp_size,
-                       "micro_batch": par.micro_batch}
+                       "micro_batch": par.micro_batch, "precision": precision}  # train.precision as resolved
         self.num_params = self._count_params()
         self.peak_flops = _peak_flops() * world
         self.stop = StopFlag(cfg.checkpoint.stop_file)
@@ -161,7 +178,7 @@ class Trainer:
             config = _config.to_dict(self.cfg)  # reads back to the same RunSpec (runconfig.spec_from_dict)
             layout = {**self.layout, "device": "cpu" if self.on_cpu else "cuda"}
             attrs = {"config": config, "git_sha": _git_sha(), "layout": layout,
-                     "versions": {"torch": torch.__version__, "megatron_core": _mcore.VERSION},
+                     "versions": _versions(),
                      "kernels": self.kernels,
                      "model_name": self.cfg.model.name, "num_params": self.num_params,
                      "seq_len": self.cfg.model.seq_len, "ramp": self.ramp.describe()}

@@ -59,7 +59,8 @@ def rows_from_logs(runs, system: str | None = None, *, force: bool = False) -> d
         row = spec_to_row(spec)
         row.update({"gpus": lay["world_size"], "tp": lay["tp"], "pp": lay["pp"], "dp": lay["dp"], "vpp": lay["vpp"],
                     "micro_batch": lay["micro_batch"], "global_batch": r.global_batch,
-                    "precision": resolve_precision(spec.train.precision, "cpu" if device == "cpu" else "gpu"),
+                    # the trainer records the precision it resolved; older logs only have the config's
+                    "precision": lay.get("precision") or resolve_precision(spec.train.precision, device),
                     "iter_time_s": r.step_time_s, "num_params": r.num_params})
         rows.append(row)
     if not rows:

@@ -88,11 +88,13 @@ def test_hdf5_log_schema(runs):
     assert attrs["schema_version"] == logschema.SCHEMA_VERSION and attrs["status"] == "completed"
     assert attrs["restart_count"] == 0
     assert json.loads(attrs["layout"]) == {"world_size": 4, "tp": 2, "pp": 2, "vpp": 1, "dp": 1, "micro_batch": 2,
-                                          "device": "cpu"}
+                                          "precision": "fp32", "device": "cpu"}  # train.precision "auto" on CPU
     assert json.loads(attrs["config"])["parallel"]["tp"] == 2
     from batchlaw.simulator.runconfig import spec_from_dict
 
     assert spec_from_dict(json.loads(attrs["config"])).parallel.tp == 2  # reads back through the strict loader
-    assert "megatron_core" in json.loads(attrs["versions"])
+    versions = json.loads(attrs["versions"])
+    assert set(versions) == {"batchlaw", "torch", "megatron_core", "h5py", "numpy", "python"}, versions
+    assert versions["batchlaw"] != "unknown"  # installed (editable or wheel): a log names what made it
     # every layout counts the same parameters once
     assert len({int(r["attrs"]["num_params"]) for r in runs.values()}) == 1
