@@ -204,6 +204,7 @@ def check_system(p: Any) -> None:
     _int_at_least("system.gpus_per_node", p.gpus_per_node, 1)
     e = p.efficiency
     _finite("system.peak_fp8_tflops", p.peak_fp8_tflops, lo=0.0)  # 0 = no FP8 tensor cores
+    _finite("system.peak_fp32_tflops", p.peak_fp32_tflops, lo=0.0)  # 0 = peak_tflops (CPU profiles)
     for name in ("matmul_max", "fp8_matmul_max", "attention_eff", "cp_attention_eff", "hbm_eff", "network_eff"):
         _finite(f"efficiency.{name}", getattr(e, name), lo=0.0, hi=1.0, lo_open=True)
     _finite("efficiency.mxfp8_eff", e.mxfp8_eff, lo=0.0, hi=1.5, lo_open=True)

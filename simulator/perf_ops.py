@@ -16,6 +16,9 @@ Vectorised over numpy arrays. Every op is costed on its own shape (docs/formulas
   e_max; operands 1 byte, plus a quantisation pass over the activation operand (read 2, write 1
   byte); the logits GEMM and the attention core stay 16-bit (Megatron/TE default). MXFP8 (``fp8_recipe``
   mxfp8) runs them at ``mxfp8_eff`` of the per-tensor-scaled speed.
+- fp32 runs: GEMMs at the CUDA-core fp32 peak (``peak_fp32_tflops``; PyTorch's default leaves TF32 off
+  for matmuls) with 4-byte operands and outputs, the attention core unfused (flash kernels take 16-bit
+  inputs only), memory-bound ops moving 4-byte elements. A CPU profile's peak is already an fp32 one.
 - Attention core: fused (flash) attention runs the causal half of the s x s products (Dao 2023,
   FlashAttention-2, sec. 3.1: masked blocks are skipped), backward 2.5 x forward FLOPs (five
   matmuls against two); unfused attention runs the full s x s batched GEMMs plus scale-mask-softmax
@@ -114,14 +117,19 @@ def _ce_bytes(c: Mapping[str, np.ndarray], like: np.ndarray) -> np.ndarray:
 _WAVE_N = 8192.0
 
 
-def _gemm(m, n, k, *, peak, e_max, w_half, m_half, hbm, op_bytes, fp8=False):
+def _gemm(m, n, k, *, peak, e_max, w_half, m_half, hbm, op_bytes, fp8=False, out_bytes=2.0):
     """Forward + backward seconds of one GEMM family of shape (M, N, K) (3 x the forward GEMM)."""
     w = np.minimum(n, k)
     eff = e_max * (w / (w + w_half)) * (m * n / (m * n + m_half * _WAVE_N))
-    nbytes = op_bytes * (m * k + k * n) + 2.0 * m * n
+    nbytes = op_bytes * (m * k + k * n) + out_bytes * m * n
     if fp8 is not False:
         nbytes = nbytes + np.where(fp8, 3.0 * m * k, 0.0)
     return 3.0 * (2.0 * m * n * k / (peak * eff) + nbytes / hbm)
+
+
+def _peak_fp32(system: SystemProfile) -> float:
+    """FLOP/s of fp32 GEMMs: the CUDA-core fp32 peak on a GPU (no TF32), ``peak_tflops`` on a CPU profile."""
+    return (system.peak_fp32_tflops or system.peak_tflops) * 1e12
 
 
 def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
@@ -136,29 +144,33 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
     tok = b * s / cp
     hd = h / heads
     hbm = system.hbm_gbps * 1e9 * e.hbm_eff
-    p16 = system.peak_tflops * 1e12
+    fp32 = flag(c, "fp32")
+    p16 = np.where(fp32, _peak_fp32(system), system.peak_tflops * 1e12)  # the 16-bit (or fp32) peak
     p8 = (system.peak_fp8_tflops or system.peak_tflops) * 1e12
     peak = np.where(fp8, p8, p16)
     e_max = np.where(fp8, e.fp8_matmul_max * np.where(_block_scaled(c), e.mxfp8_eff, 1.0), e.matmul_max)
-    op_bytes = np.where(fp8, 1.0, 2.0)
-    kw = dict(peak=peak, e_max=e_max, w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=op_bytes, fp8=fp8)
+    width = np.where(fp32, 4.0, 2.0)  # bytes of an activation element
+    op_bytes = np.where(fp8, 1.0, width)
+    kw = dict(peak=peak, e_max=e_max, w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=op_bytes, fp8=fp8,
+              out_bytes=width)
     up = np.where(c["gated"], 2.0, 1.0) * ffn
     gemm = (_gemm(tok, (h + 2 * groups * hd) / t, h, **kw) + _gemm(tok, h, h / t, **kw)
             + _gemm(tok, up / t, h, **kw) + _gemm(tok, h, ffn / t, **kw))
     # attention core: QK^T and AV, 4 x tok x s x h/t multiply-add FLOPs for the full s x s matrix
     full = 4.0 * tok * s * h / t
+    flash = c["flash_attention"] & ~fp32  # flash kernels take 16-bit inputs only
     flash_fwd = 0.5 * full / (p16 * e.attention_eff)
     un_w = np.minimum(s, hd)
     un_eff = e.matmul_max * (un_w / (un_w + e.width_half))
-    score_bytes = 11.0 * b * heads / t * s * s / cp
+    score_bytes = 11.0 * width / 2.0 * b * heads / t * s * s / cp
     unfused_fwd = full / (p16 * un_eff) + score_bytes / hbm
-    attn_fwd = np.where(c["flash_attention"], flash_fwd, unfused_fwd) / np.where(cp > 1, e.cp_attention_eff, 1.0)
-    attn = np.where(c["flash_attention"], 3.5, 3.0) * attn_fwd
+    attn_fwd = np.where(flash, flash_fwd, unfused_fwd) / np.where(cp > 1, e.cp_attention_eff, 1.0)
+    attn = np.where(flash, 3.5, 3.0) * attn_fwd
     # memory-bound ops per token, forward: 2 norms (read + write h) and 2 bias-dropout-add (read 2h,
     # write h, 1-byte mask): 11 h elements of 2 bytes on the sequence-parallel shard; activation function
     # reads 2f (gated) or f and writes f, on the TP shard
     tok_sp = np.where(c["sequence_parallel"], tok / t, tok)
-    elem_fwd = (22.0 * h * tok_sp + 2.0 * (up + ffn) / t * tok) / hbm
+    elem_fwd = width / 2.0 * (22.0 * h * tok_sp + 2.0 * (up + ffn) / t * tok) / hbm
     elem = 3.0 * elem_fwd
     recompute = np.where(flag(c, "rec_full"), gemm / 3.0 + attn_fwd + elem_fwd,
                          np.where(flag(c, "rec_selective"), attn_fwd, 0.0))
@@ -171,8 +183,11 @@ def logits_time(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarra
     tok = c["micro_batch"] * c["seq_len"] / c["cp"]
     hbm = system.hbm_gbps * 1e9 * e.hbm_eff
     v_local = c["vocab"] / c["tp"]
-    gemm = _gemm(tok, v_local, c["hidden"], peak=system.peak_tflops * 1e12, e_max=e.matmul_max,
-                 w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=2.0)
+    fp32 = flag(c, "fp32")
+    width = np.where(fp32, 4.0, 2.0)
+    gemm = _gemm(tok, v_local, c["hidden"], peak=np.where(fp32, _peak_fp32(system), system.peak_tflops * 1e12),
+                 e_max=e.matmul_max, w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=width,
+                 out_bytes=width)
     ce = _ce_bytes(c, tok)
     # fp32 logits: the unfused loss has no bf16 -> fp32 cast forward nor the cast back (6 + 6 bytes)
     ce = np.where((ce == CE_BYTES["none"]) & flag(c, "fp32"), ce - 12.0, ce)

@@ -104,6 +104,12 @@ class SystemProfile:
     """Dense 16-bit peak per GPU, TFLOP/s."""
     peak_fp8_tflops: float = 0.0
     """Dense FP8 peak per GPU, TFLOP/s (0: no FP8 tensor cores; ``predict_table`` refuses FP8 rows)."""
+    peak_fp32_tflops: float = 0.0
+    """Dense FP32 peak per GPU on the CUDA cores, TFLOP/s: what fp32 GEMMs run at (PyTorch leaves TF32 off for
+    matmuls, and neither megatron-core nor batchlaw's trainer turns it on). 0: ``peak_tflops`` (CPU
+    profiles, whose peak is an fp32 one). NVIDIA datasheets: A100 19.5, H100/H200 SXM 67, HGX B200 80,
+    GB200 90 (1200 W), GB300 80 (as tabulated by glennklockwood.com/garden/processors/B200 and verda.com,
+    "GB300 NVL72 architecture")."""
     mxfp8: bool = False
     """Block-scaled MXFP8 tensor cores (1 x 32 blocks, E8M0 scales; Blackwell: B200, GB200, GB300).
     ``predict_table`` refuses ``fp8_recipe = mxfp8`` rows on a profile without them."""

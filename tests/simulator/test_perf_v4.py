@@ -204,3 +204,21 @@ def test_number_formats_the_gpu_lacks_are_refused_with_the_row():
     one = {k: v[:1] for k, v in rows.items()}
     with pytest.raises(ValueError, match="precision = 'fp8' .row 0. on 'cpu-gloo'"):
         predict_table(one, "cpu-gloo")  # one profile for every row
+
+
+def test_fp32_runs_at_the_cuda_core_peak_on_a_gpu_and_at_the_profile_peak_on_a_cpu():
+    # session-5 audit: fp32 was priced at the 16-bit tensor-core peak with 2-byte operands (and beat bf16)
+    h = load_system("h100-sxm")
+    c16, c32 = cols(precision="bf16", tp=1, pp=1, dp=1), cols(precision="fp32", tp=1, pp=1, dp=1)
+    g16, g32 = layer_times(c16, h)["gemm"][0], layer_times(c32, h)["gemm"][0]
+    ratio = h.peak_tflops / h.peak_fp32_tflops  # datasheets: 989 / 67
+    assert 0.8 * ratio < g32 / g16 < 1.05 * ratio  # compute-bound GEMMs (4-byte operands add a little)
+    assert layer_times(c32, h)["attn"][0] > layer_times(c16, h)["attn"][0] * ratio * 0.5  # no flash in fp32
+    assert iteration(c32, h)["iter_time_s"][0] > 5 * iteration(c16, h)["iter_time_s"][0]
+    cpu = load_system("cpu-gloo")  # no separate fp32 peak: its peak is an fp32 one
+    assert cpu.peak_fp32_tflops == 0
+    tiny = dict(layers=2, hidden=64, heads=4, query_groups=4, ffn_hidden=256, seq_len=64, vocab=256)
+    t32 = layer_times(cols(precision="fp32", tp=1, pp=1, dp=1, **tiny), cpu)["gemm"][0]
+    t32_peak = layer_times(cols(precision="fp32", tp=1, pp=1, dp=1, **tiny),
+                           dataclasses.replace(cpu, peak_fp32_tflops=cpu.peak_tflops))["gemm"][0]
+    assert t32 == t32_peak
