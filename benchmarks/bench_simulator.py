@@ -185,6 +185,16 @@ def write_profiles(rows) -> None:
                     comment=f"Efficiency parameters copied from {base} (same GPU architecture; no public rows).")
 
 
+def write_runs(path: str) -> None:
+    """The 199 public rows as ``simulate --runs`` reads them: every framework setting a column."""
+    from batchlaw.simulator.csvio import write_csv
+
+    rows = public_rows()
+    write_csv(path, rows)
+    print(f"wrote {len(rows['model'])} rows with their settings to {path}; predict them with"
+          f" `batchlaw simulate --runs {path} --out PRED.csv` (the shipped profiles)")
+
+
 def random_layouts(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     cols = {"layers": np.full(n, 24), "hidden": np.full(n, 2048), "heads": np.full(n, 16),
@@ -261,7 +271,13 @@ if __name__ == "__main__":
     ap.add_argument("--csv-baseline", action="store_true", help="also time the previous per-cell CSV code")
     ap.add_argument("--width-half", type=float, help="start value of width_half (sensitivity runs)")
     ap.add_argument("--tokens-half", type=float, help="start value of tokens_half (sensitivity runs)")
+    ap.add_argument("--write-runs", metavar="OUT.csv",
+                    help="write the public rows with their sources' settings as columns (what perf_data reads from"
+                         " the provenance and notes), for `batchlaw simulate --runs OUT.csv`; then exit")
     a = ap.parse_args()
+    if a.write_runs:
+        write_runs(a.write_runs)
+        raise SystemExit(0)
     if a.width_half or a.tokens_half:
         START = dataclasses.replace(START, width_half=a.width_half or START.width_half,
                                     tokens_half=a.tokens_half or START.tokens_half)

@@ -105,6 +105,24 @@ def test_no_public_run_is_called_infeasible():
     assert out["feasible"].all(), [(rows["model"][i], out["reason"][i]) for i in np.flatnonzero(~out["feasible"])]
 
 
+def test_the_public_rows_written_as_columns_predict_the_same_from_the_cli(tmp_path, capsys):
+    # session-5 audit: `simulate --runs` on the published CSV called 177 of 199 rows infeasible, because the
+    # sources' settings live in its provenance and notes; bench_simulator.py --write-runs writes them out
+    import subprocess
+    import sys
+
+    from batchlaw.simulator.csvio import read_csv
+    from batchlaw.tools.cli import main
+
+    runs = tmp_path / "runs.csv"
+    subprocess.run([sys.executable, "benchmarks/bench_simulator.py", "--write-runs", str(runs)], check=True,
+                   capture_output=True)
+    assert main(["simulate", "--runs", str(runs), "--out", str(tmp_path / "pred.csv")]) == 0
+    assert "199 rows, 199 feasible" in capsys.readouterr().out
+    cli = read_csv(tmp_path / "pred.csv")["pred_iter_time_s"].astype(float)
+    np.testing.assert_allclose(cli, predict_table(public_rows())["pred_iter_time_s"].astype(float), rtol=1e-9)
+
+
 def test_new_efficiencies_are_range_checked():
     with pytest.raises(ValueError, match="cp_attention_eff"):
         dataclasses.replace(load_system("h100-sxm"), efficiency=Efficiency(cp_attention_eff=1.5))
