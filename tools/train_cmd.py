@@ -61,9 +61,18 @@ def command(args: argparse.Namespace) -> list[str]:
     validate_run(cfg.model, cfg.parallel, world_size=args.nproc, global_batch=cfg.train.global_batch,
                  ramp=cfg.train.ramp)
     cmd = [sys.executable, "-m", "batchlaw.plugin.train", str(path)]
-    for item in args.overrides:
+    for item in args.overrides + local_system(cfg, args.nproc):
         cmd += ["--set", item]
     return cmd
+
+
+def local_system(cfg, nproc: int) -> list[str]:
+    """Overrides that make the config the ranks log say where this local run executes: one node of
+    ``nproc`` ranks (a config's ``system`` section, 8 GPUs per node by default, would otherwise be
+    recorded beside a layout of another world size)."""
+    if (cfg.system.gpus_per_node, cfg.system.nodes) == (nproc, 1):
+        return []
+    return [f"system.gpus_per_node={nproc}", "system.nodes=1"]
 
 
 def _rank_setup(launcher_pid: int, prctl) -> None:
