@@ -35,7 +35,9 @@ __all__ = ["OUTPUT_COLUMNS", "feasibility", "normalise", "predict_table"]
 
 OUTPUT_COLUMNS = ("pred_iter_time_s", "pred_tflops_per_gpu", "pred_mfu", "pred_mem_gib", "feasible", "reason")
 _MICRO_CANDIDATES = (1, 2, 4, 8, 16, 32)
-_TRUE = {"yes", "true", "1", "y", "on"}
+_TRUE = {"yes", "true", "1", "y", "on", "1.0"}
+# blank and "unknown" (published tables that do not state a setting) read as no, as they always did
+_FALSE = {"no", "false", "0", "n", "off", "0.0", "", "nan", "none", "unknown"}
 _MODEL, _PAR = ModelShape(layers=1, hidden=1, heads=1), Parallelism()  # the one source of default values
 
 
@@ -110,12 +112,22 @@ def _mapped(values, fn, dtype=None) -> np.ndarray:
     return np.asarray([fn(u) for u in uniq], dtype=dtype)[codes] if uniq else np.zeros(0, dtype=dtype)
 
 
-def _boolean(values: np.ndarray) -> np.ndarray:
+def _boolean(values: np.ndarray, name: str = "a yes/no column") -> np.ndarray:
     if values.dtype.kind == "b":
         return values
     if values.dtype.kind in "iuf":
         return np.nan_to_num(values.astype(float)) != 0
-    return _mapped(values, lambda u: u.strip().lower() in _TRUE, dtype=bool)
+    return _mapped(values, lambda u: _truth(u, name), dtype=bool)
+
+
+def _truth(text: str, name: str) -> bool:
+    """A yes/no cell; a one-line error for anything else (a typo must not silently mean "no")."""
+    u = text.strip().lower()
+    if u in _TRUE:
+        return True
+    if u in _FALSE:
+        return False
+    raise ValueError(f"{name} = {text!r}: allowed are yes/no, true/false, 1/0, on/off, or blank")
 
 
 def _number(values, name: str) -> np.ndarray:
@@ -142,7 +154,7 @@ _ACTIVATIONS = {"gelu": False, "relu": False, "squared-relu": False, "squared_re
 def _flag(cols, name: str, n: int, default: bool) -> np.ndarray:
     if name not in cols:
         return np.full(n, default)
-    return _boolean(np.asarray(cols[name]))
+    return _boolean(np.asarray(cols[name]), name)
 
 
 def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -169,7 +181,7 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
             raise ValueError(f"activation = {bad[0]!r}: allowed are {', '.join(_ACTIVATIONS)}")
         c["gated"] = np.array([_ACTIVATIONS[u] for u in uniq], dtype=bool)[codes]
     else:
-        c["gated"] = _boolean(np.asarray(cols["gated_mlp"]))
+        c["gated"] = _boolean(np.asarray(cols["gated_mlp"]), "gated_mlp")
     ffn = _number(_column(cols, "ffn_hidden", n, np.nan), "ffn_hidden")
     c["ffn_hidden"] = np.where(np.isnan(ffn) | (ffn == 0), default_ffn(c["hidden"], c["gated"]), ffn)
     c["tied"] = _flag(cols, "tied_embeddings", n, _MODEL.tied_embeddings)
@@ -187,7 +199,7 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     # Megatron-LM turns sequence parallelism off when tp = 1 (arguments.py), so it is a no-op there.
     sp = np.asarray(cols.get("sequence_parallel", np.zeros(n, dtype=bool)))
     if sp.dtype.kind not in "biuf":
-        sp = _mapped(sp, lambda u: u.strip().lower() in _TRUE or u.strip().lower() == "unknown", dtype=bool)
+        sp = _mapped(sp, lambda u: u.strip().lower() == "unknown" or _truth(u, "sequence_parallel"), dtype=bool)
     c["sequence_parallel"] = _boolean(sp) & (c["tp"] > 1)
     c["flash_attention"] = _flag(cols, "flash_attention", n, True)
     c["distributed_optimizer"] = _flag(cols, "distributed_optimizer", n, _PAR.distributed_optimizer)

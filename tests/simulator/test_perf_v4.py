@@ -222,3 +222,13 @@ def test_fp32_runs_at_the_cuda_core_peak_on_a_gpu_and_at_the_profile_peak_on_a_c
     t32_peak = layer_times(cols(precision="fp32", tp=1, pp=1, dp=1, **tiny),
                            dataclasses.replace(cpu, peak_fp32_tflops=cpu.peak_tflops))["gemm"][0]
     assert t32 == t32_peak
+
+
+@pytest.mark.parametrize("column", ["sequence_parallel", "fp8", "gated_mlp", "distributed_optimizer"])
+def test_a_yes_no_column_refuses_a_typo(column):
+    # session-5 audit: "maybe" read as no (sequence_parallel = maybe turned a feasible row infeasible)
+    rows = {k: np.array([v, v]) for k, v in L405.items() if k != "activation" or column != "gated_mlp"}
+    with pytest.raises(ValueError, match=f"^{column} = 'maybe': allowed are yes/no"):
+        predict_table({**rows, column: np.array(["yes", "maybe"])})
+    ok = predict_table({**rows, column: np.array(["Yes", " no "])})
+    assert np.isfinite(ok["pred_iter_time_s"].astype(float)).all()
