@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `batchlaw simulate --models | head`: the reader left; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+        return 141  # 128 + SIGPIPE, as a shell reports a pipe writer it killed
 
 
 if __name__ == "__main__":

@@ -58,3 +58,15 @@ def test_unknown_names_list_the_valid_ones(tmp_path, monkeypatch, capsys, argv, 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert listed in err and err.count("\n") == 1
+
+
+def test_a_closed_pipe_ends_quietly():
+    """Session-5 audit: `batchlaw simulate --models | head -1` printed a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "batchlaw.tools", "simulate", "--models"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, bufsize=0)
+    p.stdout.close()  # the reader is gone before the first line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
