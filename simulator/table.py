@@ -29,7 +29,7 @@ from batchlaw.simulator import checks
 from batchlaw.simulator.perf import iteration, memory_gib
 from batchlaw.simulator.perf_ops import block_scaled_of, ce_bytes_of
 from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn, resolve_precision
-from batchlaw.simulator.system import SystemProfile, load_system
+from batchlaw.simulator.system import GPU_ALIASES, SystemProfile, load_system, system_names
 
 __all__ = ["OUTPUT_COLUMNS", "feasibility", "normalise", "predict_table"]
 
@@ -386,6 +386,18 @@ def _predict_rows(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, 
             "pred_mfu": it["mfu"], "pred_mem_gib": mem, "feasible": reason == "", "reason": reason}
 
 
+def _row_profile(name: str, idx: np.ndarray, column: str) -> SystemProfile:
+    """The profile a row's GPU names; a one-line error naming the column, the first row and what is allowed."""
+    try:
+        return load_system(name)
+    except ValueError as exc:
+        if ": unknown;" not in str(exc):
+            raise  # a profile that exists but is broken says so itself
+        raise ValueError(f"{column} = {name!r} (row {idx[0]}): unknown; allowed are the profiles "
+                         f"{', '.join(system_names())} and GPU names as sources write them "
+                         f"({', '.join(sorted(GPU_ALIASES))})") from None
+
+
 def _check_tensor_cores(c: dict[str, np.ndarray], idx: np.ndarray, system: SystemProfile) -> None:
     """A one-line error for rows ``idx`` that ask for number formats the profile's GPU lacks: FP8 without
     FP8 tensor cores (A100, CPU: Transformer Engine refuses FP8 below compute capability 8.9), MXFP8 without
@@ -418,13 +430,20 @@ def predict_table(columns: Mapping[str, Any], system: SystemProfile | str | None
         groups = [(system if isinstance(system, str) else "", None)]
     if len(groups) == 1:
         name = groups[0][0]
-        prof = system if isinstance(system, SystemProfile) else load_system(name)
+        if isinstance(system, SystemProfile):
+            prof = system
+        elif system is None:
+            prof = _row_profile(name, np.arange(len(c["layers"])), "gpu" if "gpu" in columns or "system" not in columns
+                                else "system")
+        else:
+            prof = load_system(name)
         _check_tensor_cores(c, np.arange(len(c["layers"])), prof)
         part = _predict_group(c, prof)
         out.update({k: part[k] for k in OUTPUT_COLUMNS})
         out["micro_batch"] = part["micro_batch"]
         return out
-    parts = [(np.flatnonzero(mask), load_system(name)) for name, mask in groups]
+    column = "gpu" if "gpu" in columns or "system" not in columns else "system"
+    parts = [(np.flatnonzero(mask), _row_profile(name, np.flatnonzero(mask), column)) for name, mask in groups]
     for idx, prof in parts:
         _check_tensor_cores(c, idx, prof)
     res = _predict_parts(c, parts)

@@ -232,3 +232,11 @@ def test_a_yes_no_column_refuses_a_typo(column):
         predict_table({**rows, column: np.array(["yes", "maybe"])})
     ok = predict_table({**rows, column: np.array(["Yes", " no "])})
     assert np.isfinite(ok["pred_iter_time_s"].astype(float)).all()
+
+
+def test_an_unknown_gpu_names_the_column_the_row_and_the_aliases():
+    rows = {k: np.array([v, v]) for k, v in L405.items()}
+    for gpus, row in ((["H100", "Foo"], 1), (["Foo", "Foo"], 0)):
+        with pytest.raises(ValueError, match=rf"^gpu = 'Foo' \(row {row}\): unknown; allowed are the profiles .*h100-sxm"
+                                             r".* GPU names as sources write them \(.*H100-SXM5-80GB"):
+            predict_table({**rows, "gpu": np.array(gpus)})
