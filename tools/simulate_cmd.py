@@ -57,7 +57,7 @@ def _runs(args) -> int:
 def _grid(args) -> int:
     from pathlib import Path
 
-    from batchlaw.simulator.config import to_json
+    from batchlaw.simulator.config import to_json, write_text_atomic
     from batchlaw.simulator.csvio import write_csv
     from batchlaw.simulator.grid import load_grid, run_grid, summary
 
@@ -66,12 +66,29 @@ def _grid(args) -> int:
     print(summary(table, g, all_layouts=args.all_layouts))
     if args.out:
         write_csv(args.out, table)
-        Path(args.out).with_suffix(".resolved.json").write_text(to_json(g) + "\n")
+        write_text_atomic(Path(args.out).with_suffix(".resolved.json"), to_json(g) + "\n")
         print(f"wrote {args.out} ({len(table['survives'])} rows, survivors first) and its resolved config")
     return 0
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """One mode per call and an --out that names a CSV file, checked before anything is priced or printed."""
+    from pathlib import Path
+
+    modes = [m for m, on in (("GRID", bool(args.grid)), ("--runs", bool(args.runs)), ("--models", args.models)) if on]
+    if len(modes) > 1:
+        raise ValueError(f"simulate: {' and '.join(modes)} given; give one of GRID, --runs CSV or --models")
+    if args.out is None:
+        return
+    if args.models:
+        raise ValueError(f"--out = {args.out!r}: --models prints its table; redirect it instead")
+    out = Path(args.out)
+    if out.suffix != ".csv" or out.is_dir():
+        raise ValueError(f"--out = {args.out!r}: must name a .csv file (submit and analyze read plans by that suffix)")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_args(args)
     if args.models:
         return _models()
     if args.runs:

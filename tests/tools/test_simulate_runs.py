@@ -36,3 +36,17 @@ def test_auto_follows_the_system_option(tmp_path, system, same_as):
     out = _simulate(tmp_path, ["h100-sxm"] * 3, ["auto", "fp32", "bf16"], ["--system", system])
     mem = out["pred_mem_gib"]
     assert mem[1] != mem[2] and mem[0] == mem[same_as]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "--out", "m.csv"], "--out = 'm.csv': --models prints its table"),
+    (["tiny-cpu-demo", "--runs", "x.csv"], "simulate: GRID and --runs given"),
+    (["tiny-cpu-demo", "--out", "."], "--out = '.': must name a .csv file"),
+    (["tiny-cpu-demo", "--out", "plan.txt"], "--out = 'plan.txt': must name a .csv file")])
+def test_simulate_refuses_conflicting_or_unusable_arguments_before_work(tmp_path, capsys, monkeypatch, argv, message):
+    """Session-5 audit: --out was ignored with --models, GRID ignored with --runs, and --out . failed only
+    after the plan was printed."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", *argv]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == "" and not list(tmp_path.iterdir())
