@@ -75,7 +75,8 @@ def test_the_loop_from_outside_the_checkout(installed):
     # the logged config reads back through the strict loader to the RunSpec that was launched
     same = _run([str(installed["py"]), "-c", "import h5py, json; from batchlaw.simulator.runconfig import *;"
                  "a = h5py.File('runs/tiny/log.h5')['/'].attrs;"
-                 "sets = ['train.steps=4', 'log.path=runs/tiny/log.h5', 'checkpoint.dir=', 'log.stdout_every=0'];"
+                 "sets = ['train.steps=4', 'log.path=runs/tiny/log.h5', 'checkpoint.dir=', 'log.stdout_every=0',"
+                 " 'system.gpus_per_node=1', 'system.nodes=1'];"  # batchlaw train: one node of 1 rank
                  "print(spec_from_dict(json.loads(a['config'])) == load_run_config('tiny-cpu', sets),"
                  " json.loads(a['layout'])['device'])"], work, env)
     assert same.split() == ["True", "cpu"]
