@@ -3,11 +3,13 @@ extrapolation, published overlays, and never a claim the data do not carry.
 
 - Optimal batch of a model at its token budget: a parabola of final loss in ln(batch) through its
   constant-batch runs (the basin shape of Li et al. 2025, sec. 3). The optimum is *bracketed* when
-  the best run has a run with a higher loss on each side; only then is B_opt a number: the parabola's
-  vertex (kept inside the two neighbours of the best run), with an 80% interval from a parametric
+  the best run has a run with a higher loss on each side, higher by more than their noise (1.28
+  combined standard errors of the final losses, when known); only then is B_opt a number: the
+  parabola's vertex (kept between the nearest such runs), with an 80% interval from a parametric
   bootstrap over each run's final-loss standard error (``locate_optimum``; a residual bootstrap or
-  the bracket when that error is unknown). An optimum at the edge of the sweep is a bound
-  (``<= 4`` or ``>= 32``), marked, and kept out of the laws unless ``include_bounds``.
+  the bracket when that error is unknown). An optimum at the edge of the sweep, or on a side no run
+  is separably worse, is a bound (``<= 4`` or ``>= 32``; ``~ 16`` when the sweep is flat within its
+  noise), marked, and kept out of the laws (edge bounds only with ``include_bounds``).
 - Laws across sizes: B_opt(N), B_opt(D), B_crit(N) as power laws ``y = c x^a`` by OLS in log space
   (Kaplan et al. 2020, eq. 1.4 form; Li et al. 2025 fit B_opt(D) the same way). A law needs
   ``min_sizes`` (3) sizes with usable points, else the report says why there is none. Its exponent
@@ -53,18 +55,25 @@ class ModelOptimum:
     bracketed: bool = False
     """True when the best run has a worse run on both sides (the optimum lies inside the sweep)."""
     bound: str = ""
-    """'<=' (optimum at the smallest batch), '>=' (at the largest), '' when bracketed."""
+    """'<=' (no batch below the best separably worse: at or below the sweep's low side), '>=' (likewise
+    above), '~' (flat: none on either side), '=' (one batch), '' when bracketed."""
     interval_method: str = ""
     """How [b_opt_lo, b_opt_hi] was made: 'bootstrap 80%', 'bracket' or '' (none)."""
     batches: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     curve: tuple[float, float, float] | None = None
+    seq_len: int = 0
+    """Sequence length of the sweep's runs (a sweep never mixes two)."""
+    lr: float = float("nan")
+    """Peak learning rate of the sweep's runs (a sweep never mixes two; NaN when the logs do not say)."""
 
     @property
     def b_opt_text(self) -> str:
-        """'12.3', '<= 4', '>= 32', or '4 (one batch)'."""
+        """'12.3', '<= 4', '>= 32', '~ 16 (flat: ...)' or '4 (one batch)'."""
         if self.bound == "=":
             return f"{self.b_opt:.3g} (one batch)"
+        if self.bound == "~":
+            return f"~ {self.b_opt:.3g} (flat: no batch separably worse)"
         return f"{self.bound} {self.b_opt:.3g}" if self.bound else f"{self.b_opt:.3g}"
 
 
@@ -137,6 +146,12 @@ class _Optimum:
 def locate_optimum(batches, losses, *, loss_se=None, bootstrap: int = 500, seed: int = 0) -> _Optimum:
     """The optimum of one sweep: bracketed (a number with an interval) or a bound at an edge.
 
+    Bracketed means: on each side of the best batch there is a batch whose best loss is higher by more
+    than ``Z80`` combined standard errors (``loss_se``; without them any higher loss counts). The vertex
+    and its draws are kept between the nearest such batches. Otherwise a bound: ``<=`` (no batch below
+    the best is separably worse), ``>=`` (none above), ``~`` (none on either side: the sweep is flat
+    within its noise), ``=`` (one batch).
+
     The interval of a bracketed optimum: a parametric bootstrap when ``loss_se`` (each final loss's
     standard error from its per-step scatter) is given, each loss redrawn from N(fit, sigma_i^2) with
     sigma_i = max(se_i, residual RMS when the parabola has 2 or more residual degrees of freedom);
@@ -149,13 +164,24 @@ def locate_optimum(batches, losses, *, loss_se=None, bootstrap: int = 500, seed:
     if not len(b):
         return _Optimum(b=np.nan, lo=np.nan, hi=np.nan, curve=None, bracketed=False, bound="", method="")
     ub = np.unique(b)
-    best_per = np.array([y[b == v].min() for v in ub])
+    best_at = [np.flatnonzero(b == v)[np.argmin(y[b == v])] for v in ub]  # the best run of each batch
+    best_per, se_per = y[best_at], se[best_at]
     i = int(np.argmin(best_per))
-    if len(ub) < 3 or i in (0, len(ub) - 1):
-        bound = "=" if len(ub) == 1 else ("<=" if i == 0 else ">=")  # '=': a single batch, no sweep
+    if len(ub) == 1:
+        return _Optimum(b=float(ub[0]), lo=np.nan, hi=np.nan, curve=None, bracketed=False, bound="=", method="")
+    # a batch is worse than the best only when its loss is higher by more than the two runs' noise can
+    # explain (Z80 combined standard errors); without standard errors, any higher loss counts
+    if np.isfinite(se_per).all() and (se_per > 0).all():
+        worse = best_per - best_per[i] > Z80 * np.sqrt(se_per**2 + se_per[i] ** 2)
+    else:
+        worse = best_per > best_per[i]
+    left, right = np.flatnonzero(worse[:i]), i + 1 + np.flatnonzero(worse[i + 1:])
+    if not len(left) or not len(right):
+        bound = "~" if not len(left) and not len(right) else "<=" if not len(left) else ">="
         return _Optimum(b=float(ub[i]), lo=np.nan, hi=np.nan, curve=None, bracketed=False, bound=bound, method="")
+    jl, jr = int(left[-1]), int(right[0])  # the nearest batches separably worse on each side
     x = np.log(b)
-    lo_x, hi_x = np.log(ub[i - 1]), np.log(ub[i + 1])
+    lo_x, hi_x = np.log(ub[jl]), np.log(ub[jr])
     coef = np.polyfit(x, y, 2)
     vertex = -coef[1] / (2 * coef[0]) if coef[0] > 0 else np.log(ub[i])
     vertex = float(np.clip(vertex, lo_x, hi_x))
@@ -168,7 +194,7 @@ def locate_optimum(batches, losses, *, loss_se=None, bootstrap: int = 500, seed:
     elif len(ub) >= 5:
         noise, method = (lambda rng: rng.choice(resid, len(resid))), "residual bootstrap 80%"
     else:  # too few points to resample: the bracket is the interval
-        return _Optimum(b=float(np.exp(vertex)), lo=float(ub[i - 1]), hi=float(ub[i + 1]), curve=tuple(coef),
+        return _Optimum(b=float(np.exp(vertex)), lo=float(ub[jl]), hi=float(ub[jr]), curve=tuple(coef),
                         bracketed=True, bound="", method="bracket")
     rng = np.random.default_rng(seed)
     draws = []
@@ -239,13 +265,24 @@ def _median(values) -> float:
     return float(np.median(v)) if len(v) else np.nan
 
 
+def _lr(r: RunSummary) -> float:
+    """The run's peak learning rate from its logged config (NaN when the log has none)."""
+    try:
+        return float(r.config.get("train", {}).get("lr", np.nan))
+    except (TypeError, ValueError, AttributeError):
+        return np.nan
+
+
 def _per_model(runs: list[RunSummary], bootstrap: int) -> list[ModelOptimum]:
-    groups: dict[tuple[int, float], list[RunSummary]] = {}
+    # one batch sweep = one model size at one token budget, sequence length and learning rate: runs that
+    # differ in any of these lie on different loss-vs-batch curves (seeds of one point are pooled)
+    groups: dict[tuple[int, float, int, float], list[RunSummary]] = {}
     for r in runs:
         if r.status == "completed":
-            groups.setdefault((r.num_params, _budget(r)), []).append(r)
+            lr = _lr(r)
+            groups.setdefault((r.num_params, _budget(r), r.seq_len, -1.0 if np.isnan(lr) else lr), []).append(r)
     out = []
-    for (n, _), rs in sorted(groups.items()):
+    for (n, _, seq_len, lr), rs in sorted(groups.items()):
         const = [r for r in rs if r.first_batch == r.global_batch]  # ramps are reported, not fitted
         if not const:
             continue
@@ -257,7 +294,8 @@ def _per_model(runs: list[RunSummary], bootstrap: int) -> list[ModelOptimum]:
             b_opt_lo=o.lo, b_opt_hi=o.hi, b_crit=_median(r.b_simple for r in rs),
             b_crit_lo=_median(r.b_simple_lo for r in rs), b_crit_hi=_median(r.b_simple_hi for r in rs),
             best_loss=float(min(ls)), n_runs=len(rs), bracketed=o.bracketed, bound=o.bound if not o.bracketed else "",
-            interval_method=o.method, batches=[float(b) for b in bs], losses=[float(v) for v in ls], curve=o.curve))
+            interval_method=o.method, batches=[float(b) for b in bs], losses=[float(v) for v in ls], curve=o.curve,
+            seq_len=int(seq_len), lr=np.nan if lr < 0 else float(lr)))
     return out
 
 
@@ -276,7 +314,8 @@ def analyse(runs: list[RunSummary], *, extrapolate_n: float | None = None, boots
     optima = _per_model(runs, bootstrap)
     use = [o for o in optima if o.bracketed or (include_bounds and o.bound in ("<=", ">="))]
     n_edge = sum(1 for o in optima if not o.bracketed)
-    why = (f"{n_edge} of {len(optima)} sizes have their optimum at the edge of the batch sweep"
+    why = (f"{n_edge} of {len(optima)} sizes have no bracketed optimum (at the edge of the batch sweep, or not"
+           " separable from their neighbours within the loss noise)"
            + ("" if include_bounds else ", and such bounds are kept out of laws unless --include-bounds")) if n_edge else ""
     kw = {"min_sizes": min_sizes, "max_exponent_width": max_exponent_width}
     pick = (lambda attr: [getattr(o, attr) for o in use])  # noqa: E731

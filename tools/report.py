@@ -15,8 +15,10 @@ DEFINITIONS = """## Definitions and units
 - **Batch**: global batch in sequences (multiply by the sequence length for tokens).
 - **B_opt**: the batch of lowest final loss at a fixed token budget, from a parabola of final loss in
   ln(batch) through the constant-batch runs of one model (Li et al. 2025, sec. 3). It is a number only
-  when *bracketed*: the best run has a worse run on each side. Otherwise it is a bound (`<= 4`: the
-  best run is the smallest batch tried; the optimum may lie lower), marked, and kept out of laws.
+  when *bracketed*: the best run has a worse run on each side, worse by more than the two runs' noise
+  (1.28 combined standard errors of their final losses). Otherwise it is a bound (`<= 4`: no smaller
+  batch is separably worse, so the optimum may lie lower; `~ 16`: no batch is separably worse on
+  either side, the sweep is flat within its noise), marked, and kept out of laws.
 - **B_simple**: the simple gradient noise scale tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8),
   from the unbiased two-batch estimates logged every step, averaged over the last 20% of steps.
 - **B_crit**: the critical batch. Here it is estimated by B_simple near the end of training
@@ -65,13 +67,14 @@ def _runs_table(runs) -> list[str]:
 
 
 def _optima_table(result) -> list[str]:
-    lines = ["| model | params | tokens | runs | batches tried | B_opt | 80% interval | method | B_simple (end) |"
-             " best loss |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | params | tokens | seq | lr | runs | batches tried | B_opt | 80% interval | method |"
+             " B_simple (end) | best loss |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for o in result.optima:
         tried = ", ".join(f"{b:g}" for b in sorted(set(o.batches)))
         interval = f"[{_f(o.b_opt_lo, '{:.3g}')}, {_f(o.b_opt_hi, '{:.3g}')}]" if o.bracketed else "none (bound)"
-        mark = "" if o.bracketed else " (edge)" if o.bound in ("<=", ">=") else ""
-        lines.append(f"| {o.model_name} | {o.num_params:,} | {o.tokens:,} | {o.n_runs} | {tried} | {o.b_opt_text}{mark} |"
+        mark = " (edge)" if not o.bracketed and _why_bound(o).endswith("edge of the sweep") else ""
+        lines.append(f"| {o.model_name} | {o.num_params:,} | {o.tokens:,} | {o.seq_len or '-'} | {_f(o.lr, '{:.3g}')} |"
+                     f" {o.n_runs} | {tried} | {o.b_opt_text}{mark} |"
                      f" {interval} | {o.interval_method or '-'} | {_f(o.b_crit, '{:.3g}')} | {o.best_loss:.4f} |")
     return lines
 
@@ -152,6 +155,16 @@ def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_se
     return write_text_atomic(out, "\n".join(lines) + "\n")
 
 
+def _why_bound(o) -> str:
+    """Why an optimum is a bound, in words."""
+    side = {"<=": "smaller", ">=": "larger"}.get(o.bound)
+    if side:
+        edge = (o.bound == "<=" and o.b_opt == min(o.batches)) or (o.bound == ">=" and o.b_opt == max(o.batches))
+        return ("the best run is at the edge of the sweep" if edge
+                else f"no {side} batch is worse by more than the losses' noise")
+    return "no batch is worse by more than the losses' noise" if o.bound == "~" else "one batch only"
+
+
 def describe_pictures(runs, result) -> dict[str, str]:
     """One paragraph per picture saying what it shows for this study (read from the numbers drawn)."""
     sizes = sorted({(r.num_params, r.model_name) for r in runs})
@@ -164,7 +177,7 @@ def describe_pictures(runs, result) -> dict[str, str]:
     parts = []
     for o in result.optima:
         where = (f"bracketed at {o.b_opt:.3g} (80% interval {o.b_opt_lo:.3g} .. {o.b_opt_hi:.3g})" if o.bracketed
-                 else f"a bound {o.b_opt_text} (the best run is at the edge of the sweep)")
+                 else f"a bound {o.b_opt_text} ({_why_bound(o)})")
         parts.append(f"{o.model_name}: {where}")
     out["final_loss_vs_batch.png"] = ("Final loss against batch per model size with the parabola in ln(batch);"
                                       " a filled star marks a bracketed optimum, an open triangle an edge bound. "

@@ -52,7 +52,7 @@ def test_edge_optimum_is_a_bound_and_no_law_is_printed(tmp_path):
         _sweep(d, n, (4, 8, 16, 32), 1.0)
     res = analyse(load_runs(d))
     assert all(not o.bracketed and o.bound == "<=" and o.b_opt == 4 for o in res.optima)
-    assert not res.b_opt_vs_n.fitted and "3 of 3 sizes have their optimum at the edge" in res.b_opt_vs_n.reason
+    assert not res.b_opt_vs_n.fitted and "3 of 3 sizes have no bracketed optimum (at the edge" in res.b_opt_vs_n.reason
     status, text = _report(d, tmp_path)
     assert status == 0
     assert "| <= 4 (edge) |" in text and "none (bound)" in text
