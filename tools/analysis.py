@@ -256,7 +256,10 @@ def _budget(r: RunSummary) -> float:
     (the last step of a run overshoots the budget by up to one batch)."""
     from batchlaw.simulator.ramp import parse_count
 
-    budget = parse_count(str(r.spec().train.tokens), "train.tokens") if r.config else 0
+    try:
+        budget = parse_count(str(r.spec().train.tokens), "train.tokens") if r.config else 0
+    except (ValueError, TypeError, KeyError):  # a config that is no longer a valid RunSpec: use its tokens
+        budget = 0
     return float(budget) if budget else float(f"{r.tokens:.2g}")
 
 

@@ -44,6 +44,8 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
         raise ValueError(f"--min-sizes = {min_sizes}: a law across sizes needs at least 2 (3 recommended)")
     if not max_exponent_width > 0:
         raise ValueError(f"--max-exponent-width = {max_exponent_width}: must be > 0")
+    if extrapolate is not None and not (0 < extrapolate < float("inf")):
+        raise ValueError(f"--extrapolate = {extrapolate}: a parameter count, a finite number > 0")
     out = Path(out)
     table = None
     if grid:  # every input is read and checked before the report folder is made: a refusal writes nothing

@@ -108,18 +108,21 @@ def probe_section(logdir) -> list[str]:
              " steps before the same checkpoint. Sequences; 80% intervals.", "",
              "| probe | step | tokens | B | B_crit (probe) [80%] | B_simple [80%] |", "|---|---|---|---|---|---|"]
     for f in files:
-        try:
-            rows = json.loads(f.read_text())["estimates"]
-        except (OSError, ValueError, KeyError) as exc:
-            lines.append(f"| {f} | unreadable ({exc}) | | | | |")
-            continue
-        for r in rows:
-            hi = "inf" if r.get("hi") is None else _f(r["hi"], "{:.3g}")
-            lines.append(f"| {f.parent.relative_to(root)} | {r['step']} | {r['tokens']:,} | {r['base_batch']} |"
-                         f" {r.get('bound', '')} {_f(r['b_crit'], '{:.3g}')} [{_f(r['lo'], '{:.3g}')}, {hi}] |"
-                         f" {_f(r.get('b_simple'), '{:.3g}')} [{_f(r.get('b_simple_lo'), '{:.3g}')},"
-                         f" {_f(r.get('b_simple_hi'), '{:.3g}')}] |")
+        try:  # a damaged probe.json is named in its row, never a traceback that loses the report
+            rows = [_probe_row(f.parent.relative_to(root), r) for r in json.loads(f.read_text())["estimates"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            rows = [f"| {f} | unreadable ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+                    " | | | | |"]
+        lines += rows
     return lines
+
+
+def _probe_row(where, r) -> str:
+    hi = "inf" if r.get("hi") is None else _f(r["hi"], "{:.3g}")
+    return (f"| {where} | {r['step']} | {r['tokens']:,} | {r['base_batch']} |"
+            f" {r.get('bound', '')} {_f(r['b_crit'], '{:.3g}')} [{_f(r['lo'], '{:.3g}')}, {hi}] |"
+            f" {_f(r.get('b_simple'), '{:.3g}')} [{_f(r.get('b_simple_lo'), '{:.3g}')},"
+            f" {_f(r.get('b_simple_hi'), '{:.3g}')}] |")
 
 
 def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_sections: list[str] = (),

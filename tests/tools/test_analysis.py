@@ -166,3 +166,23 @@ def test_sweeps_at_other_learning_rates_are_not_pooled(tmp_path):
     assert len(res.optima) == 2 and {o.lr for o in res.optima if np.isfinite(o.lr)} == {6e-3}
     plain = next(o for o in res.optima if not np.isfinite(o.lr))
     assert plain.b_opt == pytest.approx(0.5 * n**0.4, rel=0.15) and plain.n_runs == 9
+
+
+def test_bad_extrapolation_and_a_damaged_probe_file_give_no_traceback(logdir, tmp_path, capsys):
+    """Session-5 audit: --extrapolate -1e9 raised a TypeError (complex power), nan/inf printed "~ nan", and a
+    probe.json without the expected keys crashed analyze after the pictures were written."""
+    for value in ("-1e9", "0", "nan", "inf"):
+        rep = tmp_path / f"r{value}"
+        assert main(["analyze", str(logdir), "--out-dir", str(rep), f"--extrapolate={value}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--extrapolate" in err and "\n" not in err and not rep.exists(), err
+    import shutil
+
+    d = tmp_path / "logs"
+    shutil.copytree(logdir, d)
+    for i, text in enumerate(('{"estimates": [{"step": 10}]}', '{"estimates": null}', "[1, 2]")):
+        (d / f"probe{i}").mkdir()
+        (d / f"probe{i}" / "probe.json").write_text(text)
+    assert main(["analyze", str(d), "--out-dir", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert report.count("unreadable (") == 3
