@@ -50,6 +50,14 @@ def rows_from_logs(runs, system: str | None = None, *, force: bool = False) -> d
     for r in runs:
         if r.status != "completed" or not r.config:
             continue
+        if r.first_batch != r.global_batch:
+            continue  # a ramp's median step ran at other batches than its last: no single layout to price
+        if not {"world_size", "tp", "pp", "dp", "vpp", "micro_batch"} <= set(r.layout):
+            raise ValueError(f"calibrate: {r.path} has no launched layout (attribute 'layout' lacks world_size, tp,"
+                             " pp, dp, vpp or micro_batch); move it out of LOGDIR")
+        if not (np.isfinite(r.step_time_s) and r.step_time_s > 0):
+            raise ValueError(f"calibrate: {r.path} has no step times (column step_time_s = {r.step_time_s}); move"
+                             " it out of LOGDIR")
         spec = r.spec()
         lay = r.layout
         device = "cpu" if lay.get("device", r.config.get("_device", "cpu")) == "cpu" else "gpu"
@@ -64,7 +72,7 @@ def rows_from_logs(runs, system: str | None = None, *, force: bool = False) -> d
                     "iter_time_s": r.step_time_s, "num_params": r.num_params})
         rows.append(row)
     if not rows:
-        raise ValueError("calibrate: no completed run logs with a config attribute")
+        raise ValueError("calibrate: no completed constant-batch run logs with a config attribute (ramp runs are left out)")
     return {k: np.array([row[k] for row in rows]) for k in rows[0]}
 
 
@@ -93,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     rows = rows_from_logs(runs, start.name, force=args.force)
     params = tuple(p.strip() for p in args.params.split(",") if p.strip())
     n = len(rows["iter_time_s"])
+    if n < len(params):
+        raise ValueError(f"calibrate: {n} usable run{'s' if n != 1 else ''} (completed, constant batch) for"
+                         f" {len(params)} parameters ({', '.join(params)}); give more runs or fewer --params")
     order = np.lexsort((rows["global_batch"], rows["num_params"]))
     fit_idx, held_idx = order[::2], order[1::2]
     pick = lambda idx: {k: v[idx] for k, v in rows.items()}

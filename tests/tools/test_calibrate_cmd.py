@@ -79,3 +79,40 @@ def test_prior_sigma_lets_own_logs_move_the_overheads(tmp_path, capsys):
     assert main(args + ["--prior-sigma", "-1", "--out", str(tmp_path / "bad.toml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--prior-sigma = -1.0" in err[0] and not (tmp_path / "bad.toml").exists()
+
+
+def test_calibrate_refuses_what_it_cannot_fit(tmp_path, capsys):
+    """Session-5 audit: one run fitted 4 parameters and wrote a profile; a log without step times failed with
+    scipy's "Residuals are not finite"; one without a layout raised KeyError; a ramp run was priced at its
+    last batch with the median step time of all its batches."""
+    import h5py
+
+    one = tmp_path / "one"
+    _cpu_logs(one, n=1)
+    out = tmp_path / "p.toml"
+    args = ["--system", "cpu-gloo", "--params", "matmul_max,hbm_eff,overhead_s,overhead_mb_s", "--out", str(out)]
+    assert main(["calibrate", str(one), *args]) == 2
+    assert "1 usable run (completed, constant batch) for 4 parameters" in capsys.readouterr().err
+    for attr, value, message in (("layout", json.dumps({"device": "cpu"}), "has no launched layout"),
+                                 (None, None, "has no step times")):
+        d = tmp_path / f"bad-{attr}"
+        _cpu_logs(d)
+        with h5py.File(d / "b8" / "log.h5", "a") as f:
+            if attr:
+                f.attrs[attr] = value
+            else:
+                f["steps/step_time_s"][...] = np.nan
+        assert main(["calibrate", str(d), "--system", "cpu-gloo", "--params", "overhead_s", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "b8" in err and "\n" not in err, err
+    assert not out.exists()
+    ramp = tmp_path / "ramp"
+    _cpu_logs(ramp)
+    with h5py.File(ramp / "b64" / "log.h5", "a") as f:  # a ramp: 8 sequences first, then 64
+        gbs = f["steps/global_batch_size"]
+        gbs[:10] = 8
+    from batchlaw.tools.calibrate_cmd import rows_from_logs
+    from batchlaw.tools.logs import load_runs
+
+    rows = rows_from_logs(load_runs(ramp), "cpu-gloo")
+    assert sorted(rows["global_batch"]) == [8, 16, 32]  # the ramp run is left out
