@@ -64,6 +64,8 @@ class ModelOptimum:
     curve: tuple[float, float, float] | None = None
     seq_len: int = 0
     """Sequence length of the sweep's runs (a sweep never mixes two)."""
+    budget: float = float("nan")
+    """The sweep's token budget (``train.tokens``, else its tokens to 2 significant digits)."""
     lr: float = float("nan")
     """Peak learning rate of the sweep's runs (a sweep never mixes two; NaN when the logs do not say)."""
 
@@ -213,7 +215,8 @@ def optimal_batch(batches, losses, *, bootstrap: int = 500, seed: int = 0):
 
 
 def fit_size_law(name: str, variable: str, x, y, lo=None, hi=None, *, min_sizes: int = 3,
-                 max_exponent_width: float = 1.0, draws: int = 2000, seed: int = 0, why_missing: str = "") -> Law:
+                 max_exponent_width: float = 1.0, draws: int = 2000, seed: int = 0, why_missing: str = "",
+                 what: str = "size") -> Law:
     """Fit y = c x^a with the rules of the module docstring; never raises on too few points."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     lo = np.full_like(y, np.nan) if lo is None else np.asarray(lo, float)
@@ -222,7 +225,7 @@ def fit_size_law(name: str, variable: str, x, y, lo=None, hi=None, *, min_sizes:
     x, y, lo, hi = x[ok], y[ok], lo[ok], hi[ok]
     n_sizes = len(np.unique(x))
     if n_sizes < min_sizes:
-        reason = f"{n_sizes} size{'s' if n_sizes != 1 else ''} with a usable point, a law needs {min_sizes}"
+        reason = f"{n_sizes} {what}{'s' if n_sizes != 1 else ''} with a usable point, a law needs {min_sizes}"
         return Law(name=name, variable=variable, n_points=len(x), reason=reason + (f"; {why_missing}" if why_missing else ""),
                    x=tuple(x), y=tuple(y))
     lx, ly = np.log(x), np.log(y)
@@ -285,7 +288,7 @@ def _per_model(runs: list[RunSummary], bootstrap: int) -> list[ModelOptimum]:
             lr = _lr(r)
             groups.setdefault((r.num_params, _budget(r), r.seq_len, -1.0 if np.isnan(lr) else lr), []).append(r)
     out = []
-    for (n, _, seq_len, lr), rs in sorted(groups.items()):
+    for (n, budget, seq_len, lr), rs in sorted(groups.items()):
         const = [r for r in rs if r.first_batch == r.global_batch]  # ramps are reported, not fitted
         if not const:
             continue
@@ -298,7 +301,7 @@ def _per_model(runs: list[RunSummary], bootstrap: int) -> list[ModelOptimum]:
             b_crit_lo=_median(r.b_simple_lo for r in rs), b_crit_hi=_median(r.b_simple_hi for r in rs),
             best_loss=float(min(ls)), n_runs=len(rs), bracketed=o.bracketed, bound=o.bound if not o.bracketed else "",
             interval_method=o.method, batches=[float(b) for b in bs], losses=[float(v) for v in ls], curve=o.curve,
-            seq_len=int(seq_len), lr=np.nan if lr < 0 else float(lr)))
+            seq_len=int(seq_len), lr=np.nan if lr < 0 else float(lr), budget=float(budget)))
     return out
 
 
@@ -324,8 +327,10 @@ def analyse(runs: list[RunSummary], *, extrapolate_n: float | None = None, boots
     pick = (lambda attr: [getattr(o, attr) for o in use])  # noqa: E731
     law_n = fit_size_law("B_opt(N)", "N", pick("num_params"), pick("b_opt"), pick("b_opt_lo"), pick("b_opt_hi"),
                          why_missing=why, **kw)
-    law_d = fit_size_law("B_opt(D)", "D", pick("tokens"), pick("b_opt"), pick("b_opt_lo"), pick("b_opt_hi"),
-                         why_missing=why, **kw)
+    # B_opt(D) across token budgets as planned (train.tokens), not the tokens each run reached: runs of one
+    # budget overshoot it by up to a batch, which must not pass for a spread of budgets
+    law_d = fit_size_law("B_opt(D)", "D", pick("budget"), pick("b_opt"), pick("b_opt_lo"), pick("b_opt_hi"),
+                         why_missing=why, what="token budget", **kw)
     law_c = fit_size_law("B_crit(N)", "N", [o.num_params for o in optima], [o.b_crit for o in optima],
                          [o.b_crit_lo for o in optima], [o.b_crit_hi for o in optima], **kw)
     extra: dict[str, Any] = {}

@@ -186,3 +186,12 @@ def test_bad_extrapolation_and_a_damaged_probe_file_give_no_traceback(logdir, tm
     assert main(["analyze", str(d), "--out-dir", str(tmp_path / "rep")]) == 0
     report = (tmp_path / "rep" / "report.md").read_text()
     assert report.count("unreadable (") == 3
+
+
+def test_b_opt_of_d_needs_several_token_budgets(logdir):
+    """Session-5 audit: three sizes at one budget gave a 'B_opt(D)' through the tokens each run overshot by,
+    2.6e193 x D^-36. The budgets are what was planned: one budget, no law."""
+    res = analyse(load_runs(logdir))
+    assert res.b_opt_vs_n.fitted  # three sizes
+    law = res.b_opt_vs_d
+    assert not law.fitted and law.reason.startswith("1 token budget with a usable point, a law needs 3"), law.reason

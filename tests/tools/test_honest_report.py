@@ -69,7 +69,8 @@ def test_one_model_size_prints_no_size_law(tmp_path):
     res = analyse(load_runs(d), extrapolate_n=7e9)
     assert len(res.optima) == 1 and res.optima[0].bracketed
     for law in (res.b_opt_vs_n, res.b_opt_vs_d, res.b_crit_vs_n):
-        assert not law.fitted and law.reason.startswith("1 size with a usable point, a law needs 3")
+        what = "token budget" if law.variable == "D" else "size"
+        assert not law.fitted and law.reason.startswith(f"1 {what} with a usable point, a law needs 3")
     assert "b_opt" not in res.extrapolation
     status, text = _report(d, tmp_path)
     assert "4 runs (4 completed) of 1 model size;" in text
