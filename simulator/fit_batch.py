@@ -238,6 +238,13 @@ def fit_critical_batch_law(n, batch, steps, *, definition: str = "mccandlish", b
         warnings.warn(f"critical-batch law from {len(sizes)} model sizes; a law needs at least 3", FitWarning,
                       stacklevel=2)
         return {"per_size": per, "law": None}
+    bad = [float(s) for s in sizes if not per[float(s)].success]
+    if bad:  # a size whose S(B) fit failed (B_noise at its search bound) has no B_crit to put in a law
+        warnings.warn(f"critical-batch law: sizes {', '.join(f'{s:.4g}' for s in bad)} left out (their S(B) fit did"
+                      " not converge: B_noise at a search bound)", FitWarning, stacklevel=2)
+        sizes = np.array([s for s in sizes if per[float(s)].success])
+        if len(sizes) < 3:
+            return {"per_size": per, "law": None}
     bc = np.array([per[float(s)].params["B_crit"] for s in sizes])
     law = fit_power_law([sizes], bc, names=["N"], bootstrap=0, level=level)
     if bootstrap:

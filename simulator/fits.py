@@ -129,6 +129,13 @@ def fit_power_law(xs, y, *, names: Sequence[str] | None = None, bootstrap: int =
         raise ValueError(f"power-law fit: {int(ok.sum())} usable points for {len(xs) + 1} parameters")
     X = np.column_stack([np.ones(ok.sum())] + [np.log(x[ok]) for x in xs])
     ly = np.log(y[ok])
+    for name, col in zip(names, X.T[1:]):
+        if np.ptp(col) == 0:
+            raise ValueError(f"power-law fit: {name} takes one value ({np.exp(col[0]):.4g}) in the usable points, so"
+                             " its exponent is not identified; fit without it or add points at other values")
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        raise ValueError(f"power-law fit: the variables {', '.join(names)} move together in the usable points"
+                         " (log-linearly dependent), so their exponents are not identified separately")
     coef, *_ = np.linalg.lstsq(X, ly, rcond=None)
     resid = ly - X @ coef
     dof = len(ly) - X.shape[1]

@@ -147,3 +147,25 @@ def test_critical_batch_law_reproduces_zhang_et_al():
     assert mc["law"].params["N"] > out["law"].params["N"]
     with pytest.raises(ValueError, match="needs a positive reference batch"):
         fits.fit_critical_batch_law(sizes, batch, steps, definition="zhang")
+
+
+def test_a_variable_with_one_value_has_no_exponent():
+    """Session-5 audit: `fit batch` on rows of one token budget printed a D exponent with a tight interval."""
+    n = np.array([1e8, 2e8, 4e8, 8e8])
+    with pytest.raises(ValueError, match=r"^power-law fit: D takes one value \(1e\+10\)"):
+        fits.fit_power_law([n, np.full(4, 1e10)], 0.3 * n**0.5, names=["N", "D"], bootstrap=0)
+    with pytest.raises(ValueError, match="move together"):
+        fits.fit_power_law([n, 20 * n], 0.3 * n**0.5, names=["N", "D"], bootstrap=0)
+
+
+def test_a_size_whose_critical_fit_failed_stays_out_of_the_law():
+    """Session-5 audit: a size with B_noise at its search bound (success = False) entered the law."""
+    b = np.array([64, 128, 256, 512, 1024, 2048.0])
+    sizes, steps = [], []
+    for n, bn in ((1e8, 100), (2e8, 140), (4e8, 200), (8e8, 1e7)):  # the largest: no knee in the measured range
+        sizes += [n] * len(b)
+        steps += list(1000 * (1 + bn / b))
+    with pytest.warns(fits.FitWarning, match="left out"):
+        out = fits.fit_critical_batch_law(np.array(sizes), np.tile(b, 4), np.array(steps))
+    assert not out["per_size"][8e8].success
+    assert out["law"].n_points == 3 and out["law"].params["N"] == pytest.approx(np.log(2) / np.log(4), abs=0.05)
