@@ -152,14 +152,14 @@ def _ramp_tag(ramp) -> str:
     return text if len(text) <= 24 and not text.startswith("{") else f"{zlib.crc32(text.encode()):08x}"
 
 
-def _base(s: SubmitSettings) -> dict[str, Any]:
-    """The base run config with the --set overrides; a --set of a planned column is refused."""
+def _base(s: SubmitSettings, tokens_planned: bool = False) -> dict[str, Any]:
+    """The base run config with the --set overrides; a --set of a planned column is refused (and of
+    ``train.steps`` when the plan has token budgets, which bound every run: ``spec_from_row``)."""
     for item in s.overrides:
         key = item.partition("=")[0].strip()
         sec, _, name = key.partition(".")
         col = sec if name == "name" and sec in ("model", "system") else name
-        if PLAN_COLUMNS.get(col) == (sec, name) or key == "train.steps":
-            # train.steps too: a planned token budget bounds every run (spec_from_row sets steps = 0)
+        if PLAN_COLUMNS.get(col) == (sec, name) or (key == "train.steps" and tokens_planned):
             raise ValueError(f"--set {key}: a planned column; change the grid (or simulate --set) instead,"
                              " so that what is launched is what was priced")
     data = _config.load_toml(find_run_config(s.base_config)) if s.base_config else {}
@@ -168,7 +168,8 @@ def _base(s: SubmitSettings) -> dict[str, Any]:
 
 def plan_runs(table: dict[str, np.ndarray], s: SubmitSettings) -> list[dict[str, Any]]:
     """The planned runs (``grid.plan_rows``): name, directory, RunSpec, node count, completion."""
-    base = _base(s)
+    tokens = np.asarray(table.get("tokens", []), dtype=str)
+    base = _base(s, tokens_planned=bool(np.isin(np.char.strip(tokens), ("", "0", "0.0", "nan"), invert=True).any()))
     rows = plan_rows(table, all_layouts=s.all_layouts)
     if not len(rows):
         raise ValueError("submit: the table has no surviving rows")
