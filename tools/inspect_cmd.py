@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                 grp = events[g]
                 rows = grp["step"].shape[0] if isinstance(grp, h5py.Group) and "step" in grp else 0
                 print(f"events/{g}: {rows} rows")
-    except LogError:
+    except (LogError, BrokenPipeError):  # a closed pipe is the reader's doing, not the log's (the CLI ends quietly)
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, OverflowError) as exc:
         raise LogError(f"{path}: not a readable batchlaw run log ({first_line(exc)})") from None
