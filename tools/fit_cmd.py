@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
@@ -153,8 +154,38 @@ def run(args: argparse.Namespace) -> int:
     """Read the CSV, fit the chosen law, print a table or one JSON object."""
     from batchlaw.simulator.csvio import read_csv
 
+    import warnings
+
     _check(args)
     table = read_csv(args.data)
+    _note_dropped(args, table)
     fit = {"loss": _fit_loss, "batch": _fit_batch, "critical-batch": _fit_critical}[args.law]
-    _print(fit(args, table), args.json)
+    with warnings.catch_warnings(record=True) as caught:  # one line each on stderr, not Python's two
+        warnings.simplefilter("always")
+        result = fit(args, table)
+    for w in caught:
+        print(f"warning: {w.category.__name__}: {w.message}", file=sys.stderr)
+    _print(result, args.json)
+    if not args.json and not args.bootstrap:
+        print("(no intervals: --bootstrap 0; add e.g. --bootstrap 200 for 80% intervals)")
     return 0
+
+
+_USED = ("n_col", "d_col", "c_col", "batch_col", "lr_col", "loss_col", "steps_col")
+
+
+def _note_dropped(args, table) -> None:
+    """Say on stderr which rows the fit leaves out (a missing, non-finite or non-positive value)."""
+    cols = [(getattr(args, a), a) for a in _USED if getattr(args, a, None) and getattr(args, a) in table]
+    bad_rows: dict[int, str] = {}
+    for col, _ in cols:
+        values = np.asarray(table[col])
+        if values.dtype == object:
+            continue  # refused with its own message by _columns
+        v = values.astype(float)
+        for i in np.flatnonzero(~(np.isfinite(v) & (v > 0))):
+            bad_rows.setdefault(int(i), f"{col} = {v[i]:g}")
+    if bad_rows:
+        first = min(bad_rows)
+        print(f"note: {len(bad_rows)} of {len(next(iter(table.values())))} rows left out (a missing, non-finite or"
+              f" non-positive value; first: row {first}, {bad_rows[first]})", file=sys.stderr)

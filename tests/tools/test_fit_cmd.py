@@ -79,3 +79,17 @@ def test_fit_batch_json_in_sequences(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["batch_opt"]["params"]["D"] == pytest.approx(0.6, abs=1e-3)
     assert out["batch_opt"]["params"]["c"] == pytest.approx(0.5, rel=0.02)
+
+
+def test_left_out_rows_and_missing_intervals_are_said(tmp_path, capsys):
+    """Session-5 audit: NaN, negative and infinite values were dropped silently (only n_points moved), and a
+    fit without --bootstrap printed bare numbers."""
+    b = np.array([64, 128, 256, 512, 1024, 2048.0])
+    rows = [(n, bb, 1000 * (1 + bn / bb)) for n, bn in ((1e8, 100), (2e8, 140), (4e8, 200)) for bb in b]
+    rows += [(4e8, -64.0, 5000.0), (4e8, 64.0, float("nan"))]
+    path = _write(tmp_path / "cbs.csv", ["n", "b", "s"], rows)
+    assert main(["fit", "critical-batch", "--data", path, "--n-col", "n", "--batch-col", "b", "--steps-col", "s"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: 2 of 20 rows left out (a missing, non-finite or non-positive value; first: row 18, b = -64)" in err
+    assert "(no intervals: --bootstrap 0" in out
+    assert "Traceback" not in err and all(line.startswith(("note:", "warning:")) for line in err.splitlines())
