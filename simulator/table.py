@@ -418,7 +418,15 @@ def predict_table(columns: Mapping[str, Any], system: SystemProfile | str | None
     Args:
         columns: mapping column -> array (or a pandas DataFrame).
         system: one profile (or name) for all rows; None uses each row's ``gpu`` column.
+
+    A row with an impossible value (tp = 0, a negative batch) is priced as NaN and marked infeasible with
+    the reason; numpy's division warnings for it are silenced (the reason column says it once).
     """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _predict_table(columns, system)
+
+
+def _predict_table(columns, system) -> dict[str, np.ndarray]:
     if hasattr(columns, "columns") and hasattr(columns, "to_numpy"):
         columns = {k: columns[k].to_numpy() for k in columns.columns}
     c = normalise(columns)
