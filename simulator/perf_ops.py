@@ -127,9 +127,13 @@ def _gemm(m, n, k, *, peak, e_max, w_half, m_half, hbm, op_bytes, fp8=False, out
     return 3.0 * (2.0 * m * n * k / (peak * eff) + nbytes / hbm)
 
 
-def _peak_fp32(system: SystemProfile) -> float:
-    """FLOP/s of fp32 GEMMs: the CUDA-core fp32 peak on a GPU (no TF32), ``peak_tflops`` on a CPU profile."""
-    return (system.peak_fp32_tflops or system.peak_tflops) * 1e12
+def _precision_terms(fp32, system: SystemProfile):
+    """(GEMM peak FLOP/s, bytes per activation element) of 16-bit rows, or of fp32 ones: the CUDA-core fp32
+    peak on a GPU (no TF32), ``peak_tflops`` on a CPU profile. Scalars when no row is fp32 (the common case)."""
+    p16 = system.peak_tflops * 1e12
+    if not np.any(fp32):
+        return p16, 2.0
+    return np.where(fp32, (system.peak_fp32_tflops or system.peak_tflops) * 1e12, p16), np.where(fp32, 4.0, 2.0)
 
 
 def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
@@ -145,11 +149,10 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
     hd = h / heads
     hbm = system.hbm_gbps * 1e9 * e.hbm_eff
     fp32 = flag(c, "fp32")
-    p16 = np.where(fp32, _peak_fp32(system), system.peak_tflops * 1e12)  # the 16-bit (or fp32) peak
+    p16, width = _precision_terms(fp32, system)  # the 16-bit (or fp32) peak, bytes of an activation element
     p8 = (system.peak_fp8_tflops or system.peak_tflops) * 1e12
     peak = np.where(fp8, p8, p16)
     e_max = np.where(fp8, e.fp8_matmul_max * np.where(_block_scaled(c), e.mxfp8_eff, 1.0), e.matmul_max)
-    width = np.where(fp32, 4.0, 2.0)  # bytes of an activation element
     op_bytes = np.where(fp8, 1.0, width)
     kw = dict(peak=peak, e_max=e_max, w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=op_bytes, fp8=fp8,
               out_bytes=width)
@@ -158,7 +161,7 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
             + _gemm(tok, up / t, h, **kw) + _gemm(tok, h, ffn / t, **kw))
     # attention core: QK^T and AV, 4 x tok x s x h/t multiply-add FLOPs for the full s x s matrix
     full = 4.0 * tok * s * h / t
-    flash = c["flash_attention"] & ~fp32  # flash kernels take 16-bit inputs only
+    flash = c["flash_attention"] & ~fp32 if np.any(fp32) else c["flash_attention"]  # flash takes 16-bit only
     flash_fwd = 0.5 * full / (p16 * e.attention_eff)
     un_w = np.minimum(s, hd)
     un_eff = e.matmul_max * (un_w / (un_w + e.width_half))
@@ -184,8 +187,8 @@ def logits_time(c: Mapping[str, np.ndarray], system: SystemProfile) -> np.ndarra
     hbm = system.hbm_gbps * 1e9 * e.hbm_eff
     v_local = c["vocab"] / c["tp"]
     fp32 = flag(c, "fp32")
-    width = np.where(fp32, 4.0, 2.0)
-    gemm = _gemm(tok, v_local, c["hidden"], peak=np.where(fp32, _peak_fp32(system), system.peak_tflops * 1e12),
+    peak, width = _precision_terms(fp32, system)
+    gemm = _gemm(tok, v_local, c["hidden"], peak=peak,
                  e_max=e.matmul_max, w_half=e.width_half, m_half=e.tokens_half, hbm=hbm, op_bytes=width,
                  out_bytes=width)
     ce = _ce_bytes(c, tok)
