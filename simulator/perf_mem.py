@@ -27,7 +27,7 @@ from typing import Mapping
 import numpy as np
 
 from batchlaw.simulator.params import layer_linear_params
-from batchlaw.simulator.perf_ops import flag
+from batchlaw.simulator.perf_ops import flag, fused_attention
 from batchlaw.simulator.system import SystemProfile
 
 __all__ = ["GIB", "layer_activation_bytes", "memory_gib", "stage_params"]
@@ -69,7 +69,7 @@ def _act_bytes_per_token(c: Mapping[str, np.ndarray]) -> np.ndarray:
     g_in = np.where(fp8, 1.0, 2.0)  # bytes of a stored GEMM input
     tp_part = 2 * (h + 2 * c["query_groups"] * hd) + g_in * h + 2 * up + g_in * c["ffn_hidden"]
     sp_part = 2 * h + 2 * h + g_in * 2 * h + 2 * h  # norm inputs (2), GEMM inputs (2), dropout masks (2 x 1 byte)
-    attn = np.where(c["flash_attention"] | flag(c, "rec_selective"), 0.0, 5.0 * c["heads"] * s)
+    attn = np.where(fused_attention(c) | flag(c, "rec_selective"), 0.0, 5.0 * c["heads"] * s)
     sp_div = np.where(c["sequence_parallel"], t, 1.0)
     per_tok = (tp_part + attn) / t + sp_part / sp_div
     per_tok = np.where(flag(c, "rec_full"), 2.0 * h / sp_div, per_tok)

@@ -54,6 +54,13 @@ def flag(c: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     return np.asarray(c[col]) == value
 
 
+def fused_attention(c: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Rows whose attention core runs fused (flash): asked for and 16-bit (flash kernels take no fp32), so
+    step time and memory price the same kernel."""
+    fp32 = flag(c, "fp32")
+    return c["flash_attention"] & ~fp32 if np.any(fp32) else c["flash_attention"]
+
+
 # HBM bytes per logit of the vocab-parallel cross-entropy, forward + backward, by implementation
 # (Megatron-Core ``cross_entropy_loss_fusion`` / ``cross_entropy_fusion_impl``; passes counted in
 # ``tensor_parallel/cross_entropy.py`` and ``fusions/fused_cross_entropy.py``, core_r0.16):
@@ -161,7 +168,7 @@ def layer_times(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str,
             + _gemm(tok, up / t, h, **kw) + _gemm(tok, h, ffn / t, **kw))
     # attention core: QK^T and AV, 4 x tok x s x h/t multiply-add FLOPs for the full s x s matrix
     full = 4.0 * tok * s * h / t
-    flash = c["flash_attention"] & ~fp32 if np.any(fp32) else c["flash_attention"]  # flash takes 16-bit only
+    flash = fused_attention(c)
     flash_fwd = 0.5 * full / (p16 * e.attention_eff)
     un_w = np.minimum(s, hd)
     un_eff = e.matmul_max * (un_w / (un_w + e.width_half))

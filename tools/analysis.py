@@ -9,7 +9,8 @@ extrapolation, published overlays, and never a claim the data do not carry.
   bootstrap over each run's final-loss standard error (``locate_optimum``; a residual bootstrap or
   the bracket when that error is unknown). An optimum at the edge of the sweep, or on a side no run
   is separably worse, is a bound (``<= 4`` or ``>= 32``; ``~ 16`` when the sweep is flat within its
-  noise), marked, and kept out of the laws (edge bounds only with ``include_bounds``).
+  noise), marked, and kept out of the laws (bounds at the sweep's edge enter them with ``include_bounds``).
+  A size swept at several learning rates gives the laws the sweep with the lowest loss.
 - Laws across sizes: B_opt(N), B_opt(D), B_crit(N) as power laws ``y = c x^a`` by OLS in log space
   (Kaplan et al. 2020, eq. 1.4 form; Li et al. 2025 fit B_opt(D) the same way). A law needs
   ``min_sizes`` (3) sizes with usable points, else the report says why there is none. Its exponent
@@ -255,15 +256,31 @@ def fit_size_law(name: str, variable: str, x, y, lo=None, hi=None, *, min_sizes:
 
 
 def _budget(r: RunSummary) -> float:
-    """The run's token budget: ``train.tokens`` of its config, else its tokens to 2 significant digits
-    (the last step of a run overshoots the budget by up to one batch)."""
+    """The run's token budget: ``train.tokens`` of its logged config (read raw, so a config an older
+    batchlaw wrote still gives it), else 0 (the caller groups such runs by the tokens they reached)."""
     from batchlaw.simulator.ramp import parse_count
 
     try:
-        budget = parse_count(str(r.spec().train.tokens), "train.tokens") if r.config else 0
-    except (ValueError, TypeError, KeyError):  # a config that is no longer a valid RunSpec: use its tokens
-        budget = 0
-    return float(budget) if budget else float(f"{r.tokens:.2g}")
+        return float(parse_count(str((r.config or {}).get("train", {}).get("tokens", 0) or 0), "train.tokens"))
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def _budgets(runs: list[RunSummary]) -> dict[int, float]:
+    """Token budget of each run (by ``id``): its planned one, else a shared one for the runs of a size whose
+    reached tokens lie within one step's overshoot (their largest batch x sequence length) of each other."""
+    out = {id(r): _budget(r) for r in runs}
+    loose = sorted((r for r in runs if not out[id(r)]), key=lambda r: (r.num_params, r.tokens))
+    group: list[RunSummary] = []
+    for r in loose + [None]:
+        if group and (r is None or r.num_params != group[0].num_params
+                      or r.tokens - group[0].tokens > max(g.global_batch * max(g.seq_len, 1) for g in group + [r])):
+            for g in group:
+                out[id(g)] = float(group[0].tokens)
+            group = []
+        if r is not None:
+            group.append(r)
+    return out
 
 
 def _median(values) -> float:
@@ -279,14 +296,21 @@ def _lr(r: RunSummary) -> float:
         return np.nan
 
 
+def at_edge(o: ModelOptimum) -> bool:
+    """A bound because the best run is the smallest (``<=``) or largest (``>=``) batch tried."""
+    return bool(o.batches) and ((o.bound == "<=" and o.b_opt == min(o.batches))
+                                or (o.bound == ">=" and o.b_opt == max(o.batches)))
+
+
 def _per_model(runs: list[RunSummary], bootstrap: int) -> list[ModelOptimum]:
     # one batch sweep = one model size at one token budget, sequence length and learning rate: runs that
     # differ in any of these lie on different loss-vs-batch curves (seeds of one point are pooled)
     groups: dict[tuple[int, float, int, float], list[RunSummary]] = {}
-    for r in runs:
-        if r.status == "completed":
-            lr = _lr(r)
-            groups.setdefault((r.num_params, _budget(r), r.seq_len, -1.0 if np.isnan(lr) else lr), []).append(r)
+    done = [r for r in runs if r.status == "completed"]
+    budgets = _budgets(done)
+    for r in done:
+        lr = _lr(r)
+        groups.setdefault((r.num_params, budgets[id(r)], r.seq_len, -1.0 if np.isnan(lr) else lr), []).append(r)
     out = []
     for (n, budget, seq_len, lr), rs in sorted(groups.items()):
         const = [r for r in rs if r.first_batch == r.global_batch]  # ramps are reported, not fitted
@@ -318,9 +342,15 @@ def analyse(runs: list[RunSummary], *, extrapolate_n: float | None = None, boots
         max_exponent_width: a law whose 80% exponent interval is wider is "not determined".
     """
     optima = _per_model(runs, bootstrap)
-    use = [o for o in optima if o.bracketed or (include_bounds and o.bound in ("<=", ">="))]
-    n_edge = sum(1 for o in optima if not o.bracketed)
-    why = (f"{n_edge} of {len(optima)} sizes have no bracketed optimum (at the edge of the batch sweep, or not"
+    # the laws take one optimum per (size, budget, sequence length): the sweep at the best learning rate
+    best: dict[tuple, ModelOptimum] = {}
+    for o in optima:
+        key = (o.num_params, o.budget, o.seq_len)
+        if key not in best or o.best_loss < best[key].best_loss:
+            best[key] = o
+    use = [o for o in best.values() if o.bracketed or (include_bounds and at_edge(o))]
+    n_edge = sum(1 for o in best.values() if not o.bracketed)
+    why = (f"{n_edge} of {len(best)} sizes have no bracketed optimum (at the edge of the batch sweep, or not"
            " separable from their neighbours within the loss noise)"
            + ("" if include_bounds else ", and such bounds are kept out of laws unless --include-bounds")) if n_edge else ""
     kw = {"min_sizes": min_sizes, "max_exponent_width": max_exponent_width}
@@ -331,8 +361,9 @@ def analyse(runs: list[RunSummary], *, extrapolate_n: float | None = None, boots
     # budget overshoot it by up to a batch, which must not pass for a spread of budgets
     law_d = fit_size_law("B_opt(D)", "D", pick("budget"), pick("b_opt"), pick("b_opt_lo"), pick("b_opt_hi"),
                          why_missing=why, what="token budget", **kw)
-    law_c = fit_size_law("B_crit(N)", "N", [o.num_params for o in optima], [o.b_crit for o in optima],
-                         [o.b_crit_lo for o in optima], [o.b_crit_hi for o in optima], **kw)
+    per = list(best.values())
+    law_c = fit_size_law("B_crit(N)", "N", [o.num_params for o in per], [o.b_crit for o in per],
+                         [o.b_crit_lo for o in per], [o.b_crit_hi for o in per], **kw)
     extra: dict[str, Any] = {}
     if extrapolate_n:
         extra = {"N": float(extrapolate_n)}

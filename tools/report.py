@@ -160,10 +160,11 @@ def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_se
 
 def _why_bound(o) -> str:
     """Why an optimum is a bound, in words."""
+    from batchlaw.tools.analysis import at_edge
+
     side = {"<=": "smaller", ">=": "larger"}.get(o.bound)
     if side:
-        edge = (o.bound == "<=" and o.b_opt == min(o.batches)) or (o.bound == ">=" and o.b_opt == max(o.batches))
-        return ("the best run is at the edge of the sweep" if edge
+        return ("the best run is at the edge of the sweep" if at_edge(o)
                 else f"no {side} batch is worse by more than the losses' noise")
     return "no batch is worse by more than the losses' noise" if o.bound == "~" else "one batch only"
 
@@ -183,10 +184,11 @@ def describe_pictures(runs, result) -> dict[str, str]:
                  else f"a bound {o.b_opt_text} ({_why_bound(o)})")
         parts.append(f"{o.model_name}: {where}")
     out["final_loss_vs_batch.png"] = ("Final loss against batch per model size with the parabola in ln(batch);"
-                                      " a filled star marks a bracketed optimum, an open triangle an edge bound. "
-                                      + "; ".join(parts) + ".")
+                                      " a filled star marks a bracketed optimum, an open triangle a bound, an open"
+                                      " diamond a flat sweep. " + "; ".join(parts) + ".")
     law = result.b_opt_vs_n
-    txt = "B_opt against N: filled circles are bracketed optima with their intervals, open triangles edge bounds."
+    txt = ("B_opt against N: filled circles are bracketed optima with their intervals, open triangles bounds,"
+           " open diamonds flat sweeps.")
     if law.fitted:
         txt += (f" The line is the fit {law.c:.3g} N^{law.exponent:.2f} through {plural(law.n_points, 'point')}"
                 f" with its 80% band ({'determined' if law.determined else 'not determined: ' + law.reason}).")

@@ -240,3 +240,15 @@ def test_an_unknown_gpu_names_the_column_the_row_and_the_aliases():
         with pytest.raises(ValueError, match=rf"^gpu = 'Foo' \(row {row}\): unknown; allowed are the profiles .*h100-sxm"
                                              r".* GPU names as sources write them \(.*H100-SXM5-80GB"):
             predict_table({**rows, "gpu": np.array(gpus)})
+
+
+def test_fp32_memory_prices_the_unfused_attention_its_step_time_prices():
+    # review of session 5: fp32 turned flash off for time but memory still dropped the s x s scores
+    from batchlaw.simulator.perf_mem import memory_gib
+
+    h = load_system("h100-sxm")
+    kw = dict(precision="fp32", tp=1, pp=1, dp=1, layers=24, seq_len=4096, micro_batch=1)
+    with_flash, without = cols(flash_attention=True, **kw), cols(flash_attention=False, **kw)
+    n = iteration(with_flash, h)["stage_params"]
+    assert memory_gib(with_flash, h, n)[0] == memory_gib(without, h, n)[0]
+    assert iteration(with_flash, h)["iter_time_s"][0] == iteration(without, h)["iter_time_s"][0]

@@ -195,3 +195,50 @@ def test_b_opt_of_d_needs_several_token_budgets(logdir):
     assert res.b_opt_vs_n.fitted  # three sizes
     law = res.b_opt_vs_d
     assert not law.fitted and law.reason.startswith("1 token budget with a usable point, a law needs 3"), law.reason
+
+
+def _relog(path, **train):
+    import json
+
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        cfg = json.loads(f.attrs["config"])
+        cfg["train"].update(train)
+        f.attrs["config"] = json.dumps(cfg)
+
+
+def test_laws_take_the_best_learning_rate_sweep_of_each_size(tmp_path):
+    """Review of session 5: with sweeps kept apart by learning rate, every one went into B_opt(N)."""
+    import h5py
+
+    for n in (1e5, 4e5, 1.6e6):
+        for b in (4, 8, 16, 32, 64, 128, 256, 512, 1024):
+            _write(tmp_path / f"n{int(n)}_a_b{b}.h5", n, b)
+            _write(tmp_path / f"n{int(n)}_b_b{b}.h5", n, b)
+            _relog(tmp_path / f"n{int(n)}_b_b{b}.h5", lr=6e-3)
+            with h5py.File(tmp_path / f"n{int(n)}_b_b{b}.h5", "a") as f:  # a worse lr: higher loss, other basin
+                f["steps/loss"][...] = f["steps/loss"][...] + 0.2 + 0.3 * (b / 1024)
+    res = analyse(load_runs(tmp_path))
+    assert len(res.optima) == 6 and res.b_opt_vs_n.n_points == 3
+    assert res.b_opt_vs_n.exponent == pytest.approx(0.4, abs=0.05)
+
+
+def test_a_config_an_older_batchlaw_wrote_keeps_its_budget(tmp_path):
+    """Review of session 5: a config that no longer validates fell back to reached tokens rounded to 2 digits,
+    which split one sweep (runs overshoot the budget by different amounts)."""
+    for b in (4, 8, 16, 32, 64, 128, 256, 512, 1024):
+        _write(tmp_path / f"b{b}.h5", 4e5, b, steps=int(np.ceil(100000 / (b * SEQ))))
+        _relog(tmp_path / f"b{b}.h5", ramp=None, retired_key=1)  # no longer a valid RunSpec
+    res = analyse(load_runs(tmp_path))
+    assert len(res.optima) == 1 and res.optima[0].n_runs == 9 and res.optima[0].budget == 100000
+
+
+def test_runs_without_a_planned_budget_share_one_when_their_tokens_differ_by_an_overshoot(tmp_path):
+    for b in (4, 8, 16, 32, 64, 128, 256, 512, 1024):
+        _write(tmp_path / f"b{b}.h5", 4e5, b, steps=int(np.ceil(250000 / (b * SEQ))))
+        _relog(tmp_path / f"b{b}.h5", tokens=0, steps=1)
+    _write(tmp_path / "long.h5", 4e5, 64, steps=400)  # another budget: 4 x the tokens
+    _relog(tmp_path / "long.h5", tokens=0, steps=1)
+    res = analyse(load_runs(tmp_path))
+    assert sorted(o.n_runs for o in res.optima) == [1, 9]
