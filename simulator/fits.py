@@ -130,9 +130,10 @@ def fit_power_law(xs, y, *, names: Sequence[str] | None = None, bootstrap: int =
     X = np.column_stack([np.ones(ok.sum())] + [np.log(x[ok]) for x in xs])
     ly = np.log(y[ok])
     for name, col in zip(names, X.T[1:]):
-        if np.ptp(col) == 0:
-            raise ValueError(f"power-law fit: {name} takes one value ({np.exp(col[0]):.4g}) in the usable points, so"
-                             " its exponent is not identified; fit without it or add points at other values")
+        if np.ptp(col) < 1e-3:  # within 0.1%: one value measured with overshoot (reached tokens) is still one
+            raise ValueError(f"power-law fit: {name} takes one value ({np.exp(col[0]):.4g}, spread"
+                             f" {np.expm1(np.ptp(col)):.2%}) in the usable points, so its exponent is not identified;"
+                             " fit without it or add points at other values")
     if np.linalg.matrix_rank(X) < X.shape[1]:
         raise ValueError(f"power-law fit: the variables {', '.join(names)} move together in the usable points"
                          " (log-linearly dependent), so their exponents are not identified separately")

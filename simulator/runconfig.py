@@ -22,7 +22,7 @@ from batchlaw.simulator import resources
 from batchlaw.simulator.ramp import RampTable, parse_count, ramp_from_text, ramp_text
 from batchlaw.simulator.spec import ModelShape, Parallelism, SystemSpec
 
-__all__ = ["CheckpointConfig", "DataConfig", "LogConfig", "PLAN_COLUMNS", "RunConfig", "RunSpec", "SystemSpec",
+__all__ = ["has_token_budget", "CheckpointConfig", "DataConfig", "LogConfig", "PLAN_COLUMNS", "RunConfig", "RunSpec", "SystemSpec",
            "TrainConfig", "find_run_config", "in_run_dir", "load_run_config", "load_run_spec", "spec_from_dict", "spec_from_row",
            "spec_to_row"]
 
@@ -299,6 +299,16 @@ def spec_from_row(row: Mapping[str, Any], base: RunSpec | Mapping[str, Any] | No
             except ValueError as exc:
                 raise ValueError(f"column {col} = {exc}") from None
         data.setdefault(sec, {})[name] = value
-    if row.get("tokens") not in (None, 0, "", "0"):
+    if has_token_budget(row.get("tokens")):
         data["train"]["steps"] = 0  # the planned token budget bounds the run
     return spec_from_dict(data)
+
+
+def has_token_budget(value: Any) -> bool:
+    """Whether a plan's ``tokens`` cell sets a budget (blank, 0 and NaN do not); submit and
+    ``spec_from_row`` ask this one question the same way."""
+    text = str(value).strip() if value is not None else ""
+    try:
+        return float(parse_count(text, "tokens")) > 0 if text not in ("", "nan", "None") else False
+    except ValueError:
+        return True  # not a count: spec_from_row sets it and the RunSpec check names it

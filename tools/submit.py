@@ -28,7 +28,7 @@ from batchlaw.simulator import config as _config
 from batchlaw.simulator.grid import plan_rows
 from batchlaw.simulator.resources import template
 from batchlaw.simulator.ramp import ramp_text
-from batchlaw.simulator.runconfig import PLAN_COLUMNS, find_run_config, in_run_dir, spec_from_row
+from batchlaw.simulator.runconfig import PLAN_COLUMNS, find_run_config, has_token_budget, in_run_dir, spec_from_row
 from batchlaw.simulator.checks import check_plan_row
 
 __all__ = ["SubmitSettings", "plan_runs", "render_sbatch", "runs_table", "submit", "write_runs"]
@@ -122,6 +122,10 @@ def check_settings(s: SubmitSettings, nodes: int = 1) -> None:
                              ("--nproc-per-node", s.nproc_per_node, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} = {value!r}: must be an integer >= {low}")
+    if s.gpus_per_node not in (0, s.nproc_per_node):
+        raise ValueError(f"--gpus-per-node = {s.gpus_per_node}: the plan runs {s.nproc_per_node} ranks per node, one"
+                         f" GPU each; allowed are {s.nproc_per_node} or 0 (omit the line where the cluster hands out"
+                         " whole nodes)")
     if s.signal_lead_s >= limit:
         raise ValueError(f"--signal-lead = {s.signal_lead_s}: must be shorter than --time = {s.time} ({limit} s),"
                          " or the checkpoint signal comes before training starts and the job requeues at once")
@@ -168,8 +172,7 @@ def _base(s: SubmitSettings, tokens_planned: bool = False) -> dict[str, Any]:
 
 def plan_runs(table: dict[str, np.ndarray], s: SubmitSettings) -> list[dict[str, Any]]:
     """The planned runs (``grid.plan_rows``): name, directory, RunSpec, node count, completion."""
-    tokens = np.asarray(table.get("tokens", []), dtype=str)
-    base = _base(s, tokens_planned=bool(np.isin(np.char.strip(tokens), ("", "0", "0.0", "nan"), invert=True).any()))
+    base = _base(s, tokens_planned=any(has_token_budget(v) for v in table.get("tokens", [])))
     rows = plan_rows(table, all_layouts=s.all_layouts)
     if not len(rows):
         raise ValueError("submit: the table has no surviving rows")

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", dest="nproc_per_node", type=int, help=argparse.SUPPRESS)  # old spelling
     parser.add_argument("--cpus-per-task", type=int, default=8, help="#SBATCH --cpus-per-task (one task per node)")
     parser.add_argument("--gpus-per-node", type=int, default=None,
-                        help="#SBATCH --gpus-per-node: default the ranks per node on a GPU plan, none on a CPU"
-                             " plan; 0 omits the line (clusters that hand out whole nodes)")
+                        help="#SBATCH --gpus-per-node: default the ranks per node when the plan names a GPU system,"
+                             " else none; 0 omits the line (clusters that hand out whole nodes)")
     parser.add_argument("--partition", default="", help="#SBATCH --partition ('' = the cluster default)")
     parser.add_argument("--account", default="", help="#SBATCH --account ('' = the cluster default)")
     parser.add_argument("--env", default="", help="cluster settings file sourced by the job (slurm/env/*.sh)")
@@ -68,16 +68,13 @@ def load_plan(source: str, system: str | None = None, base_config: str | None = 
 
 
 def _gpu_request(table, nproc: int, requested: int | None) -> int:
-    """``#SBATCH --gpus-per-node``: one GPU per rank on a GPU plan unless the user says 0 (whole-node
-    clusters); none on a CPU plan (``cpu-*`` systems). Any other count cannot hold the planned ranks."""
-    systems = {str(x) for x in table.get("system", [])}
-    cpu = bool(systems) and all(x.startswith("cpu") for x in systems)
-    if requested is None:
-        return 0 if cpu else nproc
-    if requested not in (0, nproc):
-        raise ValueError(f"--gpus-per-node = {requested}: the plan runs {nproc} ranks per node, one GPU each;"
-                         f" allowed are {nproc} or 0 (omit the line where the cluster hands out whole nodes)")
-    return requested
+    """``#SBATCH --gpus-per-node``: by default one GPU per rank when the plan names a GPU system (its ``system``
+    column), else no line (CPU plans, and hand-written plans that say nothing). ``check_settings`` refuses
+    any other count than the ranks per node."""
+    if requested is not None:
+        return requested
+    systems = {str(x) for x in table.get("system", [])} - {"", "nan"}
+    return nproc if systems and not any(x.startswith("cpu") for x in systems) else 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -152,8 +152,10 @@ def test_critical_batch_law_reproduces_zhang_et_al():
 def test_a_variable_with_one_value_has_no_exponent():
     """Session-5 audit: `fit batch` on rows of one token budget printed a D exponent with a tight interval."""
     n = np.array([1e8, 2e8, 4e8, 8e8])
-    with pytest.raises(ValueError, match=r"^power-law fit: D takes one value \(1e\+10\)"):
+    with pytest.raises(ValueError, match=r"^power-law fit: D takes one value \(1e\+10, spread 0.00%\)"):
         fits.fit_power_law([n, np.full(4, 1e10)], 0.3 * n**0.5, names=["N", "D"], bootstrap=0)
+    with pytest.raises(ValueError, match="D takes one value"):  # one budget reached with a batch of overshoot
+        fits.fit_power_law([n, 1e10 + np.array([0, 131072, 262144, 0])], 0.3 * n**0.5, names=["N", "D"], bootstrap=0)
     with pytest.raises(ValueError, match="move together"):
         fits.fit_power_law([n, 20 * n], 0.3 * n**0.5, names=["N", "D"], bootstrap=0)
 

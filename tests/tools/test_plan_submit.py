@@ -199,3 +199,16 @@ def test_slurm_time_formats(text, seconds):
     from batchlaw.tools.submit import time_limit_s
 
     assert time_limit_s(text) == seconds
+
+
+def test_a_plan_that_names_no_gpu_system_asks_for_no_gpus(tmp_path, capsys, monkeypatch):
+    """Review of session 5: a hand-written CPU plan (no system column) got #SBATCH --gpus-per-node."""
+    monkeypatch.chdir(tmp_path)
+    Path("p.csv").write_text("model,global_batch,tp,pp,nodes,survives\ntiny,8,1,1,1,true\n")
+    assert main(["submit", "p.csv", "--base-config", "tiny-cpu", "--time", "00:10:00", "--nproc-per-node", "2",
+                 "--dry-run"]) == 0
+    assert "--gpus-per-node" not in capsys.readouterr().out
+    from batchlaw.tools.submit import render_sbatch
+
+    with pytest.raises(ValueError, match="^--gpus-per-node = 4: the plan runs 8 ranks per node"):
+        render_sbatch(SubmitSettings(runs_dir=tmp_path, base_config=None, time="01:00:00", gpus_per_node=4), 1)
