@@ -36,12 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept logs from another device class than the profile's (e.g. CPU logs for a GPU)")
 
 
-def rows_from_logs(runs, system: str | None = None, *, force: bool = False) -> dict[str, np.ndarray]:
+def rows_from_logs(runs, system: str | None = None, *, force: bool = False,
+                   skipped: list[str] | None = None) -> dict[str, np.ndarray]:
     """Simulator rows (RunSpec columns + the launched layout + iter_time_s) from run summaries.
 
     Args:
         runs: ``tools.logs.RunSummary`` objects.
         system: the profile name; logs of another device class raise ValueError unless ``force``.
+        skipped: when a list, a completed log without a launched layout or step times is named there and
+            left out (the command's exit status 1); otherwise it raises ValueError.
     """
     from batchlaw.simulator.runconfig import spec_to_row
     from batchlaw.simulator.spec import device_class, resolve_precision
@@ -52,12 +55,15 @@ def rows_from_logs(runs, system: str | None = None, *, force: bool = False) -> d
             continue
         if r.first_batch != r.global_batch:
             continue  # a ramp's median step ran at other batches than its last: no single layout to price
-        if not {"world_size", "tp", "pp", "dp", "vpp", "micro_batch"} <= set(r.layout):
-            raise ValueError(f"calibrate: {r.path} has no launched layout (attribute 'layout' lacks world_size, tp,"
-                             " pp, dp, vpp or micro_batch); move it out of LOGDIR")
-        if not (np.isfinite(r.step_time_s) and r.step_time_s > 0):
-            raise ValueError(f"calibrate: {r.path} has no step times (column step_time_s = {r.step_time_s}); move"
-                             " it out of LOGDIR")
+        bad = ("no launched layout (attribute 'layout' lacks world_size, tp, pp, dp, vpp or micro_batch)"
+               if not {"world_size", "tp", "pp", "dp", "vpp", "micro_batch"} <= set(r.layout) else
+               f"no step times (column step_time_s = {r.step_time_s})"
+               if not (np.isfinite(r.step_time_s) and r.step_time_s > 0) else "")
+        if bad and skipped is None:
+            raise ValueError(f"calibrate: {r.path} has {bad}; move it out of LOGDIR")
+        if bad:
+            skipped.append(f"{r.path}: {bad}")
+            continue
         spec = r.spec()
         lay = r.layout
         device = "cpu" if lay.get("device", r.config.get("_device", "cpu")) == "cpu" else "gpu"
@@ -97,13 +103,14 @@ def run(args: argparse.Namespace) -> int:
     start = load_system(args.system)
     skipped: list[str] = []
     runs = load_runs(args.logdir, errors=skipped)
+    rows = rows_from_logs(runs, start.name, force=args.force, skipped=skipped)
     print_skipped(skipped)
-    rows = rows_from_logs(runs, start.name, force=args.force)
     params = tuple(p.strip() for p in args.params.split(",") if p.strip())
     n = len(rows["iter_time_s"])
     if n < len(params):
         raise ValueError(f"calibrate: {n} usable run{'s' if n != 1 else ''} (completed, constant batch) for"
-                         f" {len(params)} parameters ({', '.join(params)}); give more runs or fewer --params")
+                         f" {len(params)} parameters ({', '.join(params)}); give more runs or fewer --params (the"
+                         " prior keeps the rest at the profile's values)")
     order = np.lexsort((rows["global_batch"], rows["num_params"]))
     fit_idx, held_idx = order[::2], order[1::2]
     pick = lambda idx: {k: v[idx] for k, v in rows.items()}
