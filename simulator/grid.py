@@ -200,7 +200,7 @@ def _whole_run(t: dict[str, np.ndarray], profile) -> None:
 
 def _pareto(loss: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Non-dominated points: no other point has a loss and a cost no larger and one of them smaller.
-    Exact ties are all kept (seeds, ramps or precisions of one (batch, tokens) point share both)."""
+    Exact ties are all kept (a point can only be dropped by one that beats it)."""
     order = np.lexsort((loss, cost))
     keep = np.zeros(len(loss), dtype=bool)
     best, best_cost = np.inf, np.nan

@@ -20,6 +20,7 @@ memory.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -29,7 +30,7 @@ from batchlaw.simulator import checks
 from batchlaw.simulator.perf import iteration, memory_gib
 from batchlaw.simulator.perf_ops import block_scaled_of, ce_bytes_of
 from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn, resolve_precision
-from batchlaw.simulator.system import GPU_ALIASES, SystemProfile, load_system, system_names
+from batchlaw.simulator.system import GPU_ALIASES, SystemProfile, gpu_profile_name, load_system, system_names
 
 __all__ = ["OUTPUT_COLUMNS", "feasibility", "normalise", "predict_table"]
 
@@ -388,14 +389,11 @@ def _predict_rows(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, 
 
 def _row_profile(name: str, idx: np.ndarray, column: str) -> SystemProfile:
     """The profile a row's GPU names; a one-line error naming the column, the first row and what is allowed."""
-    try:
-        return load_system(name)
-    except ValueError as exc:
-        if ": unknown;" not in str(exc):
-            raise  # a profile that exists but is broken says so itself
+    if gpu_profile_name(name) not in system_names() and not Path(gpu_profile_name(name)).is_file():
         raise ValueError(f"{column} = {name!r} (row {idx[0]}): unknown; allowed are the profiles "
                          f"{', '.join(system_names())} and GPU names as sources write them "
-                         f"({', '.join(sorted(GPU_ALIASES))})") from None
+                         f"({', '.join(sorted(GPU_ALIASES))})")
+    return load_system(name)  # a profile that exists but is broken says so itself
 
 
 def _check_tensor_cores(c: dict[str, np.ndarray], idx: np.ndarray, system: SystemProfile) -> None:

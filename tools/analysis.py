@@ -146,6 +146,22 @@ class _Optimum:
     method: str
 
 
+def _bracket(b, y, se, ub) -> tuple[int, int | None, int | None]:
+    """(index in ``ub`` of the best batch, of the nearest batch below it that is separably worse, of the
+    nearest above; None where there is none). Separably worse: its best loss is higher than the best by more
+    than the two runs' noise explains (``Z80`` combined standard errors); without standard errors, any
+    higher loss counts."""
+    best_at = [np.flatnonzero(b == v)[np.argmin(y[b == v])] for v in ub]  # the best run of each batch
+    best_per, se_per = y[best_at], se[best_at]
+    i = int(np.argmin(best_per))
+    if np.isfinite(se_per).all() and (se_per > 0).all():
+        worse = best_per - best_per[i] > Z80 * np.sqrt(se_per**2 + se_per[i] ** 2)
+    else:
+        worse = best_per > best_per[i]
+    left, right = np.flatnonzero(worse[:i]), i + 1 + np.flatnonzero(worse[i + 1:])
+    return i, (int(left[-1]) if len(left) else None), (int(right[0]) if len(right) else None)
+
+
 def locate_optimum(batches, losses, *, loss_se=None, bootstrap: int = 500, seed: int = 0) -> _Optimum:
     """The optimum of one sweep: bracketed (a number with an interval) or a bound at an edge.
 
@@ -167,22 +183,10 @@ def locate_optimum(batches, losses, *, loss_se=None, bootstrap: int = 500, seed:
     if not len(b):
         return _Optimum(b=np.nan, lo=np.nan, hi=np.nan, curve=None, bracketed=False, bound="", method="")
     ub = np.unique(b)
-    best_at = [np.flatnonzero(b == v)[np.argmin(y[b == v])] for v in ub]  # the best run of each batch
-    best_per, se_per = y[best_at], se[best_at]
-    i = int(np.argmin(best_per))
-    if len(ub) == 1:
-        return _Optimum(b=float(ub[0]), lo=np.nan, hi=np.nan, curve=None, bracketed=False, bound="=", method="")
-    # a batch is worse than the best only when its loss is higher by more than the two runs' noise can
-    # explain (Z80 combined standard errors); without standard errors, any higher loss counts
-    if np.isfinite(se_per).all() and (se_per > 0).all():
-        worse = best_per - best_per[i] > Z80 * np.sqrt(se_per**2 + se_per[i] ** 2)
-    else:
-        worse = best_per > best_per[i]
-    left, right = np.flatnonzero(worse[:i]), i + 1 + np.flatnonzero(worse[i + 1:])
-    if not len(left) or not len(right):
-        bound = "~" if not len(left) and not len(right) else "<=" if not len(left) else ">="
+    i, jl, jr = _bracket(b, y, se, ub)
+    if jl is None or jr is None:
+        bound = "=" if len(ub) == 1 else "~" if jl is None and jr is None else "<=" if jl is None else ">="
         return _Optimum(b=float(ub[i]), lo=np.nan, hi=np.nan, curve=None, bracketed=False, bound=bound, method="")
-    jl, jr = int(left[-1]), int(right[0])  # the nearest batches separably worse on each side
     x = np.log(b)
     lo_x, hi_x = np.log(ub[jl]), np.log(ub[jr])
     coef = np.polyfit(x, y, 2)

@@ -1,6 +1,7 @@
 """``batchlaw submit GRID|PRUNED.csv``: launch exactly the plan ``batchlaw simulate`` priced.
 
-One run per surviving (model, batch, ramp, lr) point at its fastest layout (``--all-layouts``: every
+One run per surviving point (``grid.POINT_COLUMNS``: model, batch, ramp, lr, tokens, precision, seed) at its
+fastest layout (``--all-layouts``: every
 surviving layout), each a RunSpec in its own run directory, one sbatch job array per node count
 (see tools/submit.py). ``--dry-run`` writes nothing: it prints the plan line, the table of runs and
 the rendered script(s).

@@ -23,7 +23,7 @@ from batchlaw.tools.logs import read_columns, summarise_run  # noqa: E402
 # BATCHLAW_FUZZ_EXAMPLES raises the count for a bug hunt; under CI the examples are derandomised (a fixed
 # seed per test), so a merge is judged on the same inputs every time and new finds come from local runs.
 FUZZ = settings(max_examples=int(os.environ.get("BATCHLAW_FUZZ_EXAMPLES", "200")), deadline=None, database=None,
-                derandomize=bool(os.environ.get("CI")),
+                derandomize=os.environ.get("CI", "").lower() not in ("", "0", "false", "no"),
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
