@@ -71,6 +71,7 @@ ATTRS: dict[str, str] = {
     "schema_version": "int, SCHEMA_VERSION of the writer",
     "config": "JSON, the resolved run configuration",
     "git_sha": "str, commit of the batchlaw checkout ('unknown' outside git)",
+    "cwd": "str, the folder the ranks started in: relative paths of the config (checkpoint.dir, data.path) are relative to it",
     "versions": "JSON, versions of batchlaw, torch, megatron-core, h5py, numpy, python",
     "layout": "JSON, parallel layout as launched: world_size, tp, pp, vpp, dp, micro_batch, precision (resolved), device",
     "restart_count": "int, how many times the run resumed from a checkpoint into this file",

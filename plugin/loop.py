@@ -177,7 +177,7 @@ class Trainer:
 
             config = _config.to_dict(self.cfg)  # reads back to the same RunSpec (runconfig.spec_from_dict)
             layout = {**self.layout, "device": "cpu" if self.on_cpu else "cuda"}
-            attrs = {"config": config, "git_sha": _git_sha(), "layout": layout,
+            attrs = {"config": config, "git_sha": _git_sha(), "layout": layout, "cwd": str(Path.cwd()),
                      "versions": _versions(),
                      "kernels": self.kernels,
                      "model_name": self.cfg.model.name, "num_params": self.num_params,

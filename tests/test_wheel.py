@@ -78,8 +78,8 @@ def test_the_loop_from_outside_the_checkout(installed):
                  "sets = ['train.steps=4', 'log.path=runs/tiny/log.h5', 'checkpoint.dir=', 'log.stdout_every=0',"
                  " 'system.gpus_per_node=1', 'system.nodes=1'];"  # batchlaw train: one node of 1 rank
                  "print(spec_from_dict(json.loads(a['config'])) == load_run_config('tiny-cpu', sets),"
-                 " json.loads(a['layout'])['device'])"], work, env)
-    assert same.split() == ["True", "cpu"]
+                 " json.loads(a['layout'])['device'], a['cwd'])"], work, env)
+    assert same.split() == ["True", "cpu", str(work)]  # cwd: where relative config paths point
     report = _run([str(b / "batchlaw"), "analyze", "runs", "--out-dir", "report"], work, env)
     assert "report:" in report and (work / "report" / "runs.csv").is_file()
     _run([str(b / "batchlaw"), "calibrate", "runs", "--system", "cpu-gloo", "--params", "overhead_s",

@@ -68,10 +68,23 @@ def _base(run: str) -> tuple[Path, dict, dict[str, np.ndarray], int]:
         layout = json.loads(attrs.get("layout", "{}"))
         world = int(layout.get("world_size", 1))
         cfg["_device"] = str(layout.get("device", "cpu"))  # the device the base run trained on (stripped from branches)
+        _anchor_paths(cfg, str(attrs.get("cwd", "")))
     except (KeyError, ValueError, TypeError, AttributeError):
         raise LogError(f"{log}: no readable 'config' attribute; not a batchlaw run log") from None
     cols = read_columns(log, ("step", "consumed_samples", "lr", "global_batch_size", "loss", "gns_g2", "gns_trace"))
     return log, cfg, cols, world
+
+
+def _anchor_paths(cfg: dict, cwd: str) -> None:
+    """Make the base run's relative checkpoint.dir and data.path absolute against the folder its ranks started
+    in (the log's ``cwd``), so that a probe started elsewhere branches from that run's checkpoints and data,
+    not from whatever those relative paths name here. Logs written before ``cwd`` was recorded keep them."""
+    if not cwd:
+        return
+    for sec, key in (("checkpoint", "dir"), ("data", "path")):
+        value = str(cfg.get(sec, {}).get(key, "") or "")
+        if value and not Path(value).is_absolute():
+            cfg[sec][key] = str(Path(cwd) / value)
 
 
 def _checkpoints(cfg: dict, cols: dict[str, np.ndarray], which: str) -> list[dict]:

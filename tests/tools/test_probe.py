@@ -155,3 +155,17 @@ def test_plan_and_slurm_render_valid_branch_configs(tmp_path, capsys):
     assert "#SBATCH --array=0-2" in (tmp_path / "p.sbatch").read_text()
     assert main(["probe-cbs", str(run), "--checkpoints", "15"]) == 2
     assert "available checkpoint steps are 10, 20" in capsys.readouterr().err
+
+
+def test_relative_paths_of_the_base_run_are_anchored_where_its_ranks_started(tmp_path):
+    """Session-5 audit: a probe started in another folder resolved the base run's relative checkpoint.dir
+    there and branched from another run's checkpoints (same relative layout)."""
+    from batchlaw.tools.probe_cmd import _anchor_paths
+
+    cfg = {"checkpoint": {"dir": "runs/a/ckpt"}, "data": {"path": "/abs/corpus", "kind": "indexed"}, "train": {}}
+    _anchor_paths(cfg, str(tmp_path / "launch"))
+    assert cfg["checkpoint"]["dir"] == str(tmp_path / "launch" / "runs/a/ckpt")
+    assert cfg["data"]["path"] == "/abs/corpus"
+    old = {"checkpoint": {"dir": "runs/a/ckpt"}, "data": {"path": ""}}
+    _anchor_paths(old, "")  # a log written before cwd was recorded: unchanged
+    assert old["checkpoint"]["dir"] == "runs/a/ckpt" and old["data"]["path"] == ""
