@@ -164,9 +164,22 @@ def _prepare(plan, cfg: dict, seq_len: int, root: Path) -> Path:
                 except OSError:
                     target.write_bytes(f.read_bytes())
         os.replace(tmp, dst)
-    text = _config.to_toml(_branch_config(cfg, plan, seq_len, out))
-    _config.write_text_atomic(out / "run.toml", text)
+    _config.write_text_atomic(out / "run.toml", _branch_text(plan, cfg, seq_len, root))
     return out
+
+
+def _branch_text(plan, cfg: dict, seq_len: int, root: Path) -> str:
+    """The branch's run.toml; a one-line error when the branch folder holds one set up otherwise (finished
+    branches are reused, so they must have been trained with these settings)."""
+    from batchlaw.simulator import config as _config
+
+    out = root / "branches" / plan.name
+    text = _config.to_toml(_branch_config(cfg, plan, seq_len, out))
+    old = out / "run.toml"
+    if old.is_file() and old.read_text() != text:
+        raise ValueError(f"branch {out}: was set up with other settings (its run.toml differs: another --lr-rule,"
+                         " --window-tokens or base run); use another --out-dir or remove the branch")
+    return text
 
 
 def _run_all(dirs: list[Path], nproc: int, jobs: int) -> None:
@@ -197,11 +210,20 @@ def run(args: argparse.Namespace) -> int:
                              tolerance=args.tolerance, tail=args.tail, seeds=_ints(args.seeds, "--seeds"))
     if args.jobs < 1:
         raise ValueError(f"--jobs = {args.jobs}: must be >= 1")
+    if len(set(settings.factors)) != len(settings.factors):
+        raise ValueError(f"--factors = {args.factors}: a value twice (two branches would share a folder)")
     log, cfg, cols, world = _base(args.run)
+    base_seed = int(cfg["train"].get("seed", 1234))
+    if len({s or base_seed for s in settings.seeds}) != len(settings.seeds):
+        raise ValueError(f"--seeds = {args.seeds}: a seed twice (0 is the base run's seed, {base_seed}); two branches"
+                         " would share a folder")
     seq_len = int(cfg["model"]["seq_len"])
     nproc = args.nproc or world
+    if nproc != world:  # a branch resumes the base checkpoint, which only loads at the layout it was saved with
+        raise ValueError(f"--nproc-per-node = {nproc}: the base run's checkpoints were written by {world} ranks;"
+                         f" allowed is {world}")
     ckpts = _checkpoints(cfg, cols, args.checkpoints)
-    plans = plan_branches(ckpts, settings, seq_len=seq_len, base_seed=int(cfg["train"].get("seed", 1234)))
+    plans = plan_branches(ckpts, settings, seq_len=seq_len, base_seed=base_seed)
     seconds, system = _plan_costs(plans, cfg, nproc, args.system)
     print(f"probe-cbs: {len(ckpts)} checkpoint(s) x {len(settings.factors)} factors x {len(settings.seeds)} seed(s)"
           f" = {len(plans)} branches of {plans[0].window_samples * seq_len:,} tokens each; predicted on {system}:"
@@ -211,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plan_only:
         return 0
     out = Path(args.out) if args.out else log.parent / "probe"
+    for p in plans:  # every branch checked before any is set up
+        _branch_text(p, cfg, seq_len, out)
     dirs = [_prepare(p, cfg, seq_len, out) for p in plans]
     if args.slurm:
         script = Path(args.slurm)

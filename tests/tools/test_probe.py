@@ -169,3 +169,12 @@ def test_relative_paths_of_the_base_run_are_anchored_where_its_ranks_started(tmp
     old = {"checkpoint": {"dir": "runs/a/ckpt"}, "data": {"path": ""}}
     _anchor_paths(old, "")  # a log written before cwd was recorded: unchanged
     assert old["checkpoint"]["dir"] == "runs/a/ckpt" and old["data"]["path"] == ""
+
+
+def test_probe_refuses_duplicate_branches_and_another_world_size(tmp_path, capsys):
+    """Session-5 audit: --factors 1,1,2 made two branches share a folder (they raced), and a world size other
+    than the base run's failed inside the branch with a traceback."""
+    from batchlaw.tools.cli import main
+
+    assert main(["probe-cbs", str(tmp_path / "nolog"), "--factors", "1,1,2", "--plan-only"]) == 2
+    assert "--factors = 1,1,2: a value twice" in capsys.readouterr().err

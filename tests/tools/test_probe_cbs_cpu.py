@@ -50,6 +50,13 @@ def test_probe_cbs_reproducible_across_seeds(tmp_path, capsys):
         assert e["step"] == 100 and e["tokens"] == 100 * 4 * 64 and e["factors"] == [1, 2, 4, 8]
         assert e["b_simple"] > 0 and e["lo"] <= e["b_crit"] and (e["hi"] is None or e["b_crit"] <= e["hi"])
         est[seed] = e
+    # session-5 audit: finished branches are reused, so they must not be reused under other settings; a branch
+    # resumes the base checkpoint, so it runs at the base run's world size
+    again = ["probe-cbs", str(run), "--checkpoints", "100", "--factors", "1,2,4,8", "--seeds", "11"]
+    assert main(again + ["--lr-rule", "linear", "--out", str(tmp_path / "probe11")]) == 2
+    assert "was set up with other settings" in capsys.readouterr().err
+    assert main(again + ["--nproc-per-node", "2", "--plan-only"]) == 2
+    assert "--nproc-per-node = 2: the base run's checkpoints were written by 1 ranks" in capsys.readouterr().err
     a, b = est[11], est[22]
     hi = [x["hi"] if x["hi"] is not None else float("inf") for x in (a, b)]
     print(f"seed 11: {a['b_crit']:.3g} [{a['lo']:.3g}, {hi[0]:.3g}]; seed 22: {b['b_crit']:.3g} [{b['lo']:.3g},"
