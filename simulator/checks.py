@@ -341,3 +341,31 @@ def check_prelaunch(cfg: Any, *, on_cpu: bool) -> None:
                                  ("checkpoint.stop_file", cfg.checkpoint.stop_file, False)):
         if value:
             _creatable(field, value, is_dir=is_dir)
+    if cfg.log.tensorboard:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            _fail("log.tensorboard", cfg.log.tensorboard, "needs TensorBoard: pip install tensorboard")
+    if cfg.log.path and Path(cfg.log.path).is_file() and not _resumable(cfg) \
+            and _log_status(Path(cfg.log.path)) == "completed":
+        _fail("log.path", cfg.log.path, "holds a completed run and this launch has no checkpoint to resume, so it"
+              " would start the log over; remove it or choose another log.path")
+
+
+def _resumable(cfg: Any) -> bool:
+    """Whether the run would resume from a checkpoint (the trainer's rule: resume on and a complete one)."""
+    root = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else None
+    return bool(cfg.checkpoint.resume and root and root.is_dir()
+                and any((p / "meta.json").is_file() for p in root.glob("step_*")))
+
+
+def _log_status(path: Path) -> str:
+    """The ``status`` attribute of a run log ('' when it cannot be read: the writer decides then)."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r", locking=False, swmr=True) as f:
+            status = f.attrs.get("status", "")
+        return status.decode() if isinstance(status, bytes) else str(status)
+    except (OSError, ValueError, KeyError):
+        return ""
