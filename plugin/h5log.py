@@ -152,8 +152,30 @@ class RunLogWriter:
             self._create_schema_objects()
             dst.attrs["restart_count"] = int(dst.attrs.get("restart_count", 0)) + 1
             dst.attrs["status"] = "running"
-            self._set_attrs(attrs, keep=("config",))
+            self._relaunch_config(dst, attrs.get("config"), resume_step)
+            self._set_attrs(attrs)
         os.replace(tmp, self.path)
+
+    @staticmethod
+    def _relaunch_config(dst: h5py.File, config: Any, resume_step: int) -> None:
+        """``config`` is what the latest launch ran; when a resume changes it (another batch, lr or step
+        count), the one before goes to ``config_history`` with the last step it ran, so the log records
+        every configuration its rows were trained with."""
+        old = dst.attrs.get("config")
+        if config is None or old is None:
+            return
+        new = json.dumps(config, sort_keys=True, default=str) if isinstance(config, (dict, list, tuple)) else config
+        old = old.decode() if isinstance(old, bytes) else str(old)
+        if old == new:
+            return
+        hist = dst.attrs.get("config_history", "[]")
+        try:
+            history = json.loads(hist.decode() if isinstance(hist, bytes) else hist)
+            previous = json.loads(old)
+        except ValueError:
+            history, previous = [], old
+        history.append({"until_step": int(resume_step), "config": previous})
+        dst.attrs["config_history"] = json.dumps(history, sort_keys=True)
 
     def append(self, row: Mapping[str, float]) -> None:
         """Buffer one step's row (must contain ``step``); writes every ``flush_every`` rows."""

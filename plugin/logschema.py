@@ -71,6 +71,7 @@ ATTRS: dict[str, str] = {
     "schema_version": "int, SCHEMA_VERSION of the writer",
     "config": "JSON, the resolved run configuration",
     "git_sha": "str, commit of the batchlaw checkout ('unknown' outside git)",
+    "config_history": "JSON list, present when a resume changed the config: [{until_step, config}] of the earlier launches",
     "cwd": "str, the folder the ranks started in: relative paths of the config (checkpoint.dir, data.path) are relative to it",
     "versions": "JSON, versions of batchlaw, torch, megatron-core, h5py, numpy, python",
     "layout": "JSON, parallel layout as launched: world_size, tp, pp, vpp, dp, micro_batch, precision (resolved), device",

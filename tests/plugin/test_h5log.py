@@ -57,7 +57,9 @@ def test_resume_truncates_rows_past_restored_step(tmp_path):
         np.testing.assert_allclose(f["steps/loss"][:], 10.0 / np.arange(1, 9))
         assert list(f["events/eval/step"][:]) == [2]
         assert f.attrs["restart_count"] == 1 and f.attrs["status"] == "completed"
-        assert json.loads(f.attrs["config"]) == {"x": 1}  # the original config is kept
+        # the log records what each stretch of rows ran: the latest launch's config, the earlier one until step 4
+        assert json.loads(f.attrs["config"]) == {"x": 2}
+        assert json.loads(f.attrs["config_history"]) == [{"until_step": 4, "config": {"x": 1}}]
         assert f["steps/step"].chunks == (logschema.CHUNK_ROWS,) and f["steps/step"].maxshape == (None,)
 
 
