@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from batchlaw.tools.indexed_data import ByteTokenizer, demo_corpus_files, tokenize_files, write_indexed_dataset
@@ -14,8 +15,17 @@ class _HFTokenizer:
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise ImportError("--tokenizer PATH needs the tokenizers package: pip install tokenizers") from exc
-        self._tok = Tokenizer.from_file(path)
-        self.eod = self._tok.token_to_id("<|endoftext|>") or 0
+        if not Path(path).is_file():
+            raise ValueError(f"--tokenizer = {path!r}: no such file; allowed are 'byte' or a tokenizers JSON file")
+        try:
+            self._tok = Tokenizer.from_file(path)
+        except Exception as exc:  # the Rust side raises a bare Exception for a malformed file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"--tokenizer = {path!r}: not a tokenizers JSON file ({first})") from None
+        eod = self._tok.token_to_id("<|endoftext|>")
+        if eod is None:
+            raise ValueError(f"--tokenizer = {path!r}: has no <|endoftext|> token to separate documents")
+        self.eod = eod
 
     def encode(self, data: bytes):
         import numpy as np
@@ -32,6 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--max-bytes", type=int, default=4_000_000, help="cap of the demo corpus")
 
 
+def _check_prefix(out: str) -> None:
+    """--out is a path prefix whose folder can exist: PREFIX.bin and PREFIX.idx are written beside it."""
+    path = Path(out)
+    if not out.strip() or out.endswith(("/", os.sep)) or path.name in ("", ".", ".."):
+        raise ValueError(f"--out = {out!r}: a path prefix such as data/corpus (it writes data/corpus.bin and .idx)")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out = {out!r}: {str(parent)!r} is a file, not a folder")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.demo == bool(args.input):
         raise ValueError("data build: give either --input FILE... or --demo")
@@ -39,9 +59,20 @@ def run(args: argparse.Namespace) -> int:
     for f in files:
         if not Path(f).is_file():
             raise ValueError(f"--input {str(f)!r}: no such file")
+    _check_prefix(args.out)
     tok = ByteTokenizer() if args.tokenizer == "byte" else _HFTokenizer(args.tokenizer)
     dtype = "uint16" if args.tokenizer == "byte" else "int32"
+    import signal
+
     import numpy as np
-    docs, tokens = write_indexed_dataset(args.out, tokenize_files(files, tok), dtype=np.dtype(dtype).type)
+
+    def _stop(signum, frame):  # SIGTERM (timeout, scancel) cleans up like Ctrl-C: no .tmp left behind
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        docs, tokens = write_indexed_dataset(args.out, tokenize_files(files, tok), dtype=np.dtype(dtype).type)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"wrote {args.out}.bin/.idx: {docs} documents, {tokens} tokens from {len(files)} files")
     return 0

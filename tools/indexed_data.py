@@ -44,7 +44,8 @@ def write_indexed_dataset(prefix: str | Path, documents: Iterable[np.ndarray], *
     """
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    bin_tmp, idx_tmp = Path(f"{prefix}.bin.tmp"), Path(f"{prefix}.idx.tmp")
+    # per-process temporary names: two builds to one prefix never write into each other's files
+    bin_tmp, idx_tmp = Path(f"{prefix}.bin.{os.getpid()}.tmp"), Path(f"{prefix}.idx.{os.getpid()}.tmp")
     lengths: list[int] = []
     try:
         with open(bin_tmp, "wb") as fb:
