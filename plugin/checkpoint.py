@@ -62,18 +62,28 @@ def save_checkpoint(root: str | Path, *, step: int, models: list, optimizer, loo
     return final
 
 
+class ResumeError(ValueError):
+    """A checkpoint this run cannot resume (another layout or model shape)."""
+
+
 @torch.no_grad()
 def load_checkpoint(path: Path, *, models: list, optimizer, layout: dict[str, int],
                     distributed_optimizer: bool) -> dict[str, Any]:
-    """Restore this rank's part; returns the loop state. Raises ValueError on a layout mismatch."""
+    """Restore this rank's part; returns the loop state. Raises ``ResumeError`` (a ValueError: the rank
+    answers it in one line) when the checkpoint was written by another layout or model shape."""
     meta = json.loads((path / "meta.json").read_text())
     if meta["layout"] != layout:
-        raise ValueError(f"checkpoint {str(path)!r} was written with layout {meta['layout']}; this run has"
-                         f" {layout}: resume with the same tp, pp and world size")
+        raise ResumeError(f"checkpoint {str(path)!r} was written with layout {meta['layout']}; this run has"
+                          f" {layout}: resume with the same tp, pp and world size")
     rank = dist.get_rank()
     state = torch.load(path / f"rank_{rank:05d}.pt", weights_only=False)
     for m, saved in zip(models, state["model"], strict=True):
-        m.load_state_dict(saved)
+        try:
+            m.load_state_dict(saved)
+        except RuntimeError as exc:  # size mismatch / missing keys: another model shape
+            first = str(exc).strip().splitlines()
+            raise ResumeError(f"checkpoint {str(path)!r} holds another model shape ({' '.join(first[:2])[:300]});"
+                              " resume with the model it was written for, or use another checkpoint.dir") from None
     _mcore.load_optimizer_state(optimizer, state, distributed_optimizer)
     torch.set_rng_state(state["rng"])
     return state["loop"]

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     status = "failed"
     try:
         from batchlaw.plugin import _mcore
+        from batchlaw.plugin.checkpoint import ResumeError
         from batchlaw.plugin.loop import Trainer
 
         try:
@@ -61,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"batchlaw train: error: {exc}", file=sys.stderr)
             return 2
-        status = trainer.run()
+        try:
+            status = trainer.run()
+        except ResumeError as exc:  # found when the checkpoint is opened: one line, as the checks above
+            print(f"batchlaw train: error: {exc}", file=sys.stderr)
+            return 2
         if status in ("completed", "interrupted") and cfg.log.done_marker and dist.get_rank() == 0:
             # COMPLETED: the step budget is done; INTERRUPTED beside it: checkpointed and stopped on request
             # (signal, stop file, train.exit_after_steps), so the job script requeues instead of failing

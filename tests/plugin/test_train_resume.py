@@ -123,6 +123,13 @@ def test_layout_mismatch_on_resume_is_refused(megatron, tmp_path):
     torchrun(1, tmp_path, "train.steps=2", "checkpoint.dir=ckpt", "log.path=")
     out = torchrun(2, tmp_path, "train.steps=4", "checkpoint.dir=ckpt", "log.path=", check=False)
     assert out.returncode != 0 and "resume with the same tp, pp and world size" in out.stdout + out.stderr
+    # session-5 audit: one line per rank, not a traceback of ours (the refusal comes when the checkpoint is
+    # opened; torchrun adds its own ChildFailedError report to any non-zero exit)
+    assert "in load_checkpoint" not in out.stderr and out.stderr.count("batchlaw train: error: checkpoint") == 2
+    shape = torchrun(1, tmp_path, "train.steps=4", "checkpoint.dir=ckpt", "log.path=", "model.ffn_hidden=96",
+                     check=False)
+    assert shape.returncode != 0 and "holds another model shape" in shape.stderr
+    assert "in load_checkpoint" not in shape.stderr and "load_state_dict" not in shape.stderr, shape.stderr[-2000:]
 
 
 def test_bad_config_is_one_line_error(megatron, tmp_path):
