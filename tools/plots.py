@@ -175,14 +175,14 @@ def plot_final_loss_vs_batch(result, path: Path):
             if np.isfinite(o.b_opt_lo):
                 ax.axvspan(o.b_opt_lo, o.b_opt_hi, color=col, alpha=0.12)
         else:
-            ax.plot([o.b_opt], [o.best_loss], {"<=": "<", ">=": ">"}.get(o.bound, "D"), color=col, ms=12 if o.bound
-                    in ("<=", ">=") else 8, mfc="none", mew=1.5)
+            ax.plot([o.b_opt], [o.best_loss], {"<=": "<", ">=": ">"}.get(o.bound, "_"), color=col, ms=12 if o.bound
+                    in ("<=", ">=") else 16, mfc="none", mew=1.5 if o.bound in ("<=", ">=") else 2.5)
     ax.set(xscale="log", xlabel="global batch (sequences)", ylabel="final training loss (nats/token)",
            title="final loss against batch size")
     _batch_axis(ax.xaxis, [b for o in result.optima for b in o.batches])
     extra = [Line2D([], [], ls="none", marker="*", color="0.5", mec="k", ms=12, label="optimum (bracketed)"),
              Line2D([], [], ls="none", marker="<", color="0.5", mfc="none", ms=10, label="bound (<= or >=)"),
-             Line2D([], [], ls="none", marker="D", color="0.5", mfc="none", ms=7, label="flat within noise (~)"),
+             Line2D([], [], ls="none", marker="_", color="0.5", ms=12, mew=2, label="flat within noise (~)"),
              plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.2, label="80% interval of B_opt")]
     _legends(ax, {o.model_name: colours[o.num_params] for o in result.optima}, bidx, lines=False, extra=extra,
              outside=True)
@@ -201,13 +201,13 @@ def plot_bopt_vs_n(result, path: Path):
             hi = o.b_opt_hi - o.b_opt if np.isfinite(o.b_opt_hi) else 0
             ax.errorbar([o.num_params], [o.b_opt], yerr=[[max(lo, 0)], [max(hi, 0)]], fmt="o", color=col, capsize=3)
         else:
-            ax.plot([o.num_params], [o.b_opt], {"<=": "v", ">=": "^"}.get(o.bound, "D"), color=col, mfc="none",
-                    ms=9 if o.bound in ("<=", ">=") else 7)
+            ax.plot([o.num_params], [o.b_opt], {"<=": "v", ">=": "^"}.get(o.bound, "_"), color=col, mfc="none",
+                    ms=9 if o.bound in ("<=", ">=") else 14, mew=1 if o.bound in ("<=", ">=") else 2.5)
         ax.plot([o.num_params], [o.b_crit], "s", color=col, mfc="none", ms=6)
     law = result.b_opt_vs_n
     handles = [Line2D([], [], ls="none", marker="o", color="0.4", label="B_opt, bracketed (80% interval)"),
                Line2D([], [], ls="none", marker="v", color="0.4", mfc="none", label="B_opt bound (<= or >=)"),
-               Line2D([], [], ls="none", marker="D", color="0.4", mfc="none", label="B_opt flat within noise (~)"),
+               Line2D([], [], ls="none", marker="_", color="0.4", ms=12, mew=2, label="B_opt flat within noise (~)"),
                Line2D([], [], ls="none", marker="s", color="0.4", mfc="none", label="B_simple at end"),
                Line2D([], [], ls="none", marker="x", color="k", label="Step Law B(D) at each D")]
     if law.fitted:

@@ -184,11 +184,11 @@ def describe_pictures(runs, result) -> dict[str, str]:
                  else f"a bound {o.b_opt_text} ({_why_bound(o)})")
         parts.append(f"{o.model_name}: {where}")
     out["final_loss_vs_batch.png"] = ("Final loss against batch per model size with the parabola in ln(batch);"
-                                      " a filled star marks a bracketed optimum, an open triangle a bound, an open"
-                                      " diamond a flat sweep. " + "; ".join(parts) + ".")
+                                      " a filled star marks a bracketed optimum, an open triangle a bound, a dash"
+                                      " a flat sweep. " + "; ".join(parts) + ".")
     law = result.b_opt_vs_n
     txt = ("B_opt against N: filled circles are bracketed optima with their intervals, open triangles bounds,"
-           " open diamonds flat sweeps.")
+           " dashes flat sweeps.")
     if law.fitted:
         txt += (f" The line is the fit {law.c:.3g} N^{law.exponent:.2f} through {plural(law.n_points, 'point')}"
                 f" with its 80% band ({'determined' if law.determined else 'not determined: ' + law.reason}).")
