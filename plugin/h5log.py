@@ -174,7 +174,15 @@ class RunLogWriter:
             previous = json.loads(old)
         except ValueError:
             history, previous = [], old
-        history.append({"until_step": int(resume_step), "config": previous})
+        # a resume from an older checkpoint cut the rows past it: earlier stretches end there at the latest,
+        # and one that no longer ran a surviving row is dropped
+        kept = []
+        for h in history + [{"until_step": int(resume_step), "config": previous}]:
+            h = {**h, "until_step": min(int(h.get("until_step", resume_step)), int(resume_step))}
+            if kept and kept[-1]["until_step"] >= h["until_step"]:
+                continue
+            kept.append(h)
+        history = kept
         dst.attrs["config_history"] = json.dumps(history, sort_keys=True)
 
     def append(self, row: Mapping[str, float]) -> None:

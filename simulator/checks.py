@@ -356,7 +356,7 @@ def _resumable(cfg: Any) -> bool:
     """Whether the run would resume from a checkpoint (the trainer's rule: resume on and a complete one)."""
     root = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else None
     return bool(cfg.checkpoint.resume and root and root.is_dir()
-                and any((p / "meta.json").is_file() for p in root.glob("step_*")))
+                and any((p / "meta.json").is_file() for p in root.glob("step_*") if not p.name.endswith(".tmp")))
 
 
 def _log_status(path: Path) -> str:

@@ -103,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
     start = load_system(args.system)
     skipped: list[str] = []
     runs = load_runs(args.logdir, errors=skipped)
-    rows = rows_from_logs(runs, start.name, force=args.force, skipped=skipped)
-    print_skipped(skipped)
+    try:
+        rows = rows_from_logs(runs, start.name, force=args.force, skipped=skipped)
+    finally:  # the logs it left out are named even when nothing usable remains
+        print_skipped(skipped)
     params = tuple(p.strip() for p in args.params.split(",") if p.strip())
     n = len(rows["iter_time_s"])
     if n < len(params):

@@ -9,6 +9,9 @@ from pathlib import Path
 from batchlaw.tools.indexed_data import ByteTokenizer, demo_corpus_files, tokenize_files, write_indexed_dataset
 
 
+_EOD_TOKENS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")  # GPT-2/Qwen, Llama 3, Llama 2/T5, Gemma
+
+
 class _HFTokenizer:
     def __init__(self, path: str):
         try:
@@ -22,9 +25,10 @@ class _HFTokenizer:
         except Exception as exc:  # the Rust side raises a bare Exception for a malformed file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"--tokenizer = {path!r}: not a tokenizers JSON file ({first})") from None
-        eod = self._tok.token_to_id("<|endoftext|>")
+        eod = next((i for i in (self._tok.token_to_id(t) for t in _EOD_TOKENS) if i is not None), None)
         if eod is None:
-            raise ValueError(f"--tokenizer = {path!r}: has no <|endoftext|> token to separate documents")
+            raise ValueError(f"--tokenizer = {path!r}: has none of the end-of-document tokens"
+                             f" {', '.join(_EOD_TOKENS)} to separate documents")
         self.eod = eod
 
     def encode(self, data: bytes):

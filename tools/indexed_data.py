@@ -96,4 +96,4 @@ def tokenize_files(paths: Sequence[Path], tokenizer) -> Iterable[np.ndarray]:
     """One document per file, each followed by the end-of-document token."""
     for path in paths:
         ids = tokenizer.encode(Path(path).read_bytes())
-        yield np.append(ids, np.uint16(tokenizer.eod))
+        yield np.append(ids, np.asarray(tokenizer.eod, dtype=np.asarray(ids).dtype))

@@ -232,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {p.name}: batch {p.batch}, lr {p.lr:.3g}, {p.num_steps} steps, ~{s:.1f} s")
     if args.plan_only:
         return 0
-    out = Path(args.out) if args.out else log.parent / "probe"
+    # absolute: the branches' run.toml paths must not depend on the folder the probe was started from
+    out = (Path(args.out) if args.out else log.parent / "probe").absolute()
     for p in plans:  # every branch checked before any is set up
         _branch_text(p, cfg, seq_len, out)
     dirs = [_prepare(p, cfg, seq_len, out) for p in plans]

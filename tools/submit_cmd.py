@@ -74,7 +74,9 @@ def _gpu_request(table, nproc: int, requested: int | None) -> int:
     any other count than the ranks per node."""
     if requested is not None:
         return requested
-    systems = {str(x) for x in table.get("system", [])} - {"", "nan"}
+    from batchlaw.simulator.system import gpu_profile_name
+
+    systems = {gpu_profile_name(str(x)) for x in [*table.get("system", []), *table.get("gpu", [])]} - {"", "nan"}
     return nproc if systems and not any(x.startswith("cpu") for x in systems) else 0
 
 

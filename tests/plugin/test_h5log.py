@@ -124,3 +124,16 @@ def test_names_outside_the_schema_are_refused(tmp_path):
     with pytest.raises(ValueError, match="column 'bogus' is not in plugin/logschema.py"):
         w.append({"step": 1, "bogus": 1.0})
     w.close()
+
+
+def test_config_history_after_a_resume_from_an_older_checkpoint(tmp_path):
+    """Review of session 5: a second resume from an earlier step left a history entry past the cut rows."""
+    path = tmp_path / "log.h5"
+    for lr, resume, steps in ((1, None, range(1, 6)), (2, 3, range(4, 6)), (3, 2, range(3, 4))):
+        w = RunLogWriter(path, attrs={"config": {"lr": lr}}, flush_every=1, resume_step=resume)
+        for s in steps:
+            w.append(_row(s))
+        w.close("interrupted")
+    with h5py.File(path, "r", locking=False, swmr=True) as f:
+        assert json.loads(f.attrs["config"]) == {"lr": 3} and list(f["steps/step"][:]) == [1, 2, 3]
+        assert json.loads(f.attrs["config_history"]) == [{"until_step": 2, "config": {"lr": 1}}]

@@ -119,3 +119,17 @@ def test_calibrate_refuses_what_it_cannot_fit(tmp_path, capsys):
 
     rows = rows_from_logs(load_runs(ramp), "cpu-gloo")
     assert sorted(rows["global_batch"]) == [8, 16, 32]  # the ramp run is left out
+
+
+def test_logs_left_out_are_named_even_when_none_remain(tmp_path, capsys):
+    """Review of session 5: when every log was left out, only "no completed ... run logs" was printed."""
+    import h5py
+
+    _cpu_logs(tmp_path, n=2)
+    for b in (8, 16):
+        with h5py.File(tmp_path / f"b{b}" / "log.h5", "a") as f:
+            f["steps/step_time_s"][...] = np.nan
+    assert main(["calibrate", str(tmp_path), "--system", "cpu-gloo", "--params", "overhead_s",
+                 "--out", str(tmp_path / "p.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("batchlaw: skipped: ") == 2 and "no step times" in err and "no completed" in err

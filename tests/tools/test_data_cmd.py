@@ -35,3 +35,20 @@ def test_sigterm_leaves_no_temporary_files(tmp_path):
     proc.wait(timeout=60)
     assert not list((tmp_path / "out").glob("*")), list((tmp_path / "out").glob("*"))  # all or nothing
 
+
+
+def test_an_end_of_document_id_beyond_16_bits_is_kept(tmp_path):
+    """Review of session 5: np.uint16(eod) overflowed for vocabularies past 65,535 (Qwen: 151,643)."""
+    import numpy as np
+
+    from batchlaw.tools.indexed_data import tokenize_files
+
+    class Big:
+        eod = 151_643
+
+        def encode(self, data):
+            return np.array([70_000, 5], dtype=np.int64)
+
+    (tmp_path / "a.txt").write_text("x")
+    (doc,) = tokenize_files([tmp_path / "a.txt"], Big())
+    assert doc.tolist() == [70_000, 5, 151_643]

@@ -212,3 +212,11 @@ def test_a_plan_that_names_no_gpu_system_asks_for_no_gpus(tmp_path, capsys, monk
 
     with pytest.raises(ValueError, match="^--gpus-per-node = 4: the plan runs 8 ranks per node"):
         render_sbatch(SubmitSettings(runs_dir=tmp_path, base_config=None, time="01:00:00", gpus_per_node=4), 1)
+
+
+def test_a_plan_with_a_gpu_column_asks_for_gpus(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("p.csv").write_text("model,global_batch,tp,pp,nodes,gpu,survives\ntiny,8,1,1,1,H100,true\n")
+    assert main(["submit", "p.csv", "--base-config", "tiny-cpu", "--time", "00:10:00", "--nproc-per-node", "2",
+                 "--dry-run"]) == 0
+    assert "#SBATCH --gpus-per-node=2" in capsys.readouterr().out
