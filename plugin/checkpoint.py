@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from batchlaw.plugin import _mcore
+from batchlaw.simulator.checks import complete_checkpoints
 
 __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -29,11 +30,7 @@ def _step_dir(root: Path, step: int) -> Path:
 
 def latest_checkpoint(root: str | Path) -> Path | None:
     """Newest complete checkpoint directory under ``root`` (None if there is none)."""
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    done = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
-                  and (p / "meta.json").is_file())
+    done = complete_checkpoints(root)
     return done[-1] if done else None
 
 

@@ -25,7 +25,7 @@ __all__ = [
     "MAX_GRID_POINTS", "MAX_SEED", "MAX_SEQ_LEN", "MAX_STEPS", "MAX_TOKENS",
     "bad_size_message", "bad_sizes", "check_checkpoint", "check_plan_row", "check_data", "check_grid", "check_grid_size", "check_log",
     "check_model", "check_model_name", "check_parallel", "check_prelaunch", "check_run", "check_run_data", "check_system",
-    "check_system_spec", "check_system_tables", "check_text", "check_train", "cuda_visible",
+    "check_system_spec", "check_system_tables", "check_text", "check_train", "complete_checkpoints", "cuda_visible",
 ]
 
 MAX_SEED = 2**32
@@ -352,11 +352,20 @@ def check_prelaunch(cfg: Any, *, on_cpu: bool) -> None:
               " would start the log over; remove it or choose another log.path")
 
 
+def complete_checkpoints(root: str | Path) -> list[Path]:
+    """The published checkpoints under ``root``, oldest first: ``step_*`` folders with their ``meta.json``,
+    not the ``.tmp`` ones a save is still writing (plugin/checkpoint.py's layout; torch-free, so the
+    pre-launch check, the trainer and probe-cbs apply one rule)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
+                  and (p / "meta.json").is_file())
+
+
 def _resumable(cfg: Any) -> bool:
     """Whether the run would resume from a checkpoint (the trainer's rule: resume on and a complete one)."""
-    root = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else None
-    return bool(cfg.checkpoint.resume and root and root.is_dir()
-                and any((p / "meta.json").is_file() for p in root.glob("step_*") if not p.name.endswith(".tmp")))
+    return bool(cfg.checkpoint.resume and cfg.checkpoint.dir and complete_checkpoints(cfg.checkpoint.dir))
 
 
 def _log_status(path: Path) -> str:

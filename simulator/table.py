@@ -429,6 +429,7 @@ def _predict_table(columns, system) -> dict[str, np.ndarray]:
         columns = {k: columns[k].to_numpy() for k in columns.columns}
     c = normalise(columns)
     out = {k: np.asarray(v) for k, v in columns.items()}
+    column = "gpu" if "gpu" in columns or "system" not in columns else "system"  # as normalise reads it
     if system is None:
         uniq, codes = _factorize(c["gpu"])
         groups = [(u, codes == j) for j, u in enumerate(uniq)]
@@ -439,8 +440,7 @@ def _predict_table(columns, system) -> dict[str, np.ndarray]:
         if isinstance(system, SystemProfile):
             prof = system
         elif system is None:
-            prof = _row_profile(name, np.arange(len(c["layers"])), "gpu" if "gpu" in columns or "system" not in columns
-                                else "system")
+            prof = _row_profile(name, np.arange(len(c["layers"])), column)
         else:
             prof = load_system(name)
         _check_tensor_cores(c, np.arange(len(c["layers"])), prof)
@@ -448,7 +448,6 @@ def _predict_table(columns, system) -> dict[str, np.ndarray]:
         out.update({k: part[k] for k in OUTPUT_COLUMNS})
         out["micro_batch"] = part["micro_batch"]
         return out
-    column = "gpu" if "gpu" in columns or "system" not in columns else "system"
     parts = [(np.flatnonzero(mask), _row_profile(name, np.flatnonzero(mask), column)) for name, mask in groups]
     for idx, prof in parts:
         _check_tensor_cores(c, idx, prof)

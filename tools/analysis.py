@@ -66,7 +66,8 @@ class ModelOptimum:
     seq_len: int = 0
     """Sequence length of the sweep's runs (a sweep never mixes two)."""
     budget: float = float("nan")
-    """The sweep's token budget (``train.tokens``, else its tokens to 2 significant digits)."""
+    """The sweep's token budget (``train.tokens``; for logs without one, the reached tokens its runs share
+    within one step's overshoot: ``_budgets``)."""
     lr: float = float("nan")
     """Peak learning rate of the sweep's runs (a sweep never mixes two; NaN when the logs do not say)."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batchlaw.simulator.checks import complete_checkpoints
 from batchlaw.tools.probe import ProbeSettings, plan_branches
 
 
@@ -89,7 +90,7 @@ def _anchor_paths(cfg: dict, cwd: str) -> None:
 
 def _checkpoints(cfg: dict, cols: dict[str, np.ndarray], which: str) -> list[dict]:
     root = Path(cfg.get("checkpoint", {}).get("dir", ""))
-    found = sorted(p for p in root.glob("step_*") if p.is_dir() and (p / "meta.json").is_file()) if root.name else []
+    found = complete_checkpoints(root) if root.name else []
     if not found:
         raise ValueError(f"checkpoint.dir = {str(root)!r}: no complete checkpoint (step_*/meta.json) to branch from")
     wanted = None if which == "all" else set(_ints(which, "--checkpoints"))

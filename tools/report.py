@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from batchlaw.tools.analysis import at_edge
+
 __all__ = ["DEFINITIONS", "describe_pictures", "plural", "probe_section", "write_report"]
 
 DEFINITIONS = """## Definitions and units
@@ -72,7 +74,7 @@ def _optima_table(result) -> list[str]:
     for o in result.optima:
         tried = ", ".join(f"{b:g}" for b in sorted(set(o.batches)))
         interval = f"[{_f(o.b_opt_lo, '{:.3g}')}, {_f(o.b_opt_hi, '{:.3g}')}]" if o.bracketed else "none (bound)"
-        mark = " (edge)" if not o.bracketed and _why_bound(o).endswith("edge of the sweep") else ""
+        mark = " (edge)" if not o.bracketed and at_edge(o) else ""
         lines.append(f"| {o.model_name} | {o.num_params:,} | {o.tokens:,} | {o.seq_len or '-'} | {_f(o.lr, '{:.3g}')} |"
                      f" {o.n_runs} | {tried} | {o.b_opt_text}{mark} |"
                      f" {interval} | {o.interval_method or '-'} | {_f(o.b_crit, '{:.3g}')} | {o.best_loss:.4f} |")
@@ -160,8 +162,6 @@ def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_se
 
 def _why_bound(o) -> str:
     """Why an optimum is a bound, in words."""
-    from batchlaw.tools.analysis import at_edge
-
     side = {"<=": "smaller", ">=": "larger"}.get(o.bound)
     if side:
         return ("the best run is at the edge of the sweep" if at_edge(o)
