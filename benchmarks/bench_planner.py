@@ -19,7 +19,8 @@ from pathlib import Path
 
 from batchlaw.simulator import config as _config
 from batchlaw.simulator.grid import load_grid, plan_rows, run_grid
-from batchlaw.simulator.runconfig import find_run_config, in_run_dir, spec_from_row
+from batchlaw.simulator.plan import spec_from_row
+from batchlaw.simulator.runconfig import find_run_config, in_run_dir
 
 
 def main() -> None:

@@ -403,15 +403,32 @@ def indexed_dataset(path: str):
     return IndexedDataset(path)
 
 
+def _step_schedule(ramp, max_samples: int) -> str:
+    """``ramp`` as megatron-core 0.18+'s ``step_batch_size_schedule`` string (sample thresholds)."""
+    from batchlaw.simulator.ramp import segments
+
+    parts, last = [], None
+    for batch, _, start in segments(ramp, max_samples):
+        if batch != last:
+            parts.append(f"{start}:{batch}")
+            last = batch
+    return " ".join(parts)
+
+
 def megatron_ramp_kwargs(ramp, max_samples: int) -> dict[str, Any]:
-    """Arguments of megatron's own microbatch calculator equivalent to ``ramp`` for this version."""
+    """Arguments of megatron's own microbatch calculator equivalent to the bound ``ramp`` (a
+    ``simulator.ramp.BatchRamp``) for this version: ``step_batch_size_schedule`` from 0.18 on, the
+    ``rampup_batch_size`` triple ``[start, incr, ramp_samples]`` of a linear staircase before."""
+    from batchlaw.simulator.ramp import ConstantRamp, StaircaseRamp
+
     if version_tuple() >= (0, 18):
-        return {"step_batch_size_schedule": ramp.to_step_schedule(max_samples)}
-    triple = ramp.to_megatron_rampup()
-    if triple is None:
-        raise ValueError(f"train.ramp = {ramp.describe()!r}: megatron-core {VERSION} only supports the"
-                         " linear staircase 'start,incr,ramp_samples'; batchlaw's trainer supports all shapes")
-    return {"rampup_batch_size": triple}
+        return {"step_batch_size_schedule": _step_schedule(ramp, max_samples)}
+    if isinstance(ramp, ConstantRamp):
+        return {}
+    if not isinstance(ramp, StaircaseRamp):
+        raise ValueError(f"train.ramp: a {type(ramp).__name__}: megatron-core {VERSION} only supports the linear"
+                         " staircase 'start,incr,ramp_samples'; batchlaw's trainer supports all shapes")
+    return {"rampup_batch_size": [ramp.start, ramp.incr, ramp.ramp_samples]}
 
 
 def megatron_batch_calculator(ramp, *, global_batch: int, micro_batch: int, dp: int, max_samples: int):

@@ -79,6 +79,8 @@ ATTRS: dict[str, str] = {
     "model_name": "str, model shape name",
     "num_params": "int, exact parameter count of the model",
     "seq_len": "int, tokens per sequence",
+    "ramp": "str, the batch ramp the run followed in its canonical text (rampspec.RampSpec.text: '' = constant,"
+            " else an inline TOML table); RampSpec.from_config reads it back equal (older writers wrote prose)",
     "status": "str, 'running', 'completed', 'interrupted' or 'failed' (set on close)",
     "kernels": "JSON, the norm, linear and Adam implementations megatron-core ran, TE/apex availability",
 }

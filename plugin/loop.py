@@ -1,7 +1,7 @@
 """The training loop: ramp -> global batch -> micro-batches -> megatron forward-backward ->
 optimizer -> noise scale -> metrics row -> signals and checkpoints.
 
-Everything is built from a ``RunConfig`` by ``Trainer``; process groups are taken once from
+Everything is built from a ``RunSpec`` by ``Trainer``; process groups are taken once from
 megatron's parallel_state in ``_Groups`` and passed explicitly from there on.
 """
 
@@ -29,8 +29,8 @@ from batchlaw.plugin.signals import StopFlag
 from batchlaw.simulator import config as _config
 from batchlaw.simulator.noise import EmaNoiseScale
 from batchlaw.simulator.params import flops_per_step
-from batchlaw.simulator.ramp import AdaptiveRamp, parse_ramp
-from batchlaw.simulator.runconfig import RunConfig
+from batchlaw.simulator.ramp import AdaptiveRamp
+from batchlaw.simulator.runconfig import RunSpec
 from batchlaw.simulator.spec import validate_run
 
 __all__ = ["Trainer"]
@@ -103,7 +103,7 @@ def _peak_flops() -> float:
 class Trainer:
     """Builds model, optimizer, data, ramp, noise-scale tracker and sinks for one run, then trains."""
 
-    def __init__(self, cfg: RunConfig, *, on_cpu: bool):
+    def __init__(self, cfg: RunSpec, *, on_cpu: bool):
         self.cfg, self.on_cpu = cfg, on_cpu
         self.device = torch.device("cpu") if on_cpu else torch.device("cuda", torch.cuda.current_device())
         world = dist.get_world_size()
@@ -126,8 +126,8 @@ class Trainer:
         if dist.get_rank() == 0:
             log.info("megatron-core %s, %s: kernels %s", _mcore.VERSION, precision,
                      ", ".join(f"{k}={v}" for k, v in self.kernels.items()))
-        self.ramp = parse_ramp(cfg.train.ramp, global_batch=cfg.train.global_batch,
-                               granularity=par.micro_batch * self.dp_size, seq_len=shape.seq_len)
+        self.ramp = cfg.train.ramp.bind(global_batch=cfg.train.global_batch,
+                                        granularity=par.micro_batch * self.dp_size, seq_len=shape.seq_len)
         self.total_samples = self._total_samples()
         self.lr_schedule = LrSchedule.from_train(cfg.train, self.total_samples)
         self.data = TokenWindows(cfg.data.kind, cfg.data.path, shape.seq_len, shape.vocab, cfg.train.seed,
@@ -181,7 +181,7 @@ class Trainer:
                      "versions": _versions(),
                      "kernels": self.kernels,
                      "model_name": self.cfg.model.name, "num_params": self.num_params,
-                     "seq_len": self.cfg.model.seq_len, "ramp": self.ramp.describe()}
+                     "seq_len": self.cfg.model.seq_len, "ramp": self.cfg.train.ramp.text}
             writer = RunLogWriter(log_cfg.path, attrs=attrs, flush_every=log_cfg.flush_every,
                                   resume_step=resume_step, overwrite=resume_step is None)
             sinks.append(HDF5Sink(writer))

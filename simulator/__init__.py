@@ -9,16 +9,16 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "RunSpec": "runconfig", "RunConfig": "runconfig", "TrainConfig": "runconfig", "DataConfig": "runconfig",
-    "LogConfig": "runconfig", "CheckpointConfig": "runconfig", "PLAN_COLUMNS": "runconfig",
-    "load_run_config": "runconfig", "load_run_spec": "runconfig", "spec_from_dict": "runconfig",
-    "spec_from_row": "runconfig", "spec_to_row": "runconfig",
+    "RunSpec": "runconfig", "TrainConfig": "runconfig", "DataConfig": "runconfig",
+    "LogConfig": "runconfig", "CheckpointConfig": "runconfig", "load_run_config": "runconfig",
+    "spec_from_dict": "runconfig",
+    "PLAN_COLUMNS": "plan", "spec_from_row": "plan", "spec_to_row": "plan", "read_plan": "plan", "write_plan": "plan",
     "ModelShape": "spec", "Parallelism": "spec", "SystemSpec": "spec", "Infeasible": "spec",
     "validate_run": "spec", "load_model": "spec", "model_names": "spec",
     "predict_table": "table",
     "GridConfig": "grid", "load_grid": "grid", "run_grid": "grid", "plan_rows": "grid",
     "SystemProfile": "system", "load_system": "system", "system_names": "system",
-    "BatchRamp": "ramp", "RampTable": "ramp", "parse_ramp": "ramp", "num_steps": "ramp",
+    "BatchRamp": "ramp", "num_steps": "ramp", "RampSpec": "rampspec",
     "load_preset": "presets", "preset_names": "presets",
     "num_params": "params",
 }

@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = [
     "MAX_GRID_POINTS", "MAX_SEED", "MAX_SEQ_LEN", "MAX_STEPS", "MAX_TOKENS",
-    "bad_size_message", "bad_sizes", "check_checkpoint", "check_plan_row", "check_data", "check_grid", "check_grid_size", "check_log",
+    "bad_size_message", "bad_sizes", "check_checkpoint", "check_data", "check_grid", "check_grid_size", "check_log",
     "check_model", "check_model_name", "check_parallel", "check_prelaunch", "check_run", "check_run_data", "check_system",
     "check_system_spec", "check_system_tables", "check_text", "check_train", "complete_checkpoints", "cuda_visible",
 ]
@@ -174,7 +174,7 @@ def check_checkpoint(c: Any) -> None:
 
 
 def check_run(cfg: Any) -> None:
-    """RunConfig: the step count, given or derived from the token budget, with its cost stated."""
+    """RunSpec: the step count, given or derived from the token budget, with its cost stated."""
     from batchlaw.simulator.params import num_params
 
     t, s = cfg.train, cfg.model.seq_len
@@ -274,29 +274,6 @@ def bad_size_message(c: Mapping[str, np.ndarray], i: int) -> str:
         if not (math.isfinite(v) and v >= 1 and v == math.floor(v)) and not (name == "micro_batch" and math.isnan(v)):
             return f"{name} = {v:g}: must be a positive integer"
     return ""
-
-
-_PLAN_COLUMNS = {"global_batch": True, "tp": True, "pp": True, "nodes": False, "vpp": False, "micro_batch": False,
-                 "tokens": False}  # column -> required; a blank optional cell means "the base config's value"
-
-
-def check_plan_row(row: Mapping[str, Any], index: int) -> None:
-    """A row of a pruned table about to become a run (``batchlaw submit``): counts are positive
-    integers, ``lr`` a finite positive number; blanks allowed where the base config decides."""
-    for name, required in list(_PLAN_COLUMNS.items()) + [("lr", False)]:
-        if name not in row:
-            continue
-        text = str(row[name]).strip()
-        try:
-            v = float(text) if text else math.nan
-        except ValueError:
-            v = None
-        if v is not None and math.isnan(v) and not required:
-            continue
-        ok = v is not None and math.isfinite(v) and v > 0 and (name == "lr" or v == int(v))
-        if not ok:
-            _fail(f"row {index}: {name}", text, "must be a finite positive "
-                  + ("number" if name == "lr" else "integer") + ("" if required else " or blank"))
 
 
 def cuda_visible() -> bool:

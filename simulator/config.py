@@ -126,6 +126,8 @@ def _type_ok(value: Any, tp: Any, where: str = "") -> tuple[bool, Any]:
     origin = typing.get_origin(tp)
     if tp is Any:
         return True, value
+    if hasattr(tp, "from_config"):  # a value type that parses its own spellings (rampspec.RampSpec)
+        return True, tp.from_config(value, where)
     if origin in (typing.Union, types.UnionType):
         for arm in typing.get_args(tp):
             if arm is type(None) and value is None:
@@ -205,6 +207,9 @@ def build(cls: type[T], data: Mapping[str, Any] | T | None, where: str = "") -> 
                     if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63), None)
         if big is not None:
             raise ValueError(f"{key}: an integer of {big.bit_length()} bits, outside TOML's 64-bit integer range")
+        if hasattr(tp, "from_config"):  # a value type with its own spellings (ramp.RampSpec)
+            kwargs[name] = tp.from_config(value, key)
+            continue
         if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
             kwargs[name] = build(tp, value, key)
             continue
@@ -230,6 +235,8 @@ def load(path: str | Path | None, cls: type[T], overrides: Sequence[str] = ()) -
 
 def to_dict(obj: Any) -> Any:
     """Turn a (nested) dataclass into plain dicts/lists suitable for JSON or TOML."""
+    if hasattr(obj, "to_config") and not isinstance(obj, type):
+        return obj.to_config()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
@@ -269,15 +276,16 @@ def _toml_key(k: Any) -> str:
     return k if k and all(c.isascii() and (c.isalnum() or c in "_-") for c in k) else toml_string(k, "key")
 
 
-def _toml_scalar(v: Any, key: str = "value") -> str:
+def toml_value(v: Any, key: str = "value") -> str:
+    """One TOML value (scalar, array or inline table) as text; ``key`` names it in errors."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_scalar(x, key) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x, key) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_scalar(x, f'{key}.{k}')}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{_toml_key(k)} = {toml_value(x, f'{key}.{k}')}" for k, x in v.items()) + "}"
     if v is None:
         raise ValueError(f"{key}: TOML has no null; leave the key out instead")
     return toml_string(str(v), key)
@@ -297,11 +305,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def to_toml(data: Any) -> str:
     """Serialise a (dataclass or) dict of tables of scalars to TOML; ``tomllib`` reads it back."""
     data = to_dict(data)
-    lines = [f"{_toml_key(k)} = {_toml_scalar(v, str(k))}" for k, v in data.items()
+    lines = [f"{_toml_key(k)} = {toml_value(v, str(k))}" for k, v in data.items()
              if not isinstance(v, dict) and v is not None]
     for name, table in data.items():
         if isinstance(table, dict):
-            lines += ["", f"[{_toml_key(name)}]"] + [f"{_toml_key(k)} = {_toml_scalar(v, f'{name}.{k}')}"
+            lines += ["", f"[{_toml_key(name)}]"] + [f"{_toml_key(k)} = {toml_value(v, f'{name}.{k}')}"
                                                       for k, v in table.items() if v is not None]
     return "\n".join(lines) + "\n"
 

@@ -22,9 +22,10 @@ from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator import resources
 from batchlaw.simulator.params import num_params
-from batchlaw.simulator.perf import run_time
-from batchlaw.simulator.ramp import RampTable, parse_ramp, ramp_text
-from batchlaw.simulator.runconfig import PLAN_COLUMNS, RunSpec, TrainConfig, load_run_config, spec_to_row
+from batchlaw.simulator.ramp import segments
+from batchlaw.simulator.plan import PLAN_COLUMNS, decode_column, spec_to_row
+from batchlaw.simulator.rampspec import RampSpec
+from batchlaw.simulator.runconfig import RunSpec, TrainConfig, load_run_config
 from batchlaw.simulator.spec import ModelShape, load_model, resolve_precision
 from batchlaw.simulator.system import load_system
 from batchlaw.simulator.table import feasibility, normalise, predict_table
@@ -70,8 +71,9 @@ class GridAxes:
     """Overlap the DP gradient reduction with the backward pass."""
     precision: tuple[Literal["auto", "fp32", "bf16", "fp16"], ...] = ()
     """Training precision ('auto' = bf16 on GPUs, fp32 on CPU systems)."""
-    ramp: tuple[str | RampTable, ...] = ()
-    """Batch ramps ('' = constant; 'start,incr,ramp_samples', a step schedule, or a table)."""
+    ramp: tuple[RampSpec, ...] = ()
+    """Batch ramps ('' = constant; 'start,incr,ramp_samples', a step schedule, or a table): each parsed
+    once into a ``RampSpec`` and carried in the table as its canonical text."""
     seed: tuple[int, ...] = ()
     """Seeds."""
 
@@ -145,9 +147,9 @@ def _expand(g: GridConfig) -> dict[str, np.ndarray]:
     model_cols = [c for c, (sec, _) in PLAN_COLUMNS.items() if sec == "model"]
     axes: dict[str, list] = {"model": list(a.models)}
     for col, values in ((c, getattr(a, c)) for c in _AXES):
-        if col == "ramp":
-            values = tuple(ramp_text(v) for v in values)
         axes[col] = list(values) or ([np.nan] if col == "micro_batch" else [base[col]])
+        if col == "ramp":
+            axes[col] = [RampSpec.from_config(v).text for v in axes[col]]
     shape = [len(v) for v in axes.values()]
     checks.check_grid_size(int(np.prod(shape, dtype=object)), axes=dict(zip(axes, shape)))
     idx = np.indices(shape).reshape(len(shape), -1)
@@ -169,30 +171,36 @@ def _expand(g: GridConfig) -> dict[str, np.ndarray]:
     return cols
 
 
-def _step_time_at(t: dict[str, np.ndarray], i: int, profile):
-    """Step time of row i's layout at another global batch (fewer micro-batches: relatively more
-    bubble and DP communication per sample), from the same performance model."""
-    row = {k: np.asarray(v)[i:i + 1] for k, v in t.items() if k not in ("pred_iter_time_s", "reason", "ramp")}
-    cache: dict[int, float] = {}
-
-    def at(batch: int) -> float:
-        if batch not in cache:
-            cache[batch] = float(predict_table({**row, "global_batch": np.array([batch])}, profile)["pred_iter_time_s"][0])
-        return cache[batch]
-
-    return at
+def _ramp_batches(t: dict[str, np.ndarray], rows: np.ndarray, samples: np.ndarray) -> dict[int, list]:
+    """Each ramp row's constant-batch segments ``(batch, steps, start)`` from its bound ``RampSpec``."""
+    out = {}
+    for i in rows:
+        ramp = RampSpec.from_config(t["ramp"][i]).bind(global_batch=int(t["global_batch"][i]),
+                                                        granularity=int(t["micro_batch"][i] * t["dp"][i]),
+                                                        seq_len=int(t["seq_len"][i]))
+        out[int(i)] = segments(ramp, int(samples[i]))
+    return out
 
 
 def _whole_run(t: dict[str, np.ndarray], profile) -> None:
+    """Steps, wall-clock hours and GPU-hours of every row for its token budget. A ramp row spends each
+    segment at that segment's batch, priced at that batch (fewer micro-batches: relatively more bubble
+    and DP communication per sample) by one ``predict_table`` call over every (row, batch) pair."""
     samples = np.ceil(t["tokens"] / t["seq_len"])
     steps = np.ceil(samples / t["global_batch"])
     seconds = steps * t["pred_iter_time_s"]
-    for i in np.flatnonzero(t["feasible"] & (t["ramp"] != "")):
-        ramp = parse_ramp(t["ramp"][i], global_batch=int(t["global_batch"][i]),
-                          granularity=int(t["micro_batch"][i] * t["dp"][i]), seq_len=int(t["seq_len"][i]))
-        seconds[i], steps[i] = run_time(float(t["pred_iter_time_s"][i]), total_samples=int(samples[i]),
-                                        global_batch=int(t["global_batch"][i]), ramp=ramp,
-                                        time_at_batch=_step_time_at(t, i, profile))
+    rows = np.flatnonzero(t["feasible"] & (t["ramp"] != ""))
+    if len(rows):
+        segs = _ramp_batches(t, rows, samples)
+        pairs = [(i, b) for i in segs for b in sorted({b for b, _, _ in segs[i]})]
+        idx = np.array([i for i, _ in pairs])
+        cols = {k: np.asarray(v)[idx] for k, v in t.items() if k not in ("pred_iter_time_s", "reason")}
+        cols["global_batch"] = np.array([b for _, b in pairs], dtype=float)
+        priced = predict_table(cols, profile)["pred_iter_time_s"]
+        at = {pair: float(x) for pair, x in zip(pairs, priced)}
+        for i, parts in segs.items():
+            seconds[i] = sum(n * at[(i, b)] for b, n, _ in parts)
+            steps[i] = sum(n for _, n, _ in parts)
     t["steps"] = steps
     t["run_hours"] = seconds / 3600.0
     t["gpu_hours"] = t["run_hours"] * t["gpus"]
@@ -282,11 +290,10 @@ POINT_COLUMNS = ("model", "global_batch", "ramp", "lr", "tokens", "precision", "
 """A plan point: the columns that change what is learned; the others are the layout."""
 
 
-def _truthy(values) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.dtype.kind == "b":
-        return arr
-    return np.isin(np.char.lower(arr.astype(str)), ("true", "1", "1.0", "yes"))
+def _truthy(column: str, values) -> np.ndarray:
+    """A yes/no column of the plan (``survives``, ``feasible``) through the plan codec; blank is no."""
+    arr = decode_column(column, values)
+    return arr if arr.dtype.kind == "b" else np.array([bool(v) for v in arr], dtype=bool)
 
 
 def _rank(hours: float, gpu_hours: float) -> tuple[float, float]:
@@ -299,7 +306,7 @@ def plan_rows(t: dict[str, np.ndarray], *, all_layouts: bool = False) -> np.ndar
     (shortest predicted wall-clock, then fewest GPU-hours), or every surviving layout with
     ``all_layouts``. ``batchlaw simulate`` prices and ``batchlaw submit`` launches exactly these."""
     n = len(t["model"])
-    keep = _truthy(t["survives"]) if "survives" in t else np.ones(n, dtype=bool)
+    keep = _truthy("survives", t["survives"]) if "survives" in t else np.ones(n, dtype=bool)
     idx = np.flatnonzero(keep)
     if all_layouts:
         return idx
@@ -323,9 +330,9 @@ def plan_line(t: dict[str, np.ndarray], rows: np.ndarray, *, all_layouts: bool =
 
 def summary(t: dict[str, np.ndarray], g: GridConfig, *, all_layouts: bool = False) -> str:
     """A readable summary of a ranked grid table: counts, the plan line, one row per planned run."""
-    s = _truthy(t["survives"])
+    s = _truthy("survives", t["survives"])
     rows = plan_rows(t, all_layouts=all_layouts)
-    lines = [f"grid {g.name!r} on {g.system}: {len(s)} points, {int(_truthy(t['feasible']).sum())} feasible,"
+    lines = [f"grid {g.name!r} on {g.system}: {len(s)} points, {int(_truthy('feasible', t['feasible']).sum())} feasible,"
              f" {int(s.sum())} survive", plan_line(t, rows, all_layouts=all_layouts)]
     extra = [c for c in ("ramp", "lr", "precision", "seed") if len(set(map(str, t[c]))) > 1]
     lines.append(f"{'model':10s} {'batch':>6s} {'layout (tp,pp,mb,nodes)':>24s} {'step_s':>8s} {'MFU':>5s}"

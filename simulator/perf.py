@@ -47,7 +47,7 @@ from batchlaw.simulator.perf_mem import layer_activation_bytes, memory_gib, stag
 from batchlaw.simulator.perf_ops import flag, layer_times, logits_time
 from batchlaw.simulator.system import SystemProfile
 
-__all__ = ["iteration", "memory_gib", "run_time"]
+__all__ = ["iteration", "memory_gib"]
 
 
 def _dp_comm(c, system, n_local, stage_mb):
@@ -150,26 +150,3 @@ def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, n
             "dp_comm_s": dp_comm, "pp_comm_s": p2p, "model_flops": model_f, "tflops_per_gpu": tflops,
             "stage_params": n_local,
             "mfu": tflops / system.peak_tflops}
-
-
-def run_time(iter_time_s: float, *, total_samples: int, global_batch: int, ramp=None,
-             time_at_batch=None) -> tuple[float, int]:
-    """Whole-run seconds and steps for a sample budget, optionally under a batch ramp.
-
-    Args:
-        iter_time_s: step time at ``global_batch``.
-        ramp: a ``BatchRamp`` (callable consumed -> batch) or None for a constant batch.
-        time_at_batch: callable batch -> step time; defaults to scaling ``iter_time_s`` linearly
-            with the batch (compute-bound), which is what a fixed layout does to first order.
-    """
-    if ramp is None:
-        steps = -(-total_samples // global_batch)
-        return steps * iter_time_s, steps
-    from batchlaw.simulator.ramp import segments
-
-    f = time_at_batch or (lambda batch: iter_time_s * batch / global_batch)
-    seconds, steps = 0.0, 0
-    for batch, n, _ in segments(ramp, total_samples):
-        seconds += n * float(f(batch))
-        steps += n
-    return seconds, steps

@@ -1,5 +1,8 @@
 """Batch-size ramps: pure functions from the consumed-samples counter to the global batch size.
 
+A run's ramp is written once as a ``rampspec.RampSpec`` (its one value and text form); ``RampSpec.bind``
+returns one of the functions below.
+
 The simulator uses them to predict steps and time, the plugin to drive each training step, so both
 see exactly the same schedule. Every value is a multiple of the granularity ``micro_batch x dp``
 and never decreases; a ramp depends only on the consumed counter (restored on resume), except the
@@ -23,30 +26,29 @@ Shapes:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import re
+from decimal import Decimal
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from batchlaw.simulator import config as _config
 
 __all__ = [
-    "AdaptiveRamp", "BatchRamp", "ConstantRamp", "DoublingRamp", "LinearTokensRamp",
-    "RampTable", "StaircaseRamp", "StepScheduleRamp", "lr_scale", "num_steps", "parse_ramp", "parse_count",
-    "probe_curve", "probe_schedule", "ramp_from_text", "ramp_text", "segments",
+    "AdaptiveRamp", "BatchRamp", "ConstantRamp", "DoublingRamp", "LinearTokensRamp", "StaircaseRamp",
+    "StepScheduleRamp", "lr_scale", "num_steps", "parse_count", "probe_schedule", "segments",
 ]
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 
 
 def parse_count(text: str, where: str = "ramp") -> int:
-    """Parse ``"250B"``, ``"1.5M"``, ``"768"`` into an integer (K/M/B/T = 1e3/1e6/1e9/1e12)."""
+    """Parse ``"250B"``, ``"1.5M"``, ``"768"`` into an integer (K/M/B/T = 1e3/1e6/1e9/1e12), exactly (in
+    decimal, so ``"1.1B"`` is 1100000000); a count that is not whole (``"2.5"``) is an error."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMBGT]?)\s*", str(text), flags=re.I)
-    if not m:
-        raise ValueError(f"{where} = {text!r}: expected a count such as 768, 1.5M or 250B")
-    return int(round(float(m.group(1)) * _SUFFIX[m.group(2).upper()]))
+    value = Decimal(m.group(1)) * _SUFFIX[m.group(2).upper()] if m else None
+    if value is None or value != value.to_integral_value():
+        raise ValueError(f"{where} = {text!r}: expected a whole count such as 768, 1.5M or 250B")
+    return int(value)
 
 
 def _check_multiple(name: str, value: int, granularity: int) -> None:
@@ -64,23 +66,6 @@ class BatchRamp:
     def __call__(self, consumed_samples: int) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def describe(self) -> str:
-        """One line for logs and reports."""
-        return type(self).__name__
-
-    def to_megatron_rampup(self) -> list[int] | None:
-        """The ``rampup_batch_size`` triple of megatron-core <= 0.17, or None if not a staircase."""
-        return None
-
-    def to_step_schedule(self, max_samples: int) -> str:
-        """The megatron-core 0.18+ ``step_batch_size_schedule`` string (sample thresholds)."""
-        parts, last = [], None
-        for batch, _, start in segments(self, max_samples):
-            if batch != last:
-                parts.append(f"{start}:{batch}")
-                last = batch
-        return " ".join(parts)
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ConstantRamp(BatchRamp):
@@ -97,8 +82,6 @@ class ConstantRamp(BatchRamp):
     def __call__(self, consumed_samples: int) -> int:
         return self.final
 
-    def describe(self) -> str:
-        return f"constant {self.final}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -138,11 +121,7 @@ class StaircaseRamp(BatchRamp):
         per_increment = self.ramp_samples / num_increments
         return self.start + int(consumed_samples / per_increment) * self.incr
 
-    def describe(self) -> str:
-        return f"staircase {self.start}+{self.incr} over {self.ramp_samples} samples -> {self.final}"
 
-    def to_megatron_rampup(self) -> list[int] | None:
-        return [self.start, self.incr, self.ramp_samples]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -185,8 +164,6 @@ class StepScheduleRamp(BatchRamp):
                 batch = b
         return batch
 
-    def describe(self) -> str:
-        return "steps " + " ".join(f"{t}:{b}" for t, b in zip(self.thresholds, self.batches)) + f" ({self.unit})"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -303,164 +280,6 @@ class AdaptiveRamp(BatchRamp):
         """Restore the state saved by ``state_dict``."""
         self.current = int(state["current"])
         self.last_change_step = int(state["last_change_step"])
-
-
-_SHAPE_KEYS = {"constant": (), "staircase": ("start", "incr", "ramp_samples"), "steps": ("schedule", "unit"),
-               "linear_tokens": ("start", "ramp_tokens"), "doubling": ("start", "every_tokens"),
-               "adaptive": ("start", "factor", "hysteresis", "min_steps"),
-               "probe": ("start", "probe", "fraction")}  # the probe shape of ``batchlaw probe-cbs``
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RampTable:
-    """Keys of a ``[train.ramp]`` table in a run config; each shape accepts only its own keys."""
-
-    shape: Literal["constant", "staircase", "steps", "linear_tokens", "doubling", "adaptive", "probe"]
-    """Ramp shape."""
-    start: int = 0
-    """Initial global batch (sequences)."""
-    incr: int = 0
-    """Staircase increment."""
-    ramp_samples: int = 0
-    """Staircase ramp length in samples."""
-    ramp_tokens: str = "0"
-    """Linear ramp length in tokens (K/M/B/T suffixes allowed)."""
-    every_tokens: str = "0"
-    """Doubling period in tokens."""
-    schedule: str = ""
-    """Step schedule string."""
-    unit: Literal["samples", "tokens"] = "samples"
-    """Step schedule threshold unit."""
-    factor: float = 2.0
-    """Adaptive growth factor."""
-    hysteresis: float = 0.25
-    """Adaptive hysteresis."""
-    min_steps: int = 50
-    """Adaptive minimum steps between decisions."""
-    probe: str = ""
-    """Probe shape: the ``probe.json`` of ``batchlaw probe-cbs`` whose B_crit(tokens) the batch follows."""
-    fraction: float = 1.0
-    """Probe shape: use at most this fraction of the measured B_crit (0 < fraction <= 1)."""
-
-    def __post_init__(self) -> None:
-        allowed = _SHAPE_KEYS[self.shape]
-        for f in dataclasses.fields(self):
-            if f.name != "shape" and f.name not in allowed and getattr(self, f.name) != f.default:
-                raise ValueError(f"train.ramp.{f.name} = {getattr(self, f.name)!r}: not used by shape"
-                                 f" {self.shape!r}; its keys are " + ", ".join(("shape",) + allowed))
-
-    def to_text(self) -> str:
-        """Inline TOML of the keys that differ from the defaults (``ramp_from_text`` reads it back)."""
-        items = [("shape", self.shape)] + [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
-                                           if f.name != "shape" and getattr(self, f.name) != f.default]
-        return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in items) + "}"
-
-
-def ramp_text(value: Any) -> str:
-    """A ``train.ramp`` value as one string (a grid column): '' / 'a,b,c' / schedule / inline TOML table."""
-    if value is None:
-        return ""
-    if isinstance(value, RampTable):
-        return value.to_text()
-    if isinstance(value, Mapping):
-        return _config.build(RampTable, value, "train.ramp").to_text()
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def ramp_from_text(text: Any) -> Any:
-    """Inverse of ``ramp_text``: a string, or a ``RampTable`` for inline-table text."""
-    if isinstance(text, RampTable):
-        return text
-    text = "" if text is None or (isinstance(text, float) and text != text) else str(text).strip()
-    if text.startswith("{"):
-        table = _config._loads(f"v = {text}", f"train.ramp = {text!r}")["v"]  # the loader's guards (depth, size)
-        return _config.build(RampTable, table, "train.ramp")
-    return text
-
-
-def _parse_schedule(text: str, unit: str, seq_len: int, granularity: int) -> StepScheduleRamp:
-    thresholds, batches = [], []
-    for part in text.split():
-        t, sep, b = part.partition(":")
-        if not sep:
-            raise ValueError(f"ramp = {text!r}: each item must be THRESHOLD:BATCH, e.g. '0:768 250B:1536'")
-        thresholds.append(parse_count(t))
-        batches.append(parse_count(b))
-    return StepScheduleRamp(thresholds=tuple(thresholds), batches=tuple(batches), unit=unit,
-                            seq_len=seq_len, granularity=granularity)
-
-
-def parse_ramp(spec: Any, *, global_batch: int, granularity: int = 1, seq_len: int = 1) -> BatchRamp:
-    """Build a ramp from a run config's ``train.ramp`` value.
-
-    Args:
-        spec: None or "" (constant), ``"start,incr,ramp_samples"`` or a list of three ints (Megatron
-            staircase to ``global_batch``), a step schedule ``"0:768 250B:1536"`` (samples), or a
-            table ``{shape = ..., ...}``.
-        global_batch: the final global batch size (``train.global_batch``).
-        granularity: micro_batch x dp.
-        seq_len: tokens per sequence.
-
-    Raises:
-        ValueError: naming the field, the value and what is allowed.
-    """
-    if spec is None or spec == "" or spec == "constant":
-        return ConstantRamp(final=global_batch, granularity=granularity)
-    if isinstance(spec, str) and spec.strip().startswith("{"):
-        spec = ramp_from_text(spec)
-    if isinstance(spec, (list, tuple)) or (isinstance(spec, str) and "," in spec):
-        items = spec.split(",") if isinstance(spec, str) else list(spec)
-        if len(items) != 3:
-            raise ValueError(f"ramp = {spec!r}: a Megatron ramp is 'start,incr,ramp_samples'")
-        start, incr, ramp_samples = (parse_count(str(v)) for v in items)
-        return StaircaseRamp(start=start, incr=incr, ramp_samples=ramp_samples, final=global_batch,
-                             granularity=granularity)
-    if isinstance(spec, str):
-        return _parse_schedule(spec, "samples", seq_len, granularity)
-    if not isinstance(spec, (Mapping, RampTable)):
-        raise ValueError(f"ramp = {spec!r}: expected a string, a list of three ints or a table")
-    t = _config.build(RampTable, spec, "train.ramp")
-    start = t.start or global_batch
-    if t.shape == "constant":
-        return ConstantRamp(final=global_batch, granularity=granularity)
-    if t.shape == "staircase":
-        return StaircaseRamp(start=start, incr=t.incr or granularity, ramp_samples=t.ramp_samples,
-                             final=global_batch, granularity=granularity)
-    if t.shape == "steps":
-        return _parse_schedule(t.schedule, t.unit, seq_len, granularity)
-    if t.shape == "linear_tokens":
-        return LinearTokensRamp(start=start, final=global_batch, ramp_tokens=parse_count(t.ramp_tokens),
-                                seq_len=seq_len, granularity=granularity)
-    if t.shape == "doubling":
-        return DoublingRamp(start=start, final=global_batch, every_tokens=parse_count(t.every_tokens),
-                            seq_len=seq_len, granularity=granularity)
-    if t.shape == "probe":
-        tokens, b_crit = probe_curve(t.probe)
-        thresholds, batches = probe_schedule(tokens, b_crit, start=t.start or granularity, final=global_batch,
-                                             fraction=t.fraction)
-        return StepScheduleRamp(thresholds=thresholds, batches=batches, unit="tokens", seq_len=seq_len,
-                                granularity=granularity)
-    return AdaptiveRamp(start=start, final=global_batch, factor=t.factor, hysteresis=t.hysteresis,
-                        min_steps=t.min_steps, granularity=granularity)
-
-
-def probe_curve(path: str) -> tuple[list[float], list[float]]:
-    """(tokens, B_crit in sequences) of a ``probe.json`` written by ``batchlaw probe-cbs``, by tokens.
-
-    An estimate that is a bound (``">="``: no tested batch left the tolerance) enters with its lower
-    value, the reading that never puts the batch above the critical batch.
-    """
-    try:
-        with open(path, encoding="utf-8") as fh:
-            rows = json.load(fh)["estimates"]
-        points = sorted((float(r["tokens"]), float(r["b_crit"])) for r in rows)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"train.ramp.probe = {path!r}: not a readable probe-cbs result ({exc})") from None
-    if not points or not all(math.isfinite(t) and t >= 0 and math.isfinite(b) and b > 0 for t, b in points):
-        raise ValueError(f"train.ramp.probe = {path!r}: needs estimates with tokens >= 0 and B_crit > 0")
-    return [t for t, _ in points], [b for _, b in points]
 
 
 def probe_schedule(tokens, b_crit, *, start: int, final: int, fraction: float = 1.0) -> tuple[tuple[int, ...],

@@ -58,8 +58,10 @@ def _has_mb(c: Cols) -> np.ndarray:
 
 
 def _ramp_errors(c: Cols) -> np.ndarray:
-    """The ramp's own error per row ('' = fine), one ``parse_ramp`` per distinct ramp/batch/granularity."""
-    from batchlaw.simulator.ramp import parse_ramp
+    """The ramp's own error per row ('' = fine): each row's ``RampSpec`` bound to its batch, granularity
+    and sequence length, once per distinct combination. The column holds RampSpec values or their text
+    (``plan.decode_cell``); nothing here reads a file."""
+    from batchlaw.simulator.rampspec import RampSpec
 
     n = len(c["tp"])
     out = np.full(n, "", dtype=object)
@@ -69,15 +71,14 @@ def _ramp_errors(c: Cols) -> np.ndarray:
     cache: dict[tuple, str] = {}
     # the element-wise != "" runs in C; only rows that carry a ramp reach the Python loop
     for i in np.flatnonzero((ramps != "") & _has_mb(c) & (c["dp"] >= 1)):
-        spec = ramps[i]
-        if spec is None or (isinstance(spec, float) and spec != spec):
+        if ramps[i] is None or (isinstance(ramps[i], float) and ramps[i] != ramps[i]):
             continue
         gran = c["micro_batch"][i] * c["dp"][i]
-        key = (repr(spec), c["global_batch"][i], gran, c["seq_len"][i])
+        key = (str(ramps[i]), c["global_batch"][i], gran, c["seq_len"][i])
         if key not in cache:
             try:
-                parse_ramp(spec, global_batch=int(c["global_batch"][i]), granularity=int(gran),
-                           seq_len=int(c["seq_len"][i]))
+                RampSpec.from_config(ramps[i]).bind(global_batch=int(c["global_batch"][i]), granularity=int(gran),
+                                                    seq_len=int(c["seq_len"][i]))
                 cache[key] = ""
             except (ValueError, OverflowError) as exc:  # OverflowError: an inf batch from a CSV
                 cache[key] = str(exc)

@@ -3,9 +3,9 @@
 Sections ``[model]``, ``[parallel]``, ``[train]``, ``[system]``, ``[data]``, ``[log]``, ``[checkpoint]``.
 A ``run.toml`` is a RunSpec written out (``config.to_toml``); the HDF5 ``config`` attribute is the
 same dict as JSON and reads back with ``spec_from_dict``. A grid is a table of RunSpecs whose columns
-are the field names (``PLAN_COLUMNS``; ``model.name`` and ``system.name`` are the columns ``model``
-and ``system``): ``spec_to_row`` and ``spec_from_row`` are the only mapping between the two, derived
-from the dataclasses, never written by hand. Torch-free.
+are the field names (``plan.PLAN_COLUMNS``; ``model.name`` and ``system.name`` are the columns ``model``
+and ``system``): ``plan.spec_to_row`` and ``plan.spec_from_row`` are the only mapping between the two.
+Torch-free.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any, Literal, Mapping, Sequence
 from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator import resources
-from batchlaw.simulator.ramp import RampTable, parse_count, ramp_from_text, ramp_text
+from batchlaw.simulator.ramp import parse_count
+from batchlaw.simulator.rampspec import RampSpec
 from batchlaw.simulator.spec import ModelShape, Parallelism, SystemSpec
 
-__all__ = ["has_token_budget", "CheckpointConfig", "DataConfig", "LogConfig", "PLAN_COLUMNS", "RunConfig", "RunSpec", "SystemSpec",
-           "TrainConfig", "find_run_config", "in_run_dir", "load_run_config", "load_run_spec", "spec_from_dict", "spec_from_row",
-           "spec_to_row"]
+__all__ = ["CheckpointConfig", "DataConfig", "LogConfig", "RunSpec", "SystemSpec", "TrainConfig", "find_run_config",
+           "in_run_dir", "load_run_config", "spec_from_dict"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -33,13 +33,14 @@ class TrainConfig:
 
     global_batch: int
     """Final global batch size, sequences."""
-    ramp: str | tuple[int, ...] | RampTable = ""
-    """Batch ramp: '' (constant) / 'start,incr,ramp_samples' / '0:8 1K:16' / a table
-    ``{shape = ..., ...}`` whose keys are checked per shape (``ramp.RampTable``)."""
+    ramp: RampSpec = RampSpec()
+    """Batch ramp (``rampspec.RampSpec``): written '' (constant), 'start,incr,ramp_samples', '0:8 1K:16' or a
+    table ``{shape = ..., ...}`` whose keys are checked per shape; held as one parsed value."""
     steps: int = 0
     """Optimizer steps; 0 means derive from ``tokens``."""
     tokens: int | str = 0
-    """Token budget (an integer, or a string with a K/M/B/T suffix) used when ``steps`` is 0."""
+    """Token budget used when ``steps`` is 0: an integer, or a string with a K/M/B/T suffix (``"8.8B"``)
+    that is held as the integer it means."""
     seed: int = 1234
     """Seed of weights, data order and RNG."""
     lr: float = 1e-3
@@ -72,6 +73,10 @@ class TrainConfig:
     (Megatron-LM's --exit-interval)."""
 
     def __post_init__(self) -> None:
+        # each value parsed once here, whatever the spelling it came in (TOML, a plan cell, Python)
+        object.__setattr__(self, "ramp", RampSpec.from_config(self.ramp, "train.ramp"))
+        if isinstance(self.tokens, str):
+            object.__setattr__(self, "tokens", parse_count(self.tokens, "train.tokens"))
         checks.check_train(self)
 
 
@@ -171,9 +176,6 @@ class RunSpec:
         return -(-parse_count(str(self.train.tokens), "train.tokens") // self.model.seq_len)
 
 
-RunConfig = RunSpec  # the older name, kept for callers
-
-
 def _resolve_model(data: dict[str, Any]) -> dict[str, Any]:
     """Fill ``[model]`` from the shape named by ``model.name`` (inline keys win)."""
     model = dict(data.get("model", {}))
@@ -212,9 +214,6 @@ def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> R
     return spec_from_dict(_config.apply_overrides(data, overrides))
 
 
-load_run_spec = load_run_config
-
-
 def in_run_dir(spec: RunSpec, run_dir: str | Path, *, done_marker: bool = False) -> RunSpec:
     """``spec`` logging to ``run_dir/log.h5`` and checkpointing into ``run_dir/ckpt`` (and, with
     ``done_marker``, creating ``run_dir/COMPLETED`` when it completes), without building it again:
@@ -223,92 +222,3 @@ def in_run_dir(spec: RunSpec, run_dir: str | Path, *, done_marker: bool = False)
     log = dataclasses.replace(spec.log, path=str(run_dir / "log.h5"),
                               done_marker=str(run_dir / "COMPLETED") if done_marker else spec.log.done_marker)
     return dataclasses.replace(spec, log=log, checkpoint=dataclasses.replace(spec.checkpoint, dir=str(run_dir / "ckpt")))
-
-
-# -- the grid <-> RunSpec table mapping, derived from the dataclasses -------------------------------
-
-_PLAN_TRAIN = ("global_batch", "ramp", "tokens", "lr", "precision", "seed")
-_SECTIONS = {"model": ModelShape, "parallel": Parallelism, "system": SystemSpec}
-
-
-def _plan_fields() -> dict[str, tuple[str, str]]:
-    """column -> (section, field) for the plan part of a RunSpec."""
-    out: dict[str, tuple[str, str]] = {}
-    for section, cls in _SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            col = section if f.name == "name" else f.name
-            assert col not in out, f"column {col} is ambiguous"
-            out[col] = (section, f.name)
-    for name in _PLAN_TRAIN:
-        assert name not in out, f"column {name} is ambiguous"
-        out[name] = ("train", name)
-    return out
-
-
-PLAN_COLUMNS: dict[str, tuple[str, str]] = _plan_fields()
-"""Grid column -> (RunSpec section, field): every field of model, parallel and system, and the plan
-fields of train. The other fields (data, log, checkpoint, the LR schedule) come from a base run."""
-
-
-def spec_to_row(spec: RunSpec) -> dict[str, Any]:
-    """The plan columns of one RunSpec (the ramp as text, see ``ramp.ramp_text``)."""
-    row = {col: getattr(getattr(spec, sec), name) for col, (sec, name) in PLAN_COLUMNS.items()}
-    row["ramp"] = ramp_text(row["ramp"])
-    return row
-
-
-def _plain(value: Any, tp: Any) -> Any:
-    """A table cell (numpy scalar, CSV text) as the Python value of a field typed ``tp``."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if tp is bool or tp == "bool":
-        return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "1.0", "yes")
-    if tp is int or tp == "int":
-        try:
-            number = float(value)
-            if not number.is_integer():
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ValueError(f"{value!r}: must be an integer") from None
-        return int(number)
-    if isinstance(value, float) and value.is_integer() and tp in (int | str, "int | str"):
-        return int(value)
-    return value
-
-
-def spec_from_row(row: Mapping[str, Any], base: RunSpec | Mapping[str, Any] | None = None) -> RunSpec:
-    """The RunSpec of one table row: ``base`` (a RunSpec or dict; defaults if None) with every plan
-    column present in ``row`` set; other columns are ignored. Built strictly."""
-    import typing
-
-    data = _config.to_dict(base) if isinstance(base, RunSpec) else json.loads(json.dumps(base or {}))
-    data.setdefault("train", {}).setdefault("global_batch", 1)
-    if "model" in row:  # a named shape replaces the base's, then the row's shape columns apply
-        data["model"] = {"name": str(row["model"])}
-    for col, (sec, name) in PLAN_COLUMNS.items():
-        if col not in row:
-            continue
-        cls = _SECTIONS.get(sec, TrainConfig)
-        value = row[col]
-        if name == "ramp":
-            value = ramp_from_text(value)
-            value = _config.to_dict(value) if isinstance(value, RampTable) else value
-        else:
-            try:
-                value = _plain(value, typing.get_type_hints(cls)[name])
-            except ValueError as exc:
-                raise ValueError(f"column {col} = {exc}") from None
-        data.setdefault(sec, {})[name] = value
-    if has_token_budget(row.get("tokens")):
-        data["train"]["steps"] = 0  # the planned token budget bounds the run
-    return spec_from_dict(data)
-
-
-def has_token_budget(value: Any) -> bool:
-    """Whether a plan's ``tokens`` cell sets a budget (blank, 0 and NaN do not); submit and
-    ``spec_from_row`` ask this one question the same way."""
-    text = str(value).strip() if value is not None else ""
-    try:
-        return float(parse_count(text, "tokens")) > 0 if text not in ("", "nan", "None") else False
-    except ValueError:
-        return True  # not a count: spec_from_row sets it and the RunSpec check names it

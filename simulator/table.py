@@ -29,6 +29,7 @@ from batchlaw.simulator import rules
 from batchlaw.simulator import checks
 from batchlaw.simulator.perf import iteration, memory_gib
 from batchlaw.simulator.perf_ops import block_scaled_of, ce_bytes_of
+from batchlaw.simulator.plan import decode_bool, decode_column
 from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn, resolve_precision
 from batchlaw.simulator.system import GPU_ALIASES, SystemProfile, gpu_profile_name, load_system, system_names
 
@@ -36,9 +37,8 @@ __all__ = ["OUTPUT_COLUMNS", "feasibility", "normalise", "predict_table"]
 
 OUTPUT_COLUMNS = ("pred_iter_time_s", "pred_tflops_per_gpu", "pred_mfu", "pred_mem_gib", "feasible", "reason")
 _MICRO_CANDIDATES = (1, 2, 4, 8, 16, 32)
-_TRUE = {"yes", "true", "1", "y", "on", "1.0"}
-# blank and "unknown" (published tables that do not state a setting) read as no, as they always did
-_FALSE = {"no", "false", "0", "n", "off", "0.0", "", "nan", "none", "unknown"}
+# "unknown" (published tables that do not state a setting) reads as a blank cell: the column's default
+_UNSTATED = "unknown"
 _MODEL, _PAR = ModelShape(layers=1, hidden=1, heads=1), Parallelism()  # the one source of default values
 
 
@@ -113,22 +113,19 @@ def _mapped(values, fn, dtype=None) -> np.ndarray:
     return np.asarray([fn(u) for u in uniq], dtype=dtype)[codes] if uniq else np.zeros(0, dtype=dtype)
 
 
-def _boolean(values: np.ndarray, name: str = "a yes/no column") -> np.ndarray:
+def _boolean(values: np.ndarray, name: str = "a yes/no column", default: bool = False) -> np.ndarray:
+    """A yes/no column through the plan's one codec (``plan.decode_bool``); blank and "unknown" take
+    ``default``; a typo is a one-line error, never a silent "no"."""
     if values.dtype.kind == "b":
         return values
     if values.dtype.kind in "iuf":
-        return np.nan_to_num(values.astype(float)) != 0
-    return _mapped(values, lambda u: _truth(u, name), dtype=bool)
+        return np.where(np.isnan(values.astype(float)), default, values.astype(float) != 0)
 
+    def one(u: str) -> bool:
+        value = None if u.strip().lower() == _UNSTATED else decode_bool(u, name)
+        return default if value is None else value
 
-def _truth(text: str, name: str) -> bool:
-    """A yes/no cell; a one-line error for anything else (a typo must not silently mean "no")."""
-    u = text.strip().lower()
-    if u in _TRUE:
-        return True
-    if u in _FALSE:
-        return False
-    raise ValueError(f"{name} = {text!r}: allowed are yes/no, true/false, 1/0, on/off, or blank")
+    return _mapped(values, one, dtype=bool)
 
 
 def _number(values, name: str) -> np.ndarray:
@@ -155,7 +152,7 @@ _ACTIVATIONS = {"gelu": False, "relu": False, "squared-relu": False, "squared_re
 def _flag(cols, name: str, n: int, default: bool) -> np.ndarray:
     if name not in cols:
         return np.full(n, default)
-    return _boolean(np.asarray(cols[name]), name)
+    return _boolean(np.asarray(cols[name]), name, default)
 
 
 def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -200,7 +197,8 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     # Megatron-LM turns sequence parallelism off when tp = 1 (arguments.py), so it is a no-op there.
     sp = np.asarray(cols.get("sequence_parallel", np.zeros(n, dtype=bool)))
     if sp.dtype.kind not in "biuf":
-        sp = _mapped(sp, lambda u: u.strip().lower() == "unknown" or _truth(u, "sequence_parallel"), dtype=bool)
+        sp = _mapped(sp, lambda u: u.strip().lower() == _UNSTATED or bool(decode_bool(u, "sequence_parallel")),
+                     dtype=bool)
     c["sequence_parallel"] = _boolean(sp) & (c["tp"] > 1)
     c["flash_attention"] = _flag(cols, "flash_attention", n, True)
     c["distributed_optimizer"] = _flag(cols, "distributed_optimizer", n, _PAR.distributed_optimizer)
@@ -222,7 +220,8 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
                          "allowed is a finite positive per-GPU bandwidth in GB/s, or blank for the profile's")
     off = _number(_column(cols, "activation_offload_layers", n, 0.0), "activation_offload_layers")
     c["activation_offload_layers"] = np.nan_to_num(off)
-    uniq, codes = _category(cols, "precision", n, "bf16")
+    uniq, codes = _category(cols, "precision", n, "auto")  # the RunSpec default; a blank cell too
+    uniq = ["auto" if u in ("", "nan") else u for u in uniq]
     # "auto" (the run default): bf16 here; ``_predict_group`` makes it fp32 on a cpu-* system
     # (``spec.resolve_precision``, as grids resolve it)
     c["precision_auto"] = np.array([u == "auto" for u in uniq], dtype=bool)[codes]
@@ -242,8 +241,22 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     # a RunSpec table names its system in the ``system`` column (system.name), a published one in ``gpu``
     c["gpu"] = np.asarray(_column(cols, "gpu" if "gpu" in cols or "system" not in cols else "system", n,
                                   "h100-sxm")).astype(str)
-    c["ramp"] = np.asarray(_column(cols, "ramp", n, ""), dtype=object)
+    # each distinct ramp cell parsed once (plan codec); rows carry its canonical text ('' = constant)
+    c["ramp"] = _ramp_texts(cols["ramp"]) if "ramp" in cols else np.full(n, "", dtype=object)
     return c
+
+
+def _ramp_texts(values) -> np.ndarray:
+    """Each row's ramp in canonical text ('' = constant), each distinct cell parsed once by the plan codec."""
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = list(values)
+    try:
+        keys = arr.astype(str)
+    except ValueError:  # a cell that is a sequence (a staircase written as [4, 4, 64])
+        keys = np.array([repr(v) for v in arr])
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    texts = np.array([decode_column("ramp", arr[j:j + 1])[0].text for j in first], dtype=object)
+    return texts[inverse.reshape(-1)]
 
 
 def feasibility(c: Mapping[str, np.ndarray], *, trainer: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -318,7 +318,7 @@ def _per_model(runs: list[RunSummary], bootstrap: int) -> list[ModelOptimum]:
         groups.setdefault((r.num_params, budgets[id(r)], r.seq_len, -1.0 if np.isnan(lr) else lr), []).append(r)
     out = []
     for (n, budget, seq_len, lr), rs in sorted(groups.items()):
-        const = [r for r in rs if r.first_batch == r.global_batch]  # ramps are reported, not fitted
+        const = [r for r in rs if not r.is_ramp]  # ramps are reported, not fitted
         if not const:
             continue
         bs = [r.global_batch for r in const]

@@ -46,14 +46,14 @@ def rows_from_logs(runs, system: str | None = None, *, force: bool = False,
         skipped: when a list, a completed log without a launched layout or step times is named there and
             left out (the command's exit status 1); otherwise it raises ValueError.
     """
-    from batchlaw.simulator.runconfig import spec_to_row
+    from batchlaw.simulator.plan import spec_to_row
     from batchlaw.simulator.spec import device_class, resolve_precision
 
     rows = []
     for r in runs:
         if r.status != "completed" or not r.config:
             continue
-        if r.first_batch != r.global_batch:
+        if r.is_ramp:
             continue  # a ramp's median step ran at other batches than its last: no single layout to price
         bad = ("no launched layout (attribute 'layout' lacks world_size, tp, pp, dp, vpp or micro_batch)"
                if not {"world_size", "tp", "pp", "dp", "vpp", "micro_batch"} <= set(r.layout) else

@@ -49,7 +49,8 @@ def plan_demo_runs(table: dict, out: Path, data_prefix: Path, base: str, suffix:
     surviving point at its fastest layout, each written as ``run.toml`` (a RunSpec) in its folder."""
     from batchlaw.simulator import config as _config
     from batchlaw.simulator.grid import plan_rows
-    from batchlaw.simulator.runconfig import find_run_config, in_run_dir, spec_from_row
+    from batchlaw.simulator.plan import spec_from_row
+    from batchlaw.simulator.runconfig import find_run_config, in_run_dir
     from batchlaw.simulator.spec import replace
 
     base_data = _config.apply_overrides(_config.load_toml(find_run_config(base)), _demo_sets(data_prefix))

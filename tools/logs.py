@@ -47,8 +47,8 @@ class RunSummary:
     steps: int
     tokens: int
     global_batch: int
-    first_batch: int
     ramp: str
+    """The run's batch ramp in its canonical text (``rampspec.RampSpec.text``; '' = constant batch)."""
     final_loss: float
     final_loss_se: float
     smoothed_loss: float
@@ -60,6 +60,16 @@ class RunSummary:
     tokens_per_s: float
     layout: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_ramp(self) -> bool:
+        """Whether the run's batch changed under a ramp (from its logged spec, not from its batches)."""
+        return self.ramp != ""
+
+    @property
+    def ramp_label(self) -> str:
+        """'' for a constant batch, else the ramp's shape and final batch, e.g. 'staircase -> 16'."""
+        return "" if not self.is_ramp else f"{self.ramp.split(chr(34))[1]} -> {self.global_batch}"
 
     def spec(self):
         """The run's ``RunSpec``, read back from the ``config`` attribute by the strict loader.
@@ -198,11 +208,22 @@ def _summarise(path, tail: float, seed: int) -> RunSummary:
         path=str(path), model_name=str(a.get("model_name", "")), num_params=int(a.get("num_params", 0)),
         seq_len=int(a.get("seq_len", 0)), status=str(a.get("status", "")), restart_count=int(a.get("restart_count", 0)),
         steps=int(c["step"][-1]), tokens=int(c["tokens"][-1]), global_batch=int(c["global_batch_size"][-1]),
-        first_batch=int(c["global_batch_size"][0]), ramp=str(a.get("ramp", "")),
+        ramp=_ramp_text(cfg, a),
         final_loss=float(np.nanmean(loss[-k:])), final_loss_se=_tail_se(loss[-k:]), smoothed_loss=float(smooth[-1]), val_loss=val,
         b_simple=b_point, b_simple_lo=lo, b_simple_hi=hi,
         step_time_s=_nanmedian(c["step_time_s"][1:] if n > 1 else c["step_time_s"]),
         tokens_per_s=_nanmedian(c["tokens_per_s"]), layout=json.loads(a.get("layout", "{}")), config=cfg)
+
+
+def _ramp_text(cfg: dict, attrs: dict) -> str:
+    """The run's ramp in canonical text: from the logged config (``train.ramp``), which every schema
+    version holds; the ``ramp`` attribute of older writers was prose and is not read."""
+    from batchlaw.simulator.rampspec import RampSpec
+
+    try:
+        return RampSpec.from_config(cfg.get("train", {}).get("ramp", "")).text
+    except (ValueError, AttributeError) as exc:
+        raise LogError(f"config attribute: train.ramp: {first_line(exc)}") from None
 
 
 def _tail_se(loss: np.ndarray) -> float:

@@ -120,12 +120,12 @@ def plot_loss_curves(runs, path: Path):
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False, sharey=True)
     for ax, ((n, name), rs) in zip(axes[0], groups):
         handles = []
-        for r in sorted(rs, key=lambda r: (r.global_batch, r.first_batch)):
+        for r in sorted(rs, key=lambda r: (r.global_batch, r.ramp)):
             c = read_columns(r.path, ("tokens", "loss"))
-            ramp = r.first_batch != r.global_batch
+            ramp = r.is_ramp
             i = bidx[r.global_batch]
             col = "k" if ramp else _shade(colours[n], i, len(bidx))
-            label = f"ramp {r.first_batch}->{r.global_batch}" if ramp else f"B={r.global_batch}"
+            label = f"ramp {r.ramp_label}" if ramp else f"B={r.global_batch}"
             (h,) = ax.plot(c["tokens"], ema_series(c["loss"], beta=0.95), lw=1.6 if ramp else 1.1, color=col,
                            ls=_STYLES[i % len(_STYLES)], label=label)
             handles.append(h)
@@ -145,7 +145,7 @@ def plot_noise_scale(runs, path: Path):
         c = read_columns(r.path, ("tokens", "gns_g2", "gns_trace"))
         series = b_simple_series(c["gns_g2"], c["gns_trace"], beta=0.95)
         if np.isfinite(series).any():
-            ramp = r.first_batch != r.global_batch
+            ramp = r.is_ramp
             ax.plot(c["tokens"], series, lw=1.8 if ramp else 1, color=colours[r.num_params],
                     ls=_STYLES[bidx[r.global_batch] % len(_STYLES)], alpha=0.6 if ramp else 0.9)
     ax.set(xlabel="tokens", ylabel="B_simple (sequences)", yscale="log", xscale="log",

@@ -60,8 +60,8 @@ def _law(law) -> str:
 def _runs_table(runs) -> list[str]:
     lines = ["| model | params | batch | ramp | tokens | steps | final loss | B_simple [80%] | step s | status |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(runs, key=lambda r: (r.num_params, r.global_batch, r.first_batch)):
-        ramp = "" if r.first_batch == r.global_batch else f"{r.first_batch}->{r.global_batch}"
+    for r in sorted(runs, key=lambda r: (r.num_params, r.global_batch, r.ramp)):
+        ramp = r.ramp_label
         lines.append(f"| {r.model_name} | {r.num_params:,} | {r.global_batch} | {ramp} | {r.tokens:,} | {r.steps} |"
                      f" {r.final_loss:.4f} | {_f(r.b_simple, '{:.3g}')} [{_f(r.b_simple_lo, '{:.3g}')},"
                      f" {_f(r.b_simple_hi, '{:.3g}')}] | {r.step_time_s:.3f} | {r.status} |")

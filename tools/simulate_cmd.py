@@ -57,17 +57,17 @@ def _runs(args) -> int:
 def _grid(args) -> int:
     from pathlib import Path
 
-    from batchlaw.simulator.config import to_json, write_text_atomic
-    from batchlaw.simulator.csvio import write_csv
-    from batchlaw.simulator.grid import load_grid, run_grid, summary
+    from batchlaw.simulator import config as _config
+    from batchlaw.simulator.grid import base_spec, load_grid, run_grid, summary
+    from batchlaw.simulator.plan import write_plan
 
     g = load_grid(args.grid, list(args.overrides) + ([f"system={args.system}"] if args.system else []))
     table = run_grid(g)
     print(summary(table, g, all_layouts=args.all_layouts))
     if args.out:
-        write_csv(args.out, table)
-        write_text_atomic(Path(args.out).with_suffix(".resolved.json"), to_json(g) + "\n")
-        print(f"wrote {args.out} ({len(table['survives'])} rows, survivors first) and its resolved config")
+        write_plan(args.out, table, base=base_spec(g) if g.base else None, meta={"grid": _config.to_dict(g)})
+        print(f"wrote {args.out} ({len(table['survives'])} rows, survivors first) and its resolved config"
+              f" {Path(args.out).with_suffix('.resolved.json')}")
     return 0
 
 

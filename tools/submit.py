@@ -2,7 +2,7 @@
 
 The runs are exactly the plan ``batchlaw simulate`` priced: ``grid.plan_rows`` picks one row per
 surviving (model, batch, ramp, lr, ...) point, its fastest layout (every surviving layout with
-``all_layouts``), and ``runconfig.spec_from_row`` turns each row into its RunSpec on top of the base
+``all_layouts``), and ``plan.spec_from_row`` turns each row into its RunSpec on top of the base
 run config; no field is renamed or dropped on the way. ``--dry-run`` writes nothing.
 
 Nothing reaches a shell as code: each run's settings go into its own ``run.toml`` (TOML string
@@ -13,6 +13,7 @@ and validated before the first ``sbatch``; files are written to temporary names 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -20,16 +21,15 @@ import subprocess
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from batchlaw.simulator import config as _config
 from batchlaw.simulator.grid import plan_rows
 from batchlaw.simulator.resources import template
-from batchlaw.simulator.ramp import ramp_text
-from batchlaw.simulator.runconfig import PLAN_COLUMNS, find_run_config, has_token_budget, in_run_dir, spec_from_row
-from batchlaw.simulator.checks import check_plan_row
+from batchlaw.simulator.plan import PLAN_COLUMNS, check_row, has_token_budget, spec_from_row
+from batchlaw.simulator.runconfig import find_run_config, in_run_dir
 
 __all__ = ["SubmitSettings", "plan_runs", "render_sbatch", "runs_table", "submit", "write_runs"]
 
@@ -42,7 +42,8 @@ class SubmitSettings:
     """What the rendered script and the sbatch call need."""
 
     runs_dir: Path
-    base_config: Path | str | None
+    base_config: Path | str | Mapping[str, Any] | None
+    """The base run: a run config name or TOML (read now), or a resolved RunSpec dict (a plan's sidecar)."""
     time: str
     job_name: str = "batchlaw"
     cpus_per_task: int = 8
@@ -151,9 +152,8 @@ def render_sbatch(s: SubmitSettings, nodes: int) -> str:
 
 
 def _ramp_tag(ramp) -> str:
-    """A short, stable run-name part for a ramp: the text itself when short, else a checksum."""
-    text = ramp_text(ramp)
-    return text if len(text) <= 24 and not text.startswith("{") else f"{zlib.crc32(text.encode()):08x}"
+    """A short, stable run-name part for a ramp (a ``RampSpec``): its shape and a checksum of its text."""
+    return f"{ramp.shape}{zlib.crc32(ramp.text.encode()):08x}"
 
 
 def _base(s: SubmitSettings, tokens_planned: bool = False) -> dict[str, Any]:
@@ -166,7 +166,10 @@ def _base(s: SubmitSettings, tokens_planned: bool = False) -> dict[str, Any]:
         if PLAN_COLUMNS.get(col) == (sec, name) or (key == "train.steps" and tokens_planned):
             raise ValueError(f"--set {key}: a planned column; change the grid (or simulate --set) instead,"
                              " so that what is launched is what was priced")
-    data = _config.load_toml(find_run_config(s.base_config)) if s.base_config else {}
+    if isinstance(s.base_config, Mapping):
+        data = json.loads(json.dumps(s.base_config))  # a deep copy of the resolved base
+    else:
+        data = _config.load_toml(find_run_config(s.base_config)) if s.base_config else {}
     return _config.apply_overrides(data, s.overrides)
 
 
@@ -179,7 +182,7 @@ def plan_runs(table: dict[str, np.ndarray], s: SubmitSettings) -> list[dict[str,
     runs, names = [], set()
     for i in rows:
         row = {k: v[i] for k, v in table.items()}
-        check_plan_row(row, int(i))  # inf, NaN, 0 or text in a count: one line, before int() of it
+        check_row(row, int(i))  # inf, NaN, 0 or text in a count: one line, before int() of it
         if "gpus_per_node" not in table:
             row["gpus_per_node"] = s.nproc_per_node
         elif int(float(row["gpus_per_node"])) != s.nproc_per_node:
@@ -188,7 +191,7 @@ def plan_runs(table: dict[str, np.ndarray], s: SubmitSettings) -> list[dict[str,
         spec = spec_from_row(row, base)
         name = _SLUG.sub("_", f"{spec.model.name}-b{spec.train.global_batch}-tp{spec.parallel.tp}-pp{spec.parallel.pp}"
                          + (f"-lr{spec.train.lr:g}" if "lr" in table else "")
-                         + (f"-ramp{_ramp_tag(spec.train.ramp)}" if spec.train.ramp else ""))
+                         + ("" if spec.train.ramp.is_constant else f"-ramp{_ramp_tag(spec.train.ramp)}"))
         while name in names:
             name += "_"
         names.add(name)
@@ -209,7 +212,7 @@ def runs_table(runs: list[dict[str, Any]], table: dict[str, np.ndarray]) -> str:
         c = r["config"]
         gpu_h = float(table["gpu_hours"][r["row"]]) if "gpu_hours" in table else float("nan")
         lay = f"{c.parallel.tp},{c.parallel.pp},{c.parallel.micro_batch}"
-        lines.append(f"{r['name']:34s} {r['nodes']:5d} {lay:>9s} {ramp_text(c.train.ramp) or '-':>14s}"
+        lines.append(f"{r['name']:34s} {r['nodes']:5d} {lay:>9s} {c.train.ramp.shape if not c.train.ramp.is_constant else '-':>14s}"
                      f" {c.train.precision:>9s} {gpu_h:8.0f} {'yes' if r['done'] else 'no'}")
     return "\n".join(lines)
 

@@ -10,7 +10,6 @@ the rendered script(s).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -44,28 +43,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_plan(source: str, system: str | None = None, base_config: str | None = None):
-    """(table, base run config or '') of a grid (name/TOML, priced now) or a CSV from simulate --out.
+    """(table, base) of a grid (name/TOML, priced now) or a plan CSV from simulate --out / design.
 
-    A CSV takes its grid's base run config from the ``.resolved.json`` that ``simulate --out`` wrote
-    beside it; without that file (a CSV copied alone) ``--base-config`` must say it, or the runs would
-    silently start from the defaults (synthetic data, no warmup, no checkpoints) instead of what was
-    planned."""
-    from batchlaw.simulator.csvio import read_csv
+    ``base`` is what every run starts from: ``--base-config`` when given (a name or TOML, read at launch),
+    else the resolved base RunSpec (a dict) that travels with the plan: the grid's base, or the one in the
+    plan's sidecar ``PLAN.resolved.json`` (``plan.write_plan``). A CSV without its sidecar needs
+    ``--base-config``, or the runs would silently start from the defaults (synthetic data, no warmup, no
+    checkpoints) instead of what was planned."""
+    from batchlaw.simulator import config as _config
+    from batchlaw.simulator.plan import read_plan, sidecar
 
     src = Path(source)
     if src.suffix != ".csv":
-        from batchlaw.simulator.grid import load_grid, run_grid
+        from batchlaw.simulator.grid import base_spec, load_grid, run_grid
 
         g = load_grid(source, [f"system={system}"] if system else [])
-        return run_grid(g), g.base
+        return run_grid(g), base_config or (_config.to_dict(base_spec(g)) if g.base else None)
     if system:
         raise ValueError("--system: a CSV was priced when it was simulated; re-run simulate --system instead")
-    resolved = src.with_suffix(".resolved.json")
-    if not resolved.is_file() and base_config is None:
-        raise ValueError(f"{source}: no {resolved.name} beside it (simulate --out writes it with the grid's base"
-                         " run config); copy it along, or name the base with --base-config NAME|TOML")
-    base = json.loads(resolved.read_text()).get("base", "") if resolved.is_file() else ""
-    return read_csv(src), base
+    table, doc = read_plan(src)
+    if not doc and base_config is None:
+        raise ValueError(f"{source}: no {sidecar(src).name} beside it (simulate --out and design write it with the"
+                         " resolved base run config); copy it along, or name the base with --base-config NAME|TOML")
+    return table, base_config or doc.get("base_config")
 
 
 def _gpu_request(table, nproc: int, requested: int | None) -> int:
@@ -84,12 +84,12 @@ def run(args: argparse.Namespace) -> int:
     from batchlaw.simulator.grid import plan_line, plan_rows
     from batchlaw.tools.submit import SubmitSettings, runs_table, submit
 
-    table, grid_base = load_plan(args.source, args.system, args.base_config)
+    table, base = load_plan(args.source, args.system, args.base_config)
     nproc = args.nproc_per_node
     if nproc is None:
         nproc = int(float(table["gpus_per_node"][0])) if "gpus_per_node" in table else 8
     gpus = _gpu_request(table, nproc, args.gpus_per_node)
-    s = SubmitSettings(runs_dir=Path(args.runs_dir), base_config=args.base_config or grid_base or None,
+    s = SubmitSettings(runs_dir=Path(args.runs_dir), base_config=base,
                        time=args.time, cpus_per_task=args.cpus_per_task, nproc_per_node=nproc,
                        gpus_per_node=gpus, partition=args.partition, account=args.account,
                        env_file=args.env, python=args.python, signal_lead_s=args.signal_lead,

@@ -84,7 +84,7 @@ def test_renamed_internal_fails_loudly_naming_the_version(megatron, tmp_path):
 
 def test_staircase_equals_megatrons_calculator_in_this_version(megatron):
     from batchlaw.plugin import _mcore
-    from batchlaw.simulator.ramp import parse_ramp
+    from batchlaw.simulator.rampspec import RampSpec
 
     api = "step_batch_size_schedule" if _mcore.version_tuple() >= (0, 18) else "rampup_batch_size"
     rng = random.Random(0)
@@ -95,7 +95,7 @@ def test_staircase_equals_megatrons_calculator_in_this_version(megatron):
         start = gran * rng.randint(1, 8)
         final = start + incr * rng.randint(1, 12)
         ramp_samples = rng.randint(0, 3000)
-        ours = parse_ramp(f"{start},{incr},{ramp_samples}", global_batch=final, granularity=gran)
+        ours = RampSpec.from_config(f"{start},{incr},{ramp_samples}").bind(global_batch=final, granularity=gran)
         max_samples = ramp_samples + 4 * final
         assert set(_mcore.megatron_ramp_kwargs(ours, max_samples)) == {api}
         ref = _mcore.megatron_batch_calculator(ours, global_batch=final, micro_batch=mb, dp=dp,
@@ -109,13 +109,13 @@ def test_staircase_equals_megatrons_calculator_in_this_version(megatron):
 def test_version_switch():
     pytest.importorskip("megatron.core")
     from batchlaw.plugin import _mcore
-    from batchlaw.simulator.ramp import parse_ramp
+    from batchlaw.simulator.rampspec import RampSpec
 
     assert _mcore.version_tuple("0.16.1") == (0, 16) and _mcore.version_tuple("0.19.2rc1") == (0, 19)
     assert _mcore.version_tuple() == tuple(int(x) for x in _mcore.VERSION.split(".")[:2])
-    ramp = parse_ramp("4,4,8", global_batch=16, granularity=4)
+    ramp = RampSpec.from_config("4,4,8").bind(global_batch=16, granularity=4)
     kwargs = _mcore.megatron_ramp_kwargs(ramp, max_samples=64)
     if _mcore.version_tuple() >= (0, 18):
-        assert kwargs == {"step_batch_size_schedule": ramp.to_step_schedule(64)}
+        assert kwargs == {"step_batch_size_schedule": "0:4 4:8 8:12 12:16"}  # the staircase's stairs, in samples
     else:
         assert kwargs == {"rampup_batch_size": [4, 4, 8]}

@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from batchlaw.simulator.runconfig import RunConfig, load_run_config
+from batchlaw.simulator.runconfig import RunSpec, load_run_config
 from batchlaw.simulator.spec import CONFIG_ROOT, Infeasible, load_model, validate_run
 
 TINY = CONFIG_ROOT / "runs" / "tiny-cpu.toml"
@@ -28,13 +28,14 @@ def test_contract_keys_exist_and_override():
     p, t = cfg.parallel, cfg.train
     assert (p.tp, p.pp, p.vpp, p.micro_batch) == (2, 2, 1, 1)
     assert p.distributed_optimizer and p.overlap_grad_reduce and not p.sequence_parallel
-    assert (t.global_batch, t.ramp, t.steps, t.seed, t.lr) == (16, "4,4,64", 3, 7, 1e-4)
+    assert (t.global_batch, t.ramp.text, t.steps, t.seed, t.lr) == \
+        (16, '{shape = "staircase", start = 4, incr = 4, ramp_samples = 64}', 3, 7, 1e-4)
     assert cfg.log.path == "x.h5"
 
 
 def test_tiny_cpu_is_the_tiny_model_and_layout_neutral():
     cfg = load_run_config(TINY)
-    assert isinstance(cfg, RunConfig)
+    assert isinstance(cfg, RunSpec)
     assert cfg.model == load_model("tiny")  # model.name resolves to configs/models/tiny.toml
     # the layouts the distributed tests run must all be valid for the shipped tiny config
     for world, tp, pp in [(1, 1, 1), (2, 2, 1), (2, 1, 2), (2, 1, 1), (4, 2, 2), (4, 2, 1), (4, 1, 2)]:

@@ -35,6 +35,19 @@ def reference(megatron, tmp_path_factory):
     return read_log(d / "log.h5")
 
 
+def test_logged_ramp_reads_back_to_the_launched_spec(reference):
+    """Issue 20: the ramp attribute is the RampSpec's canonical text (it was prose that nothing could parse);
+    it reads back equal to the ramp the run was launched with, and the logged batches follow it."""
+    from batchlaw.simulator.rampspec import RampSpec
+
+    launched = RampSpec.from_config("4,4,8")
+    assert reference["attrs"]["ramp"] == launched.text
+    assert RampSpec.from_config(reference["attrs"]["ramp"]) == launched
+    ramp = launched.bind(global_batch=8, granularity=4)  # tiny-cpu: micro_batch 2 x dp 2
+    consumed = np.concatenate([[0], reference["consumed_samples"][:-1]])
+    assert list(reference["global_batch_size"]) == [ramp(int(c)) for c in consumed]
+
+
 def _assert_resumed_equals_reference(workdir: Path, reference: dict) -> None:
     resumed = read_log(workdir / "log.h5")
     assert list(resumed["step"]) == list(range(1, STEPS + 1))  # each step exactly once

@@ -251,20 +251,22 @@ def test_system_efficiency_of_the_op_level_model_refused(tmp_path):
             load_system(_system(tmp_path, f"{base}[efficiency]\n{key} = {value}\n"))
 
 
-@pytest.mark.parametrize("cell", [float("inf"), float("nan"), 2.5, "many"])
+@pytest.mark.parametrize("cell", [float("inf"), 2.5, "many"])
 def test_runs_table_integer_cell_is_one_line(cell):
-    """A seed of inf in a planned table was an OverflowError traceback from int(float(...))."""
-    from batchlaw.simulator.runconfig import spec_from_row
+    """A seed of inf in a planned table was an OverflowError traceback from int(float(...)); a NaN cell is
+    blank (the base run's seed)."""
+    from batchlaw.simulator.plan import spec_from_row
 
-    with pytest.raises(ValueError, match=r"^column seed = .*: must be an integer$"):
-        spec_from_row({"model": "tiny", "global_batch": 8, "seed": cell})
+    with pytest.raises(ValueError, match=r"^seed = .*: allowed is a whole number \(blank: the base run's value\)$"):
+        spec_from_row({"model": "tiny", "global_batch": 8, "seed": cell, "steps": 1})
+    assert spec_from_row({"model": "tiny", "global_batch": 8, "seed": float("nan"), "tokens": 100}).train.seed == 1234
 
 
 def test_inline_ramp_table_nested_too_deeply_is_one_line():
-    from batchlaw.simulator.ramp import ramp_from_text
+    from batchlaw.simulator.rampspec import RampSpec
 
     with pytest.raises(ValueError, match="nested"):
-        ramp_from_text("{shape = " + "[" * 200 + "]" * 200 + "}")
+        RampSpec.from_config("{shape = " + "[" * 200 + "]" * 200 + "}")
 
 
 @pytest.mark.parametrize("make,message", [

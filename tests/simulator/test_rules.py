@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from batchlaw.simulator import rules
-from batchlaw.simulator.runconfig import RunSpec, TrainConfig, spec_to_row
+from batchlaw.simulator.plan import spec_to_row
+from batchlaw.simulator.runconfig import RunSpec, TrainConfig
 from batchlaw.simulator.spec import Infeasible, ModelShape, Parallelism, SystemSpec, validate_run
 from batchlaw.simulator.table import feasibility, normalise
 
@@ -25,7 +26,7 @@ def _random_specs(rng: np.random.Generator) -> list[RunSpec]:
                           sequence_parallel=bool(rng.integers(2)))
         gb = int(rng.choice([24, 32, 48, 64, 96, 128, 7]))
         ramp = str(rng.choice(["", "", f"{gb // 4},{gb // 4},1000", f"{gb // 2},{gb // 2},500", "3,3,8",
-                               f"0:{gb // 2} 100:{gb}", f"0:{gb} 10:{gb // 2}"]))
+                               f"0:{gb // 2} 100:{gb}", f"0:{gb // 2} 10:{2 * gb}"]))
         system = SystemSpec(name="h100-sxm", gpus_per_node=int(rng.choice([1, 2, 4, 8])),
                             nodes=int(rng.choice([1, 2, 3])))
         specs.append(RunSpec(model=model, parallel=par, system=system,

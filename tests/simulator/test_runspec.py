@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from batchlaw.simulator import config
-from batchlaw.simulator.ramp import RampTable
-from batchlaw.simulator.runconfig import (PLAN_COLUMNS, RunSpec, load_run_config, spec_from_dict, spec_from_row,
-                                          spec_to_row)
+from batchlaw.simulator.plan import PLAN_COLUMNS, spec_from_row, spec_to_row
+from batchlaw.simulator.rampspec import RampSpec
+from batchlaw.simulator.runconfig import RunSpec, load_run_config, spec_from_dict
 from batchlaw.simulator.spec import ModelShape, Parallelism
 from batchlaw.simulator.table import normalise
 
@@ -43,7 +43,7 @@ def test_ramp_tables_are_strict_per_shape():
     assert "\n" not in msg
     assert msg == "train.ramp.incr = 8: not used by shape 'doubling'; its keys are shape, start, every_tokens"
     spec = load_run_config("tiny-cpu", ['train.ramp={shape="staircase", start=4, incr=2, ramp_samples=64}'])
-    assert isinstance(spec.train.ramp, RampTable) and spec.train.ramp.incr == 2
+    assert isinstance(spec.train.ramp, RampSpec) and spec.train.ramp.incr == 2
 
 
 def test_unknown_model_name_lists_shipped_models():

@@ -114,6 +114,9 @@ def test_calibrate_refuses_what_it_cannot_fit(tmp_path, capsys):
     with h5py.File(ramp / "b64" / "log.h5", "a") as f:  # a ramp: 8 sequences first, then 64
         gbs = f["steps/global_batch_size"]
         gbs[:10] = 8
+        cfg = json.loads(f.attrs["config"])  # the run is classified by its logged ramp, not by its batches
+        cfg["train"]["ramp"] = {"shape": "staircase", "start": 8, "incr": 8, "ramp_samples": 80}
+        f.attrs["config"] = json.dumps(cfg)
     from batchlaw.tools.calibrate_cmd import rows_from_logs
     from batchlaw.tools.logs import load_runs
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from batchlaw.simulator.grid import POINT_COLUMNS, load_grid, plan_rows, run_grid
+from batchlaw.simulator.rampspec import RampSpec
 from batchlaw.tools.cli import main
 from batchlaw.tools.submit import SubmitSettings, plan_runs, submit, write_runs
 
@@ -58,7 +59,7 @@ def test_simulate_then_dry_run_submits_exactly_the_plan(tmp_path, capsys, monkey
     assert main(["submit", "plan.csv", "--time", "01:00:00", "--dry-run", "--show-configs"]) == 0
     shown = capsys.readouterr().out
     assert shown.count("[parallel]") == int(simulated.split()[1])  # one RunSpec per planned run
-    for line in ('ramp = "32,32,20000"', "overlap_grad_reduce = true", "distributed_optimizer = true",
+    for line in ('ramp = {shape = "staircase", start = 32, incr = 32, ramp_samples = 20000}', "overlap_grad_reduce = true", "distributed_optimizer = true",
                  'precision = "bf16"'):
         assert shown.count(line) == int(simulated.split()[1]), line
     assert _files(tmp_path) == before  # nothing written by any dry run
@@ -70,7 +71,7 @@ def test_simulate_then_dry_run_submits_exactly_the_plan(tmp_path, capsys, monkey
     assert f"plan: {len(runs)} runs" in simulated
     for r in runs:
         c = r["config"]
-        assert c.train.ramp == "32,32,20000"
+        assert c.train.ramp == RampSpec.from_config("32,32,20000")
         assert c.parallel.overlap_grad_reduce and c.parallel.distributed_optimizer
         assert c.train.precision == "bf16" and c.train.lr == 6e-4
         assert c.system.name == "h100-sxm" and c.system.gpus_per_node == 8
@@ -94,7 +95,8 @@ def test_written_run_toml_is_the_planned_runspec(tmp_path):
 
     for r in runs:
         assert load_run_config(r["dir"] / "run.toml") == r["config"]
-        assert tomllib.loads((r["dir"] / "run.toml").read_text())["train"]["ramp"] == "32,32,20000"
+        assert tomllib.loads((r["dir"] / "run.toml").read_text())["train"]["ramp"] == \
+            {"shape": "staircase", "start": 32, "incr": 32, "ramp_samples": 20000}
 
 
 def test_planned_columns_cannot_be_overridden_at_submit(tmp_path):
@@ -122,7 +124,7 @@ def test_simulate_system_is_honoured(tmp_path, capsys, monkeypatch):
 
 def _count_builds(monkeypatch, module):
     """Count the RunSpecs built from table rows by ``module`` (a spy around the real ``spec_from_row``)."""
-    from batchlaw.simulator.runconfig import spec_from_row
+    from batchlaw.simulator.plan import spec_from_row
 
     calls = []
 
@@ -148,14 +150,14 @@ def test_submit_planner_builds_each_runspec_once(tmp_path, monkeypatch):
 
 
 def test_demo_planner_builds_each_runspec_once(tmp_path, monkeypatch):
-    from batchlaw.simulator import runconfig
+    from batchlaw.simulator import plan
     from batchlaw.simulator.runconfig import load_run_config
     from batchlaw.tools import demo_cmd
 
     grid = tmp_path / "grid.toml"
     grid.write_text(GRID)
     table = run_grid(load_grid(grid))
-    calls = _count_builds(monkeypatch, runconfig)  # demo_cmd imports it at the call
+    calls = _count_builds(monkeypatch, plan)  # demo_cmd imports it at the call
     dirs = demo_cmd.plan_demo_runs(table, tmp_path, tmp_path / "data", "tiny-cpu")
     assert len(calls) == len(dirs) == len(plan_rows(table))
     for d in dirs:

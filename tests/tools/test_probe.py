@@ -10,7 +10,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from batchlaw.simulator.ramp import parse_ramp, probe_schedule, segments
+from batchlaw.simulator.ramp import probe_schedule, segments
+from batchlaw.simulator.rampspec import RampSpec
 from batchlaw.tools.probe import ProbeSettings, estimate, plan_branches
 
 SEQ = 64
@@ -92,12 +93,12 @@ def test_probe_ramp_never_exceeds_the_measured_critical_batch(tmp_path):
         assert b <= np.interp(t, tokens, safe) + 1e-9  # at its start the new batch is under the safe curve
     path = tmp_path / "probe.json"
     path.write_text(json.dumps({"estimates": [{"tokens": t, "b_crit": b} for t, b in zip(tokens, b_crit)]}))
-    ramp = parse_ramp({"shape": "probe", "probe": str(path), "start": 4}, global_batch=64, granularity=2,
-                      seq_len=SEQ)
+    ramp = RampSpec.from_config({"shape": "probe", "probe": str(path), "start": 4}).bind(global_batch=64, granularity=2,
+                                                                                       seq_len=SEQ)
     seen = [b for b, _, _ in segments(ramp, 10_000)]
     assert seen == sorted(seen) and seen[0] == 4 and seen[-1] == 64
     with pytest.raises(ValueError, match="train.ramp.probe"):
-        parse_ramp({"shape": "probe", "probe": str(tmp_path / "nope.json")}, global_batch=64)
+        RampSpec.from_config({"shape": "probe", "probe": str(tmp_path / "nope.json")})
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
