@@ -4,7 +4,7 @@ Method of Hoffmann et al. 2022 (approach 3, eq. 3-4) as corrected by Besiroglu e
 minimise the SUM over runs of Huber_delta(LSE(a - alpha log N, b - beta log D, e) - log L), delta =
 1e-3, with A = e^a, B = e^b, E = e^e, by L-BFGS-B from a grid of 4,500 initialisations. The grid is
 evaluated on all starts at once in numpy; only the ``keep`` best starts are polished, with analytic
-gradients (checked against polishing every start in ``batchlaw.tools.bench_fits``).
+gradients (checked against polishing every start in ``benchmarks/bench_fits.py``).
 """
 
 from __future__ import annotations

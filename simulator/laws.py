@@ -8,7 +8,7 @@ Loss laws (``predict(n_params, tokens, batch_tokens)``, vectorised, broadcasting
   x = ln(B / B_opt(D)), k = ``k_below`` for B < B_opt and ``k_above`` above. The final loss against
   log batch at fixed (N, D) is a convex basin (Li et al. 2025, "Predictable Scale: Part I", sec. 3,
   Fig. 2); B_opt(D) is the Step Law (their eq. 6); k is fitted on their released dense sweep
-  (``batchlaw.tools.bench_fits``). This is the model behind ``pred_loss`` in grids.
+  (``benchmarks/bench_fits.py``). This is the model behind ``pred_loss`` in grids.
 - ``KaplanLossAtBatch``: Kaplan et al. 2020 L(N, S_min) = (N_c/N)^alpha_N + (S_c/S_min)^alpha_S
   (eq. 1.6 / 5.6) with S = D / B steps and S_min = S / (1 + B_crit(L) / B) (eq. 5.4; McCandlish
   et al. 2018, eq. 2.11), B_crit(L) = B* / L^(1/alpha_B) (eq. 1.4), solved as a fixed point. It
