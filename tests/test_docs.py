@@ -26,3 +26,16 @@ def test_one_benchmark_script_and_one_doc_section_per_figure():
     headings = re.findall(r"^## .*$", (ROOT / "docs" / "benchmarks.md").read_text(), flags=re.M)
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
         assert sum(f"benchmarks/{script.name}" in h for h in headings) == 1, script.name
+
+
+def test_architecture_names_every_module_and_the_layering_test_cites_it():
+    """docs/architecture.md says which module owns what: every module file of the three packages is named
+    there (under its folder's heading), and tests/test_layering.py cites that file."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    for package in ("simulator", "plugin", "tools"):
+        section = text.split(f"`{package}/` (", 1)[1].split("\n\n`", 1)[0]
+        missing = [p.name for p in sorted((ROOT / package).glob("*.py"))
+                   if p.name != "__init__.py" and f"`{p.name}`" not in section]
+        assert not missing, f"docs/architecture.md does not say what {package}/{missing} own"
+    cited = re.findall(r"\b(?:docs/)?[\w]+\.md\b", (ROOT / "tests" / "test_layering.py").read_text())
+    assert "docs/architecture.md" in cited and all((ROOT / c).is_file() or (ROOT / "docs" / c).is_file() for c in cited)
