@@ -31,7 +31,7 @@ from batchlaw.simulator.noise import EmaNoiseScale
 from batchlaw.simulator.params import flops_per_step
 from batchlaw.simulator.ramp import AdaptiveRamp
 from batchlaw.simulator.runconfig import RunSpec
-from batchlaw.simulator.spec import validate_run
+from batchlaw.simulator.spec import resolve_precision, validate_run
 
 __all__ = ["Trainer"]
 
@@ -114,7 +114,7 @@ class Trainer:
         self.g = _Groups.from_megatron(shape.tied_embeddings and par.pp > 1)
         _mcore.seed_model_parallel(cfg.train.seed, on_cpu)
         torch.manual_seed(cfg.train.seed)
-        precision = cfg.train.precision if cfg.train.precision != "auto" else ("fp32" if on_cpu else "bf16")
+        precision = resolve_precision(cfg.train.precision, "cpu" if on_cpu else "gpu")
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.loss_scaled = precision == "fp16"  # megatron's grad scaler checks fp16 gradients itself
         chunks, self.tcfg = build_model(shape, par, seed=cfg.train.seed, dtype=self.dtype, on_cpu=on_cpu)

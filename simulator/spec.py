@@ -136,7 +136,13 @@ class SystemSpec:
 
 
 def resolve_precision(precision: str, system: str) -> str:
-    """``auto`` as the trainer resolves it: fp32 on a CPU system (profile name ``cpu-*``), else bf16."""
+    """``auto`` resolved: fp32 on a CPU, else bf16. The one place it is resolved: the trainer (on the device
+    it runs on), grids and ``predict_table`` (on the system profile priced) and calibration all call it.
+
+    Args:
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; only ``auto`` is changed.
+        system: a system profile name (``cpu-*`` is a CPU) or a device class (``cpu`` / ``gpu``).
+    """
     if precision != "auto":
         return precision
     return "fp32" if device_class(system) == "cpu" else "bf16"

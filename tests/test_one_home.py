@@ -1,0 +1,35 @@
+"""Tier (a), pure: one home per rule. ``precision = "auto"`` is resolved by ``spec.resolve_precision`` only
+(the trainer had its own copy of the rule); checked on the AST of every module."""
+
+import ast
+from pathlib import Path
+
+from batchlaw.simulator.spec import resolve_precision
+
+ROOT = Path(__file__).resolve().parents[1]
+# (file, function) that may compare a value with "auto": the rule itself, and predict_table's vectorised
+# column reader, which marks "auto" rows for ``table._resolve_auto`` (that calls resolve_precision)
+ALLOWED = {("simulator/spec.py", "resolve_precision"), ("simulator/table.py", "normalise")}
+
+
+def _auto_comparisons(path: Path):
+    tree = ast.parse(path.read_text())
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Compare) and any(isinstance(c, ast.Constant) and c.value == "auto"
+                                                         for c in [node.left, *node.comparators]):
+                    yield fn.name, node.lineno
+
+
+def test_auto_precision_is_resolved_in_one_place():
+    found = {(str(p.relative_to(ROOT)), name, line) for d in ("simulator", "plugin", "tools")
+             for p in sorted((ROOT / d).glob("*.py")) for name, line in _auto_comparisons(p)}
+    stray = sorted(f for f in found if f[:2] not in ALLOWED)
+    assert not stray, f"'auto' resolved outside spec.resolve_precision: {stray}"
+
+
+def test_resolve_precision_takes_a_profile_name_or_a_device_class():
+    assert [resolve_precision("auto", s) for s in ("cpu-gloo", "cpu", "h100-sxm", "gpu")] == ["fp32", "fp32", "bf16",
+                                                                                             "bf16"]
+    assert resolve_precision("fp16", "cpu") == "fp16"
