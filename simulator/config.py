@@ -278,6 +278,8 @@ def _toml_key(k: Any) -> str:
 
 def toml_value(v: Any, key: str = "value") -> str:
     """One TOML value (scalar, array or inline table) as text; ``key`` names it in errors."""
+    if hasattr(v, "item") and hasattr(v, "dtype") and getattr(v, "ndim", 1) == 0:
+        v = v.item()  # a numpy scalar (np.float64 reprs as "np.float64(...)", np.int64 is no int)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -302,11 +304,26 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
-def to_toml(data: Any) -> str:
-    """Serialise a (dataclass or) dict of tables of scalars to TOML; ``tomllib`` reads it back."""
+def _toml_comment(text: str) -> list[str]:
+    """``# `` lines of ``text``, one per ``\\n``; characters a TOML comment cannot hold (controls other than
+    tab) and non-ASCII ones are written as ``\\uXXXX``, so any text (a hostile path) keeps the file valid."""
+    def safe(ch: str) -> str:
+        return ch if ch == "\t" or 0x20 <= ord(ch) < 0x7F else f"\\u{ord(ch):04X}" if ord(ch) <= 0xFFFF \
+            else f"\\U{ord(ch):08X}"
+    return [("# " + "".join(safe(ch) for ch in line)).rstrip() for line in text.split("\n")] if text else []
+
+
+def to_toml(data: Any, *, comment: str = "") -> str:
+    """Serialise a (dataclass or) dict of tables of scalars to TOML; ``tomllib`` reads it back. The project's
+    one TOML writer: run.toml, branch configs and system profiles all go through it.
+
+    Args:
+        data: a dataclass or a dict; keys with value None are left out (TOML has no null).
+        comment: text written first as ``#`` lines (escaped where TOML would not take it).
+    """
     data = to_dict(data)
-    lines = [f"{_toml_key(k)} = {toml_value(v, str(k))}" for k, v in data.items()
-             if not isinstance(v, dict) and v is not None]
+    lines = _toml_comment(comment) + [f"{_toml_key(k)} = {toml_value(v, str(k))}" for k, v in data.items()
+                                      if not isinstance(v, dict) and v is not None]
     for name, table in data.items():
         if isinstance(table, dict):
             lines += ["", f"[{_toml_key(name)}]"] + [f"{_toml_key(k)} = {toml_value(v, f'{name}.{k}')}"

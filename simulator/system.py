@@ -173,24 +173,10 @@ def gpu_profile_name(name: str) -> str:
     return _ALIASES_LOWER.get(text.lower(), text)
 
 
-def _toml_value(v) -> str:
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (tuple, list)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return repr(float(v)) if isinstance(v, float) else str(v)
-
-
 def save_system(profile: SystemProfile, path: str | Path, comment: str = "") -> None:
-    """Write a profile TOML that ``load_system(path)`` reads back (atomically)."""
+    """Write a profile TOML that ``load_system(path)`` reads back (atomically), with ``config.to_toml``."""
     data = _config.to_dict(profile)
     eff = data.pop("efficiency")
     cal = data.pop("calibration")
-    lines = [f"# {line}" for line in comment.splitlines()] + ["[system]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in data.items()]
-    lines += ["", "[efficiency]"] + [f"{k} = {_toml_value(v)}" for k, v in eff.items()]
-    if cal.get("n_rows"):
-        lines += ["", "[calibration]"] + [f"{k} = {_toml_value(v)}" for k, v in cal.items()]
-    _config.write_text_atomic(path, "\n".join(lines) + "\n")
+    tables = {"system": data, "efficiency": eff, **({"calibration": cal} if cal.get("n_rows") else {})}
+    _config.write_text_atomic(path, _config.to_toml(tables, comment=comment))

@@ -1,5 +1,6 @@
-"""Tier (a), pure: one home per rule. ``precision = "auto"`` is resolved by ``spec.resolve_precision`` only
-(the trainer had its own copy of the rule); checked on the AST of every module."""
+"""Tier (a), pure: one home per rule and per writer, checked on the AST of every module. ``precision = "auto"``
+is resolved by ``spec.resolve_precision`` only (the trainer had its own copy of the rule); TOML is written by
+``config.to_toml`` only (``system.save_system`` had a second writer with weaker escaping)."""
 
 import ast
 from pathlib import Path
@@ -33,3 +34,11 @@ def test_resolve_precision_takes_a_profile_name_or_a_device_class():
     assert [resolve_precision("auto", s) for s in ("cpu-gloo", "cpu", "h100-sxm", "gpu")] == ["fp32", "fp32", "bf16",
                                                                                              "bf16"]
     assert resolve_precision("fp16", "cpu") == "fp16"
+
+
+def test_one_toml_writer():
+    """Only simulator/config.py defines TOML functions (the loader and the writer); everything else calls them."""
+    found = sorted((str(p.relative_to(ROOT)), node.name) for d in ("simulator", "plugin", "tools")
+                   for p in sorted((ROOT / d).glob("*.py")) for node in ast.walk(ast.parse(p.read_text()))
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "toml" in node.name.lower())
+    assert {f for f, _ in found} == {"simulator/config.py"}, found
