@@ -4,9 +4,10 @@ Search order for ``find("models", "gpt-180m")``:
 
 1. each folder in ``$BATCHLAW_CONFIG_PATH`` (``os.pathsep``-separated; ``batchlaw --config-dir DIR``
    prepends DIR), each holding ``models/``, ``systems/``, ``grids/``, ``laws/``, ``runs/``;
-2. the legacy single folder ``$BATCHLAW_CONFIG_DIR``;
-3. the configs shipped inside the package (``importlib.resources``: ``batchlaw.configs``), which in a
+2. the configs shipped inside the package (``importlib.resources``: ``batchlaw.configs``), which in a
    checkout (editable install) is the repository's ``configs/``.
+
+The old single folder ``$BATCHLAW_CONFIG_DIR`` is retired: set, it is a one-line error naming the new way.
 
 The first folder holding ``<kind>/<name>.toml`` wins; ``names(kind)`` lists the union.
 """
@@ -45,9 +46,10 @@ def template(name: str = "train.sbatch") -> Path:
 
 def search_path() -> list[Path]:
     """The config folders in search order (user folders first, the shipped ones last)."""
+    if os.environ.get("BATCHLAW_CONFIG_DIR"):
+        raise ValueError("$BATCHLAW_CONFIG_DIR was retired; use BATCHLAW_CONFIG_PATH=DIR (or batchlaw --config-dir DIR)")
     user = [Path(p) for p in os.environ.get("BATCHLAW_CONFIG_PATH", "").split(os.pathsep) if p]
-    legacy = os.environ.get("BATCHLAW_CONFIG_DIR")
-    return user + ([Path(legacy)] if legacy else []) + [shipped_root()]
+    return user + [shipped_root()]
 
 
 def find(kind: str, name: str) -> Path | None:

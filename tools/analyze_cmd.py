@@ -13,9 +13,11 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from batchlaw.tools.cli import retire
+
     parser.add_argument("logdir", help="folder of HDF5 run logs (searched recursively), or one log")
     parser.add_argument("--out-dir", default="report", help="report folder (runs.csv, pictures, report.md)")
-    parser.add_argument("--out", dest="out_dir", help=argparse.SUPPRESS)  # the old spelling
+    retire(parser, "--out", "--out-dir DIR (the report is a folder)")
     parser.add_argument("--extrapolate", type=float, help="parameter count N to extrapolate B_opt to"
                         " (only done with a determined law)")
     parser.add_argument("--grid", help="a pruned grid CSV (batchlaw simulate --out) for the Pareto picture")

@@ -34,6 +34,23 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Retired(argparse.Action):
+    """A retired spelling: using it is a one-line error naming the flag that replaced it."""
+
+    def __init__(self, option_strings, dest, *, use: str, **kwargs):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs="?", help=argparse.SUPPRESS)
+        self.use = use
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise ValueError(f"{option_string} was retired; use {self.use}")
+
+
+def retire(parser: argparse.ArgumentParser, old: str, use: str) -> None:
+    """Make ``old`` a one-line error that names ``use`` (declared, so that argparse does not take it as an
+    abbreviation of a longer flag: ``--nproc`` would otherwise still mean ``--nproc-per-node``)."""
+    parser.add_argument(old, action=_Retired, use=use)
+
+
 def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--config-dir", action="append", default=[], metavar="DIR",

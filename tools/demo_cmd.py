@@ -26,8 +26,10 @@ size of the demo's budgets, so no optimum was bracketed (docs/benchmarks.md, the
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from batchlaw.tools.cli import retire
+
     parser.add_argument("--out-dir", default="demo-out", help="output folder (logs, report, profile)")
-    parser.add_argument("--out", dest="out_dir", help=argparse.SUPPRESS)  # the old spelling
+    retire(parser, "--out", "--out-dir DIR (the demo writes a folder)")
     parser.add_argument("--quick", action="store_true", help="smaller budget (tests and smoke checks)")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at a time (each one CPU rank)")
 

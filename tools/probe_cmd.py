@@ -33,6 +33,8 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from batchlaw.tools.cli import retire
+
     parser.add_argument("run", help="the base run: its folder (with log.h5) or its HDF5 log")
     parser.add_argument("--checkpoints", default="all", help="'all' or base steps to probe, e.g. 200,400")
     parser.add_argument("--factors", default="1,2,4,8,16", help="batch multipliers k (with 1), default 1,2,4,8,16")
@@ -44,11 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tail", type=float, default=0.25, help="fraction of the window whose loss is compared")
     parser.add_argument("--seeds", default="0", help="data seeds of the branches (0 = the base run's seed)")
     parser.add_argument("--out-dir", dest="out", help="output folder (default RUN/probe)")
-    parser.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the old spelling
+    retire(parser, "--out", "--out-dir DIR (the probe writes a folder)")
     parser.add_argument("--jobs", type=int, default=2, help="branches at a time")
     parser.add_argument("--nproc-per-node", dest="nproc", type=int, default=0,
                         help="ranks per branch (default: the base run's world size)")
-    parser.add_argument("--nproc", dest="nproc", type=int, help=argparse.SUPPRESS)  # the old spelling
+    retire(parser, "--nproc", "--nproc-per-node N")
     parser.add_argument("--system", default="", help="system profile for the plan (default: cpu-gloo for a CPU"
                         " run, else h100-sxm)")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and write nothing")
@@ -186,7 +188,7 @@ def _branch_text(plan, cfg: dict, seq_len: int, root: Path) -> str:
 def _run_all(dirs: list[Path], nproc: int, jobs: int) -> None:
     from batchlaw.tools.jobs import run_jobs
 
-    run_jobs(dirs, lambda d: [sys.executable, "-m", "batchlaw.tools", "train", str(d / "run.toml"), "--nproc",
+    run_jobs(dirs, lambda d: [sys.executable, "-m", "batchlaw.tools", "train", str(d / "run.toml"), "--nproc-per-node",
                               str(nproc)],
              jobs=jobs, progress=lambda done, total, text: print(f"  branch {done}/{total}: {text}", flush=True))
 
@@ -199,7 +201,7 @@ def _slurm_script(dirs: list[Path], nproc: int) -> str:
     return (f"#!/bin/bash\n#SBATCH --job-name=probe-cbs\n#SBATCH --array=0-{len(dirs) - 1}\n#SBATCH --nodes=1\n"
             f"#SBATCH --ntasks-per-node=1\nset -euo pipefail\nBRANCHES=(\n{items}\n)\n"
             f"exec {shlex.quote(sys.executable)} -m batchlaw.tools train \"${{BRANCHES[$SLURM_ARRAY_TASK_ID]}}\""
-            f" --nproc {int(nproc)}\n")
+            f" --nproc-per-node {int(nproc)}\n")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from batchlaw.tools.cli import retire
+
     parser.add_argument("source", help="grid name or TOML (priced here), or a grid CSV written by simulate --out")
     parser.add_argument("--base-config", default=None,
                         help="run config (name or TOML) every run starts from; default: the grid's base")
@@ -22,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time", required=True, help="time limit per job, e.g. 04:00:00")
     parser.add_argument("--nproc-per-node", type=int, default=None,
                         help="ranks (GPUs) per node; default: the plan's gpus_per_node (8 if the table has none)")
-    parser.add_argument("--nproc", dest="nproc_per_node", type=int, help=argparse.SUPPRESS)  # old spelling
+    retire(parser, "--nproc", "--nproc-per-node N")
     parser.add_argument("--cpus-per-task", type=int, default=8, help="#SBATCH --cpus-per-task (one task per node)")
     parser.add_argument("--gpus-per-node", type=int, default=None,
                         help="#SBATCH --gpus-per-node: default the ranks per node when the plan names a GPU system,"

@@ -35,10 +35,12 @@ GRACE_S = 30.0  # after a rank fails, how long the others get to stop before SIG
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from batchlaw.tools.cli import retire
+
     parser.add_argument("config", help="run config: a name in configs/runs (e.g. tiny-cpu) or a TOML path")
     parser.add_argument("--nproc-per-node", dest="nproc", type=int, default=1,
                         help="processes on this node (GPUs, or CPU ranks under gloo)")
-    parser.add_argument("--nproc", dest="nproc", type=int, help=argparse.SUPPRESS)  # the old spelling
+    retire(parser, "--nproc", "--nproc-per-node N")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run-config key, e.g. --set parallel.tp=2")
     parser.add_argument("--print-command", action="store_true", help="print the rank command and exit")

@@ -22,7 +22,7 @@ STEPS = 20
 
 def _launch(tmp_path, tag):
     out, err = open(tmp_path / f"{tag}.out", "w"), open(tmp_path / f"{tag}.err", "w")
-    cmd = [sys.executable, "-m", "batchlaw.tools", "train", str(TINY), "--nproc", "2", "--set", "parallel.tp=2",
+    cmd = [sys.executable, "-m", "batchlaw.tools", "train", str(TINY), "--nproc-per-node", "2", "--set", "parallel.tp=2",
            "--set", f"train.steps={STEPS}", "--set", "log.stdout_every=1", "--set", "log.flush_every=1",
            "--set", f"log.path={tmp_path / 'log.h5'}", "--set", f"checkpoint.dir={tmp_path / 'ckpt'}"]
     return subprocess.Popen(cmd, stdout=out, stderr=err, start_new_session=True, cwd=tmp_path)

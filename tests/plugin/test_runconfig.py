@@ -92,7 +92,7 @@ def test_layout_rules_are_the_simulators():
 def test_batchlaw_train_checks_the_ramp_before_launch(capsys):
     from batchlaw.tools.cli import main
 
-    args = ["train", str(TINY), "--nproc", "2", "--print-command"]
+    args = ["train", str(TINY), "--nproc-per-node", "2", "--print-command"]
     assert main(args + ["--set", "train.ramp='4,4,8'"]) == 0
     assert main(args + ["--set", "train.ramp='3,3,8'"]) == 2
     assert "ramp.start = 3: must be a positive multiple of micro_batch x dp = 4" in capsys.readouterr().err

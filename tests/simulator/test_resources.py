@@ -55,3 +55,18 @@ def test_inline_model_name_hint():
     names = ", ".join(resources.names("models"))
     assert str(exc.value) == (f"model.name = 'gpt-13b': unknown; shipped models are {names}"
                               " (or give layers, hidden, heads inline)")
+
+
+def test_the_old_config_dir_variable_is_retired(tmp_path, monkeypatch, capsys):
+    """$BATCHLAW_CONFIG_DIR was a hidden second spelling of $BATCHLAW_CONFIG_PATH; set, it now stops with one
+    line naming the replacement instead of being searched silently."""
+    from batchlaw.tools.cli import main
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "my-70m.toml").write_text('[model]\nname = "my-70m"\nlayers = 6\nhidden = 512\nheads = 8\n')
+    monkeypatch.setenv("BATCHLAW_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match=r"BATCHLAW_CONFIG_DIR was retired; use BATCHLAW_CONFIG_PATH=DIR"):
+        resources.find("models", "my-70m")
+    assert main(["simulate", "--models"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "BATCHLAW_CONFIG_PATH" in err

@@ -62,7 +62,7 @@ def test_optimal_batch_edges_and_three_points():
 
 def test_analyze_cli_writes_report_and_pictures(logdir, tmp_path):
     out = tmp_path / "rep"
-    assert main(["analyze", str(logdir), "--out", str(out), "--extrapolate", "1e9"]) == 0
+    assert main(["analyze", str(logdir), "--out-dir", str(out), "--extrapolate", "1e9"]) == 0
     text = (out / "report.md").read_text()
     assert "B_opt(N) = " in text and "extrapolated to N = 1e+09" in text
     assert "27 runs (27 completed) of 3 model sizes; 3 of 3 sizes have a bracketed optimum" in text

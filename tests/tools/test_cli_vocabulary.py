@@ -1,5 +1,6 @@
 """Tier (a), pure: one vocabulary on the command line: every subcommand has a description, every
-option has help text, the same idea has the same flag, and the old spellings still work (hidden)."""
+option has help text, the same idea has the same flag, and the old spellings (--nproc, --out for a folder)
+are retired: a one-line error naming the new flag, never a silent alias or an abbreviation."""
 
 import argparse
 import importlib
@@ -38,12 +39,26 @@ def test_shared_flags(name, flag):
     flags = {s for p in _parsers(name) for a in p._actions for s in a.option_strings
              if a.help != argparse.SUPPRESS}
     assert flag in flags
-    assert not flags & {"--nproc"}  # old spellings are hidden aliases
+    assert not flags & {"--nproc"}  # retired spellings are not offered
 
 
-def test_old_spellings_still_parse(capsys):
-    assert main(["train", "tiny-cpu", "--nproc", "2", "--set", "parallel.tp=2", "--print-command"]) == 0
-    assert "2 x RANK=<0..1> WORLD_SIZE=2 " in capsys.readouterr().out
+@pytest.mark.parametrize("argv,new", [
+    (["train", "tiny-cpu", "--nproc", "2", "--print-command"], "--nproc-per-node"),
+    (["train", "tiny-cpu", "--nproc=2", "--print-command"], "--nproc-per-node"),
+    (["submit", "batch-sweep-180m-4b", "--time", "01:00:00", "--dry-run", "--nproc", "2"], "--nproc-per-node"),
+    (["analyze", "logs", "--out", "report"], "--out-dir"),
+    (["demo", "--out", "demo-out"], "--out-dir"),
+    (["probe-cbs", "runs/x", "--out", "probe"], "--out-dir"),
+    (["probe-cbs", "runs/x", "--nproc", "2"], "--nproc-per-node"),
+])
+def test_old_spellings_are_retired_with_a_one_line_error(tmp_path, monkeypatch, capsys, argv, new):
+    """README said "the old spellings --nproc and --out for folders still work": hidden aliases. Declared retired,
+    they also cannot pass as abbreviations of the new flags (argparse would take --nproc for --nproc-per-node)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "was retired; use " + new in captured.err, captured.err
+    assert not captured.out and not list(tmp_path.iterdir())  # refused before anything ran
 
 
 @pytest.mark.parametrize("argv,listed", [

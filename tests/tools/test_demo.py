@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.dist, pytest.mark.slow]
 def test_demo_quick_whole_loop(tmp_path, capsys):
     pytest.importorskip("megatron.core")
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--out-dir", str(out)]) == 0
     text = capsys.readouterr().out
     assert "== 5/5 calibrate" in text and "report:" in text
     logs = sorted((out / "runs").glob("*/log.h5"))
@@ -26,5 +26,5 @@ def test_demo_quick_whole_loop(tmp_path, capsys):
     assert ramp[0] == 2 and ramp[-1] == 8 and np.all(np.diff(ramp) >= 0)
     assert (out / "cpu-gloo-calibrated.toml").is_file()
     # a second call skips completed runs (idempotent)
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--out-dir", str(out)]) == 0
     assert "10 already completed" in capsys.readouterr().out

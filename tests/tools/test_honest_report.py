@@ -41,7 +41,7 @@ def _sweep(d, n, batches, b_opt):
 
 def _report(d, tmp_path, *args):
     out = tmp_path / "rep"
-    status = main(["analyze", str(d), "--out", str(out), "--extrapolate", "1e9", *args])
+    status = main(["analyze", str(d), "--out-dir", str(out), "--extrapolate", "1e9", *args])
     return status, (out / "report.md").read_text()
 
 

@@ -40,7 +40,7 @@ def test_probe_cbs_reproducible_across_seeds(tmp_path, capsys):
     for seed in (11, 22):
         out = tmp_path / f"probe{seed}"
         assert main(["probe-cbs", str(run), "--checkpoints", "100", "--factors", "1,2,4,8", "--seeds", str(seed),
-                     "--tolerance", "0.01", "--out", str(out)]) == 0
+                     "--tolerance", "0.01", "--out-dir", str(out)]) == 0
         assert "predicted on cpu-gloo" in capsys.readouterr().out
         data = json.loads((out / "probe.json").read_text())
         assert (out / "probe.csv").read_text().startswith("step,tokens,base_batch,b_crit")
@@ -53,7 +53,7 @@ def test_probe_cbs_reproducible_across_seeds(tmp_path, capsys):
     # session-5 audit: finished branches are reused, so they must not be reused under other settings; a branch
     # resumes the base checkpoint, so it runs at the base run's world size
     again = ["probe-cbs", str(run), "--checkpoints", "100", "--factors", "1,2,4,8", "--seeds", "11"]
-    assert main(again + ["--lr-rule", "linear", "--out", str(tmp_path / "probe11")]) == 2
+    assert main(again + ["--lr-rule", "linear", "--out-dir", str(tmp_path / "probe11")]) == 2
     assert "was set up with other settings" in capsys.readouterr().err
     assert main(again + ["--nproc-per-node", "2", "--plan-only"]) == 2
     assert "--nproc-per-node = 2: the base run's checkpoints were written by 1 ranks" in capsys.readouterr().err
@@ -78,6 +78,6 @@ def test_probe_cbs_reproducible_across_seeds(tmp_path, capsys):
     assert np.all(c["global_batch_size"][c["tokens"] > a["tokens"]] <= b_crit)  # never above the measurement
     assert c["global_batch_size"][-1] == 2 ** int(np.log2(b_crit))
     # analyze counts the base run only (branch logs are marked) and shows the probes beside B_simple
-    assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
+    assert main(["analyze", str(tmp_path), "--out-dir", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "2 runs (2 completed) of 1 model size" in text and "| probe11 | 100 |" in text
