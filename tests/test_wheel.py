@@ -68,10 +68,11 @@ def test_the_loop_from_outside_the_checkout(installed):
                 "--set", "data.kind=synthetic"], work, env)
     assert plan in dry and "#!/usr/bin/env bash" in dry
     assert not (work / "runs").exists()
-    _run([str(b / "batchlaw"), "train", "tiny-cpu", "--nproc-per-node", "1", "--set", "train.steps=4",
-          "--set", "log.path=runs/tiny/log.h5", "--set", "checkpoint.dir=", "--set", "log.stdout_every=0"],
-         work, env, timeout=240)
+    trained = _run([str(b / "batchlaw"), "train", "tiny-cpu", "--nproc-per-node", "1", "--set", "train.steps=4",
+                    "--set", "log.path=runs/tiny/log.h5", "--set", "checkpoint.dir=", "--set", "log.stdout_every=0"],
+                   work, env, timeout=240)
     assert (work / "runs" / "tiny" / "log.h5").is_file()
+    assert trained.splitlines()[-1] == f"batchlaw train: HDF5 log written: {work / 'runs' / 'tiny' / 'log.h5'}"
     # the logged config reads back through the strict loader to the RunSpec that was launched
     same = _run([str(installed["py"]), "-c", "import h5py, json; from batchlaw.simulator.runconfig import *;"
                  "a = h5py.File('runs/tiny/log.h5')['/'].attrs;"

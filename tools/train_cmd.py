@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> list[str]:
     """The command line of every rank for ``args`` (validated first, so errors come before any launch)."""
+    return _plan(args)[0]
+
+
+def _plan(args: argparse.Namespace) -> tuple[list[str], str]:
+    """(the rank command, the absolute path of the run's HDF5 log or "" when ``log.path`` is empty)."""
     from batchlaw.simulator.runconfig import find_run_config, load_run_config
     from batchlaw.simulator.spec import validate_run
     from batchlaw.simulator.checks import check_prelaunch, cuda_visible
@@ -65,7 +70,7 @@ def command(args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "batchlaw.plugin.train", str(path)]
     for item in args.overrides + local_system(cfg, args.nproc):
         cmd += ["--set", item]
-    return cmd
+    return cmd, os.path.abspath(cfg.log.path) if cfg.log.path else ""  # the ranks run in this folder
 
 
 def local_system(cfg, nproc: int) -> list[str]:
@@ -140,16 +145,21 @@ def _supervise(procs: list[subprocess.Popen], received: list[int]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    cmd = command(args)
+    cmd, log = _plan(args)
     if args.print_command:
         print(f"{args.nproc} x RANK=<0..{args.nproc - 1}> WORLD_SIZE={args.nproc} " + shlex.join(cmd))
         return 0
+    print(f"batchlaw train: HDF5 log -> {log}" if log else "batchlaw train: no HDF5 log (log.path is empty)", flush=True)
     received: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in _FORWARD}
     procs: list[subprocess.Popen] = []
     try:
         procs = _start(cmd, args.nproc)
-        return _supervise(procs, received)
+        rc = _supervise(procs, received)
+        if log:
+            print(f"batchlaw train: no HDF5 log was written ({log})" if not os.path.exists(log) else
+                  f"batchlaw train: HDF5 log {'written' if rc == 0 else '(up to its last flush)'}: {log}", flush=True)
+        return rc
     finally:
         _signal_all(procs, signal.SIGKILL)  # only reached with ranks alive on an error in the launcher
         for sig, handler in previous.items():
