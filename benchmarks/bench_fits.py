@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from batchlaw.simulator import fits
+from batchlaw.simulator import fits, resources
 from batchlaw.simulator.csvio import read_csv
 from batchlaw.simulator.fit_loss import huber_objective, loss_grid
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = resources.data_root()  # data/ of the checkout, or the copy shipped in the wheel
 # Besiroglu et al. 2024, Table 1 = epoch-research/analyzing-chinchilla data_analysis.ipynb (cells 25, 26):
 # estimate, bootstrap standard error (4,000 refits), 95% bootstrap percentile interval.
 EPOCH = {"A": (482.01, 124.52, (285.21, 743.63)), "B": (2085.43, 1293.28, (1042.36, 5810.34)),

@@ -40,10 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from batchlaw.simulator.csvio import read_csv
+from batchlaw.simulator.resources import data_root
 
 __all__ = ["PUBLIC_CSV", "public_rows"]
 
-PUBLIC_CSV = Path(__file__).resolve().parents[1] / "data" / "throughput" / "throughput_megatron.csv"
+PUBLIC_CSV = data_root() / "throughput" / "throughput_megatron.csv"  # shipped in the wheel too
 _OFFLOAD = re.compile(r"(?<!not applicable)cpu_offloading_num_layers=(\d+)(?![^;]*not applicable)")
 
 

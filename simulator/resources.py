@@ -1,4 +1,5 @@
-"""Where named configs (models, systems, grids, laws, runs) and the sbatch template are found.
+"""Where named configs (models, systems, grids, laws, runs), the sbatch template and the public data sets
+are found.
 
 Search order for ``find("models", "gpt-180m")``:
 
@@ -10,6 +11,10 @@ Search order for ``find("models", "gpt-180m")``:
 The old single folder ``$BATCHLAW_CONFIG_DIR`` is retired: set, it is a one-line error naming the new way.
 
 The first folder holding ``<kind>/<name>.toml`` wins; ``names(kind)`` lists the union.
+
+The public data sets (``data/`` of a checkout: CSV files with their PROVENANCE) ship inside the package as
+``batchlaw.data``; ``data_file("data/steplaw/dense_lr_bs_loss.csv")`` returns that file where it exists as
+given (relative to the working folder), else the shipped copy, so documented commands run from a wheel too.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import importlib.resources
 import os
 from pathlib import Path
 
-__all__ = ["KINDS", "find", "names", "resolve", "search_path", "shipped_root", "template"]
+__all__ = ["KINDS", "data_file", "data_names", "data_root", "find", "names", "resolve", "search_path",
+           "shipped_root", "template"]
 
 KINDS = ("models", "systems", "grids", "laws", "runs")
 
@@ -42,6 +48,34 @@ def shipped_root() -> Path:
 def template(name: str = "train.sbatch") -> Path:
     """A file of the shipped ``slurm/`` folder (the sbatch template)."""
     return _package_dir("batchlaw.slurm", "slurm") / name
+
+
+def data_root() -> Path:
+    """The public data sets shipped with the package (``data/`` of a checkout)."""
+    return _package_dir("batchlaw.data", "data")
+
+
+def data_names() -> list[str]:
+    """The shipped data files (CSV), as ``<set>/<file>`` relative to ``data_root()``."""
+    root = data_root()
+    return sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.csv"))
+
+
+def data_file(name: str | Path, *, field: str = "--data") -> Path:
+    """A data file: ``name`` itself when that file exists, else the shipped data set of that name
+    (``steplaw/dense_lr_bs_loss.csv``, with or without a leading ``data/``, as the docs write it).
+
+    Raises:
+        ValueError: one line naming ``field``, the value and every shipped data file.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("data",) else path.parts
+    if parts and not path.is_absolute() and ".." not in parts and data_root().joinpath(*parts).is_file():
+        return data_root().joinpath(*parts)
+    raise ValueError(f"{field} {str(name)!r}: no such file, and no shipped data set of that name; shipped are "
+                     f"{', '.join('data/' + n for n in data_names())}")
 
 
 def search_path() -> list[Path]:

@@ -8,7 +8,9 @@
                                 [--definition mccandlish|zhang --b-ref B] ...
 
 With ``--c-col``, D = C / (6 N) as Epoch AI did. ``--json`` prints one JSON object: one entry per
-fitted law, each with params, ci, success, message, n_points.
+fitted law, each with params, ci, success, message, n_points. ``--data`` is a CSV file, or one of the public
+data sets shipped with batchlaw by its name under ``data/`` (``data/steplaw/dense_lr_bs_loss.csv``; the
+file in the working folder wins; docs/laws.md lists them).
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--b-ref", type=float, help="reference batch of --definition zhang (they use 256 sequences)")
     c.add_argument("--overhead", type=float, default=0.2, help="overhead of --definition zhang")
     for q in (p, b, c):
-        q.add_argument("--data", required=True, help="CSV file with a header row")
+        q.add_argument("--data", required=True, help="CSV file with a header row, or a shipped data set"
+                       " (data/steplaw/dense_lr_bs_loss.csv, ...)")
         q.add_argument("--bootstrap", type=int, default=0, help="bootstrap refits for intervals (0 = none)")
         q.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
         q.add_argument("--json", action="store_true", help="print one JSON object")
@@ -152,12 +155,16 @@ def _print(result: dict, as_json: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the CSV, fit the chosen law, print a table or one JSON object."""
-    from batchlaw.simulator.csvio import read_csv
-
     import warnings
 
+    from batchlaw.simulator.csvio import read_csv
+    from batchlaw.simulator.resources import data_file
+
     _check(args)
-    table = read_csv(args.data)
+    path = data_file(args.data)
+    if str(path) != str(args.data):  # not in the working folder (a wheel outside the checkout): the shipped copy
+        print(f"note: --data {args.data}: read from the copy shipped with batchlaw ({path})", file=sys.stderr)
+    table = read_csv(path)
     _note_dropped(args, table)
     fit = {"loss": _fit_loss, "batch": _fit_batch, "critical-batch": _fit_critical}[args.law]
     with warnings.catch_warnings(record=True) as caught:  # one line each on stderr, not Python's two

@@ -14,7 +14,8 @@ import numpy as np
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", nargs="?", help="grid name (configs/grids) or TOML to expand, price and prune")
-    parser.add_argument("--runs", help="CSV with the columns of published_throughput.csv (or RunSpec columns)")
+    parser.add_argument("--runs", help="CSV with the columns of published_throughput.csv (or RunSpec columns), or a"
+                        " shipped data set (data/throughput/published_throughput.csv)")
     parser.add_argument("--out", help="output CSV file (a grid also writes OUT.resolved.json next to it)")
     parser.add_argument("--system", help="system profile (name or TOML) for every row; replaces the grid's system")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -37,9 +38,10 @@ def _models() -> int:
 
 def _runs(args) -> int:
     from batchlaw.simulator.csvio import read_csv, write_csv
+    from batchlaw.simulator.resources import data_file
     from batchlaw.simulator.table import predict_table
 
-    table = read_csv(args.runs)
+    table = read_csv(data_file(args.runs, field="--runs"))
     out = predict_table(table, args.system)  # precision 'auto' is resolved per system (fp32 on cpu-*)
     if "precision" in table:
         out["precision"] = table["precision"]  # the RunSpec value ('auto' stays 'auto'), as a grid writes it

@@ -93,3 +93,17 @@ def test_left_out_rows_and_missing_intervals_are_said(tmp_path, capsys):
     assert "note: 2 of 20 rows left out (a missing, non-finite or non-positive value; first: row 18, b = -64)" in err
     assert "(no intervals: --bootstrap 0" in out
     assert "Traceback" not in err and all(line.startswith(("note:", "warning:")) for line in err.splitlines())
+
+
+def test_data_is_found_by_its_documented_name_outside_the_checkout(tmp_path, monkeypatch, capsys):
+    """docs/laws.md writes --data data/zhang2024_cbs/...: outside the checkout (a wheel) that path was missing. The
+    shipped copy is read and named on stderr; an unknown name lists the shipped sets."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "critical-batch", "--data", "data/zhang2024_cbs/steps_to_target_loss.csv", "--n-col",
+                 "n_params_nominal", "--batch-col", "batch_size_seqs", "--steps-col", "steps_to_target"]) == 0
+    captured = capsys.readouterr()
+    assert "B_crit(N): n_points=5 success=True" in captured.out
+    assert "read from the copy shipped with batchlaw" in captured.err
+    assert main(["fit", "loss", "--data", "data/nope.csv", "--n-col", "a", "--d-col", "b", "--loss-col", "c"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "shipped are data/cerebras_gpt/" in err and "data/steplaw/dense_lr_bs_loss.csv" in err
