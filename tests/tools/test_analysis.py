@@ -83,6 +83,26 @@ def test_inspect_and_bad_logdir(logdir, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_inspect_prints_the_whole_config(tmp_path, capsys):
+    """inspect cut every attribute at 200 characters, the config mid-word; now a JSON attribute is one leaf per
+    line and nothing is cut."""
+    import json
+
+    import h5py
+
+    path = tmp_path / "log.h5"
+    _write(path, 1e5, 8)
+    long_path = "/scratch/" + "very-long-folder-name/" * 12 + "corpus_text_document"
+    with h5py.File(path, "a") as f:
+        cfg = json.loads(f.attrs["config"])
+        cfg["data"] = {"kind": "indexed", "path": long_path}
+        f.attrs["config"] = json.dumps(cfg)
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f'config.data.path = "{long_path}"' in lines
+    assert "config.train.global_batch = 8" in lines and "config.model.name = \"m100000.0\"" in lines
+
+
 def test_calibrate_from_logs_improves_prediction(logdir, tmp_path, capsys):
     out = tmp_path / "prof.toml"
     assert main(["calibrate", str(logdir), "--system", "cpu-gloo", "--out", str(out)]) == 0
