@@ -65,8 +65,8 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
     plots.plot_loss_curves(runs, out / "loss_curves.png")
     plots.plot_noise_scale(runs, out / "noise_scale.png")
     if result.optima:
-        plots.plot_final_loss_vs_batch(result, out / "final_loss_vs_batch.png")
-        plots.plot_bopt_vs_n(result, out / "bopt_vs_n.png")
+        plots.plot_final_loss_vs_batch(result, runs, out / "final_loss_vs_batch.png")
+        plots.plot_bopt_vs_n(result, runs, out / "bopt_vs_n.png")
     if table is not None:
         plots.plot_pareto(table, out / "pareto.png")
         pics["Simulator: loss against GPU-hours"] = "pareto.png"

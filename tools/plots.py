@@ -19,7 +19,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator  # noqa: E402
 
 from batchlaw.simulator.noise import b_simple_series, ema_series  # noqa: E402
+from batchlaw.tools.analysis import Z80  # noqa: E402
 from batchlaw.tools.logs import read_columns  # noqa: E402
+from batchlaw.tools.report import b_simple_end, law_verdict, no_dependence_text, sweep_runs  # noqa: E402
 
 __all__ = ["plot_bopt_vs_n", "plot_final_loss_vs_batch", "plot_loss_curves", "plot_noise_scale", "plot_pareto",
            "size_colours"]
@@ -157,15 +159,19 @@ def plot_noise_scale(runs, path: Path):
     return _save(fig, path)
 
 
-def plot_final_loss_vs_batch(result, path: Path):
-    """Final loss against batch per model: points (marker = batch), parabola, optimum or bound."""
+def plot_final_loss_vs_batch(result, runs, path: Path):
+    """Final loss against batch per model: points (marker = batch) with their 80% intervals (+-Z80 standard
+    errors of each run's final loss, the noise the bracketing rule uses), parabola, optimum or bound."""
     fig, ax = plt.subplots(figsize=(8.0, 4.2))
     colours = size_colours([o.num_params for o in result.optima])
     bidx = _batch_index([b for o in result.optima for b in o.batches])
     for o in result.optima:
         col = colours[o.num_params]
+        se = {(float(r.global_batch), float(r.final_loss)): r.final_loss_se for r in sweep_runs(runs, o)}
         for b, loss in zip(o.batches, o.losses):
-            ax.plot([b], [loss], _MARKERS[bidx[int(b)] % len(_MARKERS)], color=col, mfc=col, ms=6)
+            err = Z80 * se.get((b, loss), np.nan)
+            ax.errorbar([b], [loss], yerr=[err] if np.isfinite(err) else None, fmt=_MARKERS[bidx[int(b)] % len(_MARKERS)],
+                        color=col, mfc=col, ms=6, capsize=3, elinewidth=1)
         if o.curve is not None and o.curve[0] > 0:
             xs = np.linspace(np.log(min(o.batches)), np.log(max(o.batches)), 60)
             ax.plot(np.exp(xs), np.polyval(o.curve, xs), "-", color=col, lw=1)
@@ -180,7 +186,9 @@ def plot_final_loss_vs_batch(result, path: Path):
     ax.set(xscale="log", xlabel="global batch (sequences)", ylabel="final training loss (nats/token)",
            title="final loss against batch size")
     _batch_axis(ax.xaxis, [b for o in result.optima for b in o.batches])
-    extra = [Line2D([], [], ls="none", marker="*", color="0.5", mec="k", ms=12, label="optimum (bracketed)"),
+    extra = [Line2D([], [], ls="none", marker="|", color="0.5", ms=10, mew=1.2,
+                    label="80% interval of a final loss (+-1.28 s.e.)"),
+             Line2D([], [], ls="none", marker="*", color="0.5", mec="k", ms=12, label="optimum (bracketed)"),
              Line2D([], [], ls="none", marker="<", color="0.5", mfc="none", ms=10, label="bound (<= or >=)"),
              Line2D([], [], ls="none", marker="_", color="0.5", ms=12, mew=2, label="flat within noise (~)"),
              plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.2, label="80% interval of B_opt")]
@@ -189,9 +197,19 @@ def plot_final_loss_vs_batch(result, path: Path):
     return _save(fig, path)
 
 
-def plot_bopt_vs_n(result, path: Path):
-    """B_opt against N: bracketed optima (with intervals) and bounds, the law and its band only over the
-    points it was fitted on, B_simple at the end, and Step Law's B(D) for reference."""
+def _law_label(law) -> str:
+    """The legend entry of a law line, in the words of the report (``report.law_verdict``)."""
+    verdict = law_verdict(law)
+    tag = {"law": "", "not determined": " (not determined)",
+           "no dependence": f" ({no_dependence_text(law)}: exponent interval includes 0)"}[verdict]
+    return f"{law.name}: fit N^{law.exponent:.2f} on {law.n_points} pts{tag}"
+
+
+def plot_bopt_vs_n(result, runs, path: Path):
+    """B_opt against N: bracketed optima (with intervals) and bounds, the B_opt(N) law and its band only over the
+    points it was fitted on, B_simple (end) per sweep with the B_crit(N) law, and Step Law's B(D) for reference.
+    A law is solid only when ``report.law_verdict`` calls it a law; dashed when not determined or when its
+    exponent interval includes 0 (the report's words are in its legend entry); absent when there is no fit."""
     fig, ax = plt.subplots(figsize=(8.4, 4.2))
     colours = size_colours([o.num_params for o in result.optima])
     for o in result.optima:
@@ -203,22 +221,31 @@ def plot_bopt_vs_n(result, path: Path):
         else:
             ax.plot([o.num_params], [o.b_opt], {"<=": "v", ">=": "^"}.get(o.bound, "_"), color=col, mfc="none",
                     ms=9 if o.bound in ("<=", ">=") else 14, mew=1 if o.bound in ("<=", ">=") else 2.5)
-        ax.plot([o.num_params], [o.b_crit], "s", color=col, mfc="none", ms=6)
+        mid, lo, hi = b_simple_end(runs, o)
+        if np.isfinite(mid):
+            ax.errorbar([o.num_params], [mid], yerr=[[mid - lo], [hi - mid]], fmt="s", color=col, mfc="none", ms=6,
+                        capsize=2, elinewidth=0.8)
     law = result.b_opt_vs_n
     handles = [Line2D([], [], ls="none", marker="o", color="0.4", label="B_opt, bracketed (80% interval)"),
                Line2D([], [], ls="none", marker="v", color="0.4", mfc="none", label="B_opt bound (<= or >=)"),
                Line2D([], [], ls="none", marker="_", color="0.4", ms=12, mew=2, label="B_opt flat within noise (~)"),
-               Line2D([], [], ls="none", marker="s", color="0.4", mfc="none", label="B_simple at end"),
+               Line2D([], [], ls="none", marker="s", color="0.4", mfc="none",
+                      label="B_simple (end): median of a sweep's runs (range)"),
                Line2D([], [], ls="none", marker="x", color="k", label="Step Law B(D) at each D")]
     if law.fitted:
         xs = np.geomspace(min(law.x) / 1.2, max(law.x) * 1.2, 50)
         lo, hi = law.predict_range(xs)
-        style = "-" if law.determined else "--"
+        style = "-" if law_verdict(law) == "law" else "--"
         ax.plot(xs, law.c * xs**law.exponent, style, color="k", lw=1.2)
         ax.fill_between(xs, lo, hi, color="k", alpha=0.12)
-        tag = "" if law.determined else " (not determined)"
-        handles += [Line2D([], [], color="k", ls=style, label=f"fit N^{law.exponent:.2f} on {law.n_points} pts{tag}"),
-                    plt.Rectangle((0, 0), 1, 1, color="k", alpha=0.12, label="80% band of the fit")]
+        handles += [Line2D([], [], color="k", ls=style, label=_law_label(law)),
+                    plt.Rectangle((0, 0), 1, 1, color="k", alpha=0.12, label="80% band of the B_opt(N) fit")]
+    crit = result.b_crit_vs_n
+    if crit.fitted:
+        xs = np.geomspace(min(crit.x) / 1.2, max(crit.x) * 1.2, 50)
+        style = ":" if law_verdict(crit) == "law" else "--"
+        ax.plot(xs, crit.c * xs**crit.exponent, style, color="0.45", lw=1.2)
+        handles.append(Line2D([], [], color="0.45", ls=style, label=_law_label(crit)))
     n = [o.num_params for o in result.optima]
     ax.plot(n, result.published["steplaw_b_opt_seqs"], "x", color="k")
     ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="batch (sequences)",

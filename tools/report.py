@@ -6,9 +6,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from batchlaw.tools.analysis import at_edge
 
-__all__ = ["DEFINITIONS", "describe_pictures", "plural", "probe_section", "write_report"]
+__all__ = ["DEFINITIONS", "b_simple_end", "describe_pictures", "law_verdict", "no_dependence_text", "plural",
+           "probe_section", "sweep_runs", "write_report"]
 
 DEFINITIONS = """## Definitions and units
 
@@ -23,6 +26,8 @@ DEFINITIONS = """## Definitions and units
   either side, the sweep is flat within its noise), marked, and kept out of laws.
 - **B_simple**: the simple gradient noise scale tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8),
   from the unbiased two-batch estimates logged every step, averaged over the last 20% of steps.
+- **B_simple (end)** of a batch sweep: the median of B_simple over the sweep's constant-batch runs (the
+  points of its B_opt; a batch-ramp run is left out), with the range of those runs' values.
 - **B_crit**: the critical batch. Here it is estimated by B_simple near the end of training
   (McCandlish et al. 2018, sec. 2.2), which can differ from the batch at which training actually
   stops being token-efficient; `batchlaw probe-cbs` measures that directly (Merrill et al. 2025).
@@ -33,7 +38,8 @@ DEFINITIONS = """## Definitions and units
   bootstrap redrawing each point from its own interval plus the fit's residual scatter.
 - **Laws**: y = c x^a by least squares in log space; R^2 is in log space. A law needs at least
   {min_sizes} model sizes with usable points, and is "not determined" (printed, never extrapolated)
-  when its exponent interval is wider than {max_width:g}.
+  when its exponent interval is wider than {max_width:g}. A law whose exponent interval includes 0
+  shows no dependence on its variable: it is printed as such, drawn dashed, and never extrapolated.
 """
 
 
@@ -46,15 +52,51 @@ def _f(x, fmt="{:.4g}") -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
 
 
-def _law(law) -> str:
+def law_verdict(law) -> str:
+    """What a law across sizes may claim, the same in text and pictures: ``none`` (no fit), ``not determined``
+    (exponent interval wider than the limit), ``no dependence`` (the exponent's 80% interval includes 0: the data
+    show no dependence on the variable) or ``law``."""
     if not law.fitted:
+        return "none"
+    if not law.determined:
+        return "not determined"
+    lo, hi = law.exponent_ci
+    return "no dependence" if lo <= 0 <= hi else "law"
+
+
+def no_dependence_text(law) -> str:
+    """'no size dependence shown' (N) or 'no token-budget dependence shown' (D)."""
+    return f"no {'size' if law.variable == 'N' else 'token-budget'} dependence shown"
+
+
+def _law(law) -> str:
+    verdict = law_verdict(law)
+    if verdict == "none":
         return f"- {law.name}: none. {law.reason[0].upper() + law.reason[1:]}."
     lo, hi = law.exponent_ci
     body = (f"{law.c:.3g} x {law.variable}^{law.exponent:.3f} (80% interval of the exponent {lo:.3f} .. {hi:.3f};"
             f" {plural(law.n_points, 'point')}; R^2 = {_f(law.r2, '{:.3f}')} in log space)")
-    if law.determined:
+    if verdict == "law":
         return f"- {law.name} = {body}"
+    if verdict == "no dependence":
+        return (f"- {law.name}: {no_dependence_text(law)}: the exponent's 80% interval {lo:.3f} .. {hi:.3f} includes 0."
+                f" The fit was {body}.")
     return f"- {law.name}: not determined: {law.reason}. The fit was {body}."
+
+
+def sweep_runs(runs, o) -> list:
+    """The runs behind the points of one sweep's optimum ``o``: completed, of its size and sequence length, with
+    a (batch, final loss) among its points. These are its constant-batch runs; a ramp run is none of them."""
+    points = set(zip(o.batches, o.losses))
+    return [r for r in runs if r.status == "completed" and r.num_params == o.num_params and r.seq_len == o.seq_len
+            and (float(r.global_batch), float(r.final_loss)) in points]
+
+
+def b_simple_end(runs, o) -> tuple[float, float, float]:
+    """B_simple (end) of a sweep: (median, min, max) over its constant-batch runs' B_simple; NaN when none has one."""
+    v = np.array([r.b_simple for r in sweep_runs(runs, o)], float)
+    v = v[np.isfinite(v)]
+    return (float(np.median(v)), float(v.min()), float(v.max())) if len(v) else (np.nan, np.nan, np.nan)
 
 
 def _runs_table(runs) -> list[str]:
@@ -68,16 +110,18 @@ def _runs_table(runs) -> list[str]:
     return lines
 
 
-def _optima_table(result) -> list[str]:
+def _optima_table(runs, result) -> list[str]:
     lines = ["| model | params | tokens | seq | lr | runs | batches tried | B_opt | 80% interval | method |"
-             " B_simple (end) | best loss |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             " B_simple (end) [range] | best loss |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for o in result.optima:
+        mid, lo, hi = b_simple_end(runs, o)
         tried = ", ".join(f"{b:g}" for b in sorted(set(o.batches)))
         interval = f"[{_f(o.b_opt_lo, '{:.3g}')}, {_f(o.b_opt_hi, '{:.3g}')}]" if o.bracketed else "none (bound)"
         mark = " (edge)" if not o.bracketed and at_edge(o) else ""
         lines.append(f"| {o.model_name} | {o.num_params:,} | {o.tokens:,} | {o.seq_len or '-'} | {_f(o.lr, '{:.3g}')} |"
                      f" {o.n_runs} | {tried} | {o.b_opt_text}{mark} |"
-                     f" {interval} | {o.interval_method or '-'} | {_f(o.b_crit, '{:.3g}')} | {o.best_loss:.4f} |")
+                     f" {interval} | {o.interval_method or '-'} | {_f(mid, '{:.3g}')} [{_f(lo, '{:.3g}')},"
+                     f" {_f(hi, '{:.3g}')}] | {o.best_loss:.4f} |")
     return lines
 
 
@@ -134,20 +178,13 @@ def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_se
     lines = ["# batchlaw study report", ""] + _summary(runs, result, list(skipped)) + [""]
     lines += DEFINITIONS.format(min_sizes=s.get("min_sizes", 3), max_width=s.get("max_exponent_width", 1.0)).splitlines()
     lines += ["", "## Runs", ""] + _runs_table(runs)
-    lines += ["", "## Optimal and critical batch per model size (sequences)", ""] + _optima_table(result)
+    lines += ["", "## Optimal and critical batch per model size (sequences)", ""] + _optima_table(runs, result)
     lines += ["", "## Laws across model sizes", ""]
     if s.get("include_bounds"):
         lines += ["Edge optima (bounds) are included in these fits at the user's request: the laws are biased"
                   " toward the sweep's edge.", ""]
     lines += [_law(result.b_opt_vs_n), _law(result.b_opt_vs_d), _law(result.b_crit_vs_n)]
-    e = result.extrapolation
-    if e:
-        if "b_opt" in e:
-            lo, hi = e["b_opt_range"]
-            lines.append(f"- extrapolated to N = {e['N']:.3g}: B_opt ~ {e['b_opt']:.3g} sequences (range {lo:.3g} .. {hi:.3g})"
-                         + (f", B_crit ~ {e['b_crit']:.3g}" if "b_crit" in e else ""))
-        else:
-            lines.append(f"- no extrapolation to N = {e['N']:.3g}: B_opt(N) is not a determined law.")
+    lines += _extrapolation(result)
     lines += list(extra_sections)
     lines += ["", "## Pictures", ""]
     for title, name in pictures.items():
@@ -158,6 +195,34 @@ def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_se
     from batchlaw.simulator.config import write_text_atomic
 
     return write_text_atomic(out, "\n".join(lines) + "\n")
+
+
+def _extrapolation(result) -> list[str]:
+    """The extrapolation line: only through laws (``law_verdict``), never through one without size dependence."""
+    e = result.extrapolation
+    if not e:
+        return []
+    verdict = law_verdict(result.b_opt_vs_n)
+    if "b_opt" not in e or verdict != "law":
+        why = ("B_opt(N) shows no size dependence (its exponent interval includes 0)" if verdict == "no dependence"
+               else "B_opt(N) is not a determined law")
+        return [f"- no extrapolation to N = {e['N']:.3g}: {why}."]
+    lo, hi = e["b_opt_range"]
+    crit = f", B_crit ~ {e['b_crit']:.3g}" if "b_crit" in e and law_verdict(result.b_crit_vs_n) == "law" else ""
+    return [f"- extrapolated to N = {e['N']:.3g}: B_opt ~ {e['b_opt']:.3g} sequences (range {lo:.3g} .. {hi:.3g}){crit}"]
+
+
+def _law_in_picture(law) -> str:
+    """How ``bopt_vs_n.png`` shows a law, in the words of the report's law line."""
+    verdict = law_verdict(law)
+    if verdict == "none":
+        return f"No {law.name} line: {law.reason}."
+    fit = f"{law.c:.3g} N^{law.exponent:.2f} through {plural(law.n_points, 'point')}"
+    if verdict == "law":
+        return f"The {'solid' if law.name.startswith('B_opt') else 'dotted'} line is {law.name} = {fit}."
+    why = (f"{no_dependence_text(law)}: its exponent interval includes 0" if verdict == "no dependence"
+           else f"not determined: {law.reason}")
+    return f"The dashed {'black' if law.name.startswith('B_opt') else 'grey'} line is the {law.name} fit {fit}, {why}."
 
 
 def _why_bound(o) -> str:
@@ -183,16 +248,14 @@ def describe_pictures(runs, result) -> dict[str, str]:
         where = (f"bracketed at {o.b_opt:.3g} (80% interval {o.b_opt_lo:.3g} .. {o.b_opt_hi:.3g})" if o.bracketed
                  else f"a bound {o.b_opt_text} ({_why_bound(o)})")
         parts.append(f"{o.model_name}: {where}")
-    out["final_loss_vs_batch.png"] = ("Final loss against batch per model size with the parabola in ln(batch);"
-                                      " a filled star marks a bracketed optimum, an open triangle a bound, a dash"
-                                      " a flat sweep. " + "; ".join(parts) + ".")
-    law = result.b_opt_vs_n
+    out["final_loss_vs_batch.png"] = ("Final loss against batch per model size, each with its 80% interval (+-1.28"
+                                      " standard errors of the mean over the last 20% of steps), and the parabola"
+                                      " in ln(batch); a filled star marks a bracketed optimum, an open triangle a"
+                                      " bound, a dash a flat sweep. " + "; ".join(parts) + ".")
     txt = ("B_opt against N: filled circles are bracketed optima with their intervals, open triangles bounds,"
-           " dashes flat sweeps.")
-    if law.fitted:
-        txt += (f" The line is the fit {law.c:.3g} N^{law.exponent:.2f} through {plural(law.n_points, 'point')}"
-                f" with its 80% band ({'determined' if law.determined else 'not determined: ' + law.reason}).")
-    else:
-        txt += f" No law is drawn: {law.reason}."
-    out["bopt_vs_n.png"] = txt + " Open squares: B_simple at the end of training; crosses: Step Law's B(D)."
+           " dashes flat sweeps; open squares are B_simple (end) of each sweep (median of its constant-batch runs,"
+           " bars: their range); crosses are Step Law's B(D). " + _law_in_picture(result.b_opt_vs_n))
+    if law_verdict(result.b_opt_vs_n) != "none":
+        txt += " The grey band is the 80% band of the B_opt(N) fit."
+    out["bopt_vs_n.png"] = txt + " " + _law_in_picture(result.b_crit_vs_n)
     return out

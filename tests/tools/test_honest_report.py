@@ -186,3 +186,85 @@ def test_optimum_interval_grows_with_the_loss_noise():
     assert tight.method == loose.method == "parametric bootstrap 80%"
     assert 2 <= loose.lo <= tight.lo <= tight.b <= tight.hi <= loose.hi <= 8
     assert locate_optimum(b, loss).method == "bracket"  # 4 points, no standard errors: the bracket
+
+
+def _write_plain(path, n, batch_at, final, trace, steps=60):
+    """A run with exact noise-scale inputs (|G|^2 = 4, tr(Sigma) = ``trace``: B_simple = trace / 4) and the global
+    batch ``batch_at(step)`` (a ramp when it changes)."""
+    cfg = {"model": {"name": f"m{int(n)}", "layers": 2, "hidden": 64, "heads": 4, "seq_len": SEQ},
+           "train": {"tokens": 100000, "global_batch": batch_at(steps)}}
+    w = RunLogWriter(path, attrs={"config": cfg, "num_params": int(n), "model_name": f"m{int(n)}", "seq_len": SEQ},
+                     flush_every=16)
+    samples = 0
+    for s in range(1, steps + 1):
+        samples += batch_at(s)
+        w.append({"step": s, "tokens": samples * SEQ, "global_batch_size": batch_at(s), "consumed_samples": samples,
+                  "loss": final + 1.0 / s, "gns_g2": 4.0, "gns_trace": trace, "step_time_s": 1e-3, "tokens_per_s": 1.0})
+    w.close()
+
+
+def test_b_simple_end_is_the_median_of_the_sweeps_constant_batch_runs(tmp_path):
+    """The report's per-size "B_simple (end)" was an undocumented median over every run of the size, the batch-ramp
+    run included. It is now the median over the sweep's constant-batch runs (the points of its B_opt), with their
+    range: here runs at batch 4 and 8 with B_simple 100 and 150, and a ramp 4 -> 8 with 1000."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    _write_plain(d / "b4.h5", 1e5, lambda s: 4, 2.10, 400.0)
+    _write_plain(d / "b8.h5", 1e5, lambda s: 8, 2.00, 600.0)
+    _write_plain(d / "ramp.h5", 1e5, lambda s: 4 if s <= 30 else 8, 2.05, 4000.0)
+    status, text = _report(d, tmp_path)
+    assert status == 0 and "| ramp |" in text and "| 4->8 |" in text  # the ramp run is listed with the runs
+    row = next(line for line in text.splitlines() if line.startswith("| m100000 | 100,000 | ") and "| 4, 8 |" in line)
+    assert "| 125 [100, 150] |" in row, row
+    assert "**B_simple (end)** of a batch sweep: the median of B_simple over the sweep's constant-batch runs" in text
+
+
+def test_a_law_whose_exponent_interval_includes_zero_shows_no_size_dependence(tmp_path):
+    """B_simple is the same at every size here, so the B_crit(N) exponent's interval includes 0: it was printed as a
+    law ("B_crit(N) = ...") and not drawn. Text, picture description and legend now all say "no size dependence
+    shown", and the fit is drawn dashed."""
+    import matplotlib.legend
+
+    from batchlaw.tools import plots
+    from batchlaw.tools.report import describe_pictures
+
+    d = tmp_path / "logs"
+    d.mkdir()
+    for n in (1e5, 4e5, 1.6e6):
+        _sweep(d, n, (4, 8, 16, 32), 10.0)
+    runs = load_runs(d)
+    res = analyse(runs)
+    lo, hi = res.b_crit_vs_n.exponent_ci
+    assert res.b_crit_vs_n.determined and lo < 0 < hi  # the situation under test
+    status, text = _report(d, tmp_path)
+    assert "B_crit(N) = " not in text
+    assert f"- B_crit(N): no size dependence shown: the exponent's 80% interval {lo:.3f} .. {hi:.3f} includes 0." in text
+    assert "B_crit(N), shows no" not in text and "B_crit ~" not in text
+    described = describe_pictures(runs, res)["bopt_vs_n.png"]
+    assert "no size dependence shown: its exponent interval includes 0" in described
+    fig = plots.plot_bopt_vs_n(res, runs, tmp_path / "b.png")
+    labels = [t.get_text() for leg in fig.axes[0].findobj(matplotlib.legend.Legend) for t in leg.get_texts()]
+    assert any(t.startswith("B_crit(N): fit N^") and "no size dependence shown" in t for t in labels), labels
+
+
+def test_the_loss_against_batch_picture_draws_each_final_loss_with_its_interval(tmp_path):
+    """The final-loss picture had no error bars although the analysis has each run's final-loss standard error
+    (and the bracketing rule uses it): each point now carries +-1.28 standard errors (80%)."""
+    from batchlaw.tools import plots
+    from batchlaw.tools.analysis import Z80
+
+    d = tmp_path / "logs"
+    d.mkdir()
+    _sweep(d, 1e5, (4, 8, 16, 32), 10.0)
+    runs = load_runs(d)
+    fig = plots.plot_final_loss_vs_batch(analyse(runs), runs, tmp_path / "f.png")
+    drawn = {}
+    for c in fig.axes[0].containers:
+        (x0, y0), (_, y1) = c.lines[2][0].get_segments()[0]
+        drawn[round(x0)] = (y0, y1)
+    assert sorted(drawn) == [4, 8, 16, 32]
+    for r in runs:
+        assert r.final_loss_se > 0
+        y0, y1 = drawn[r.global_batch]
+        assert y0 == pytest.approx(r.final_loss - Z80 * r.final_loss_se) and y1 == pytest.approx(r.final_loss
+                                                                                               + Z80 * r.final_loss_se)
