@@ -188,11 +188,11 @@ def test_optimum_interval_grows_with_the_loss_noise():
     assert locate_optimum(b, loss).method == "bracket"  # 4 points, no standard errors: the bracket
 
 
-def _write_plain(path, n, batch_at, final, trace, steps=60):
-    """A run with exact noise-scale inputs (|G|^2 = 4, tr(Sigma) = ``trace``: B_simple = trace / 4) and the global
-    batch ``batch_at(step)`` (a ramp when it changes)."""
+def _write_plain(path, n, batch_at, final, trace, steps=60, ramp=None):
+    """A run with exact noise-scale inputs (|G|^2 = 4, tr(Sigma) = ``trace``: B_simple = trace / 4), the global
+    batch ``batch_at(step)`` and, for a ramp run, the ``train.ramp`` its config logs."""
     cfg = {"model": {"name": f"m{int(n)}", "layers": 2, "hidden": 64, "heads": 4, "seq_len": SEQ},
-           "train": {"tokens": 100000, "global_batch": batch_at(steps)}}
+           "train": {"tokens": 100000, "global_batch": batch_at(steps), **({"ramp": ramp} if ramp else {})}}
     w = RunLogWriter(path, attrs={"config": cfg, "num_params": int(n), "model_name": f"m{int(n)}", "seq_len": SEQ},
                      flush_every=16)
     samples = 0
@@ -211,9 +211,10 @@ def test_b_simple_end_is_the_median_of_the_sweeps_constant_batch_runs(tmp_path):
     d.mkdir()
     _write_plain(d / "b4.h5", 1e5, lambda s: 4, 2.10, 400.0)
     _write_plain(d / "b8.h5", 1e5, lambda s: 8, 2.00, 600.0)
-    _write_plain(d / "ramp.h5", 1e5, lambda s: 4 if s <= 30 else 8, 2.05, 4000.0)
+    _write_plain(d / "ramp.h5", 1e5, lambda s: 4 if s <= 30 else 8, 2.05, 4000.0,
+                 ramp={"shape": "staircase", "start": 4, "incr": 4, "ramp_samples": 120})
     status, text = _report(d, tmp_path)
-    assert status == 0 and "| ramp |" in text and "| 4->8 |" in text  # the ramp run is listed with the runs
+    assert status == 0 and "| staircase -> 8 |" in text  # the ramp run is listed with the runs
     row = next(line for line in text.splitlines() if line.startswith("| m100000 | 100,000 | ") and "| 4, 8 |" in line)
     assert "| 125 [100, 150] |" in row, row
     assert "**B_simple (end)** of a batch sweep: the median of B_simple over the sweep's constant-batch runs" in text
