@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from batchlaw.simulator.basin import Basin
 from batchlaw.simulator.config import build
 
 __all__ = ["ChinchillaLoss", "KaplanCriticalBatch", "KaplanLossAtBatch", "LossAtBatch", "PowerLaw", "e_min",
@@ -241,7 +242,7 @@ class KaplanLossAtBatch:
 
 
 _KINDS = {"chinchilla": ChinchillaLoss, "power": PowerLaw, "kaplan_critical_batch": KaplanCriticalBatch,
-          "loss_at_batch": LossAtBatch, "kaplan_loss_at_batch": KaplanLossAtBatch}
+          "loss_at_batch": LossAtBatch, "kaplan_loss_at_batch": KaplanLossAtBatch, "basin": Basin}
 LOSS_LAWS = (ChinchillaLoss, LossAtBatch, KaplanLossAtBatch)
 
 
