@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 
-# One BLAS thread: least_squares takes an SVD of a ~1000 x 60 Jacobian per step, which a multi-threaded
-# BLAS on a shared 2-core machine makes 50x slower (measured); set before numpy is imported.
+# One BLAS thread for the rest of the numpy work (the fit itself avoids LAPACK; simulator/fit_basin.py _solve):
+# threads only contend on a shared 2-core machine. Set before numpy is imported.
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
@@ -303,25 +303,34 @@ def timing(t) -> None:
 
 
 def write_preset(path: Path, f, t) -> None:
-    """The shipped preset: the shipped fit, with the numbers behind noise_sd in comments."""
-    d3 = _third_differences(t, t["smooth"], CUT)
-    fields = {k: v for k, v in f.basin.to_dict().items() if k != "citation" and not (k.endswith("_n") and v == 0)}
+    """The shipped preset: the shipped fit, its bootstrap intervals and the numbers behind noise_sd in comments."""
+    d3 = [_third_differences(t, t["smooth"], cut).std() / np.sqrt(20) for cut in (0.02, CUT)]
+    fields = {k: v for k, v in f.basin.to_dict().items()
+              if k not in ("kind", "citation") and not (k.endswith("_n") and v == 0)}
     lines = [
         "# The loss basin over ln batch x ln learning rate (simulator/basin.py; docs/design.md, \"The basin model\"):",
-        "#   excess = a(u) u^2 + c(v) v^2, u = ln(B / B_opt), v = ln(lr / lr_opt) - ridge * u,",
-        "# the shape at D / N = tpp_ref tokens per parameter; each curvature scales as (D / N / tpp_ref)^<name>_tpp and",
-        "# the ridge moves by ridge_tpp * ln(D / N / tpp_ref) (Basin.at(N, D)).",
-        f"# Fitted by benchmarks/bench_basin.py on the Step Law dense sweep (Li et al. 2025, arXiv 2503.04715;",
-        f"# data/steplaw/dense_lr_bs_loss.csv, `smooth loss`): {f.n_points} runs of {len(f.cells['N'])} cells within "
-        f"{CUT} nats of their cell's best.",
-        f"# noise_sd = residual sd of single runs around this fit ({f.n_points} runs, dof {f.dof}): seed-like data-order",
-        f"# noise, per-step scatter and misfit together. Near the optimum (fitted excess < 0.01 nats) it is "
-        f"{f.residual_sd_near:.4f};",
-        f"# the model-free scatter along LR at a fixed batch (third differences) is {d3.std() / np.sqrt(20):.4f}, so most",
-        "# of noise_sd is misfit of the quadratic shape, mainly above the LR optimum.",
+        "#   excess = a(u) u^2 + c(v) v^2,  u = ln(B / B_opt),  v = ln(lr / lr_opt) - r(u) u,",
+        "#   a = a_below (u < 0) or a_above, c = c_below (v < 0) or c_above, r = ridge (u < 0) or ridge_above;",
+        "# the shape at D / N = tpp_ref tokens per parameter; Basin.at(N, D) scales each curvature by",
+        "# (D / N / tpp_ref)^<name>_tpp and moves each ridge slope by <name>_tpp * ln(D / N / tpp_ref).",
+        "# Fitted by benchmarks/bench_basin.py on the Step Law dense sweep (Li et al. 2025, arXiv 2503.04715;",
+        f"# data/steplaw/dense_lr_bs_loss.csv, `smooth loss`): {f.n_points} runs of {len(f.cells['N'])} (N, D) cells "
+        f"within {CUT} nats of their cell's best.",
     ]
+    if f.ci:
+        lines.append(f"# 10-90% intervals, {len(next(iter(f.boot.values())))} refits on resampled cells:")
+        items = [f"{k} {lo:.4g}..{hi:.4g}" for k, (lo, hi) in f.ci.items()]
+        lines += ["#   " + ", ".join(items[i:i + 4]) for i in range(0, len(items), 4)]
+    lines += [
+        f"# noise_sd: residual sd of single runs around this fit ({f.n_points} runs, dof {f.dof}), i.e. how far one run",
+        f"# lands from this model: per-step and data-order noise plus misfit. Near the optimum (fitted excess < 0.01",
+        f"# nats) it is {f.residual_sd_near:.4f}. The model-free scatter along LR at a fixed batch (third differences) is "
+        f"{d3[0]:.4f}-{d3[1]:.4f},",
+        "# so most of noise_sd is smooth misfit of the quadratic shape, largest above the LR optimum.",
+    ]
+    lines.append('kind = "basin"')
     for k, v in fields.items():
-        lines.append(f"{k} = {toml_value(v if isinstance(v, str) else float(f'{v:.4g}'), k)}")
+        lines.append(f"{k} = {toml_value(float(f'{v:.4g}'), k)}")
     lines.append(f"citation = {toml_value(CITATION, 'citation')}")
     write_text_atomic(path, "\n".join(lines) + "\n")
     print(f"wrote {path}")

@@ -172,16 +172,15 @@ class Basin:
     def u_opt_at(self, w: float) -> float:
         """The u = ln(B / B_opt) minimising ``excess(u, w)`` at a fixed w = ln(lr / lr_opt).
 
-        excess is piecewise quadratic in u with a positive leading coefficient a + c r^2 on every
-        piece, so its global minimum is the stationary point u = c r w / (a + c r^2) of one piece or a
-        piece boundary (u = 0, or v = 0 at u = w / r); the candidate with the lowest excess wins.
+        On each side of u = 0 the excess is a quadratic in u with leading coefficient a + c r^2 >= 0 and
+        stationary point u = c r w / (a + c r^2), where v = w a / (a + c r^2) has the sign of w, so the
+        c of that side is the one for the sign of w and the v = 0 kink is never the minimum. The minimum
+        is therefore one of the side's stationary points or the kink u = 0; the lowest excess wins.
         """
         w = float(w)
         above = self.ridge if self.ridge_above is None else self.ridge_above
         cands = [0.0]
         for a, r in ((self.a_below, self.ridge), (self.a_above, above)):
-            if r != 0:
-                cands.append(w / r)
             for c in (self.c_below, self.c_above):
                 if a + c * r * r > 0:
                     cands.append(c * r * w / (a + c * r * r))

@@ -2,8 +2,8 @@
 
 Every (N, D) cell gets its own optimum (L_opt, ln B_opt, ln lr_opt); the shape is shared, or
 log-linear in ln(D / N) and/or ln N (curvatures fitted in log, ridge slopes linear). Least squares on
-the loss of the runs within ``max_excess`` nats of their cell's best (scipy ``least_squares``, trust
-region reflective, analytic Jacobian); intervals by refitting on resampled cells or runs. What the
+the loss of the runs within ``max_excess`` nats of their cell's best (scipy ``least_squares``,
+Levenberg-Marquardt, analytic Jacobian); intervals by refitting on resampled cells or runs. What the
 fit found on Step Law's sweep is in docs/design.md ("The basin model") and docs/benchmarks.md.
 """
 
@@ -122,11 +122,15 @@ def _residuals(theta: np.ndarray, data: _Data, fixed: np.ndarray | None):
 
 
 def _solve(data: _Data, start: np.ndarray, fixed: np.ndarray | None):
-    """scipy least_squares (trust region reflective, analytic Jacobian) from ``start``."""
+    """scipy least_squares from ``start``: Levenberg-Marquardt (MINPACK) with the analytic Jacobian.
+
+    MINPACK's own QR keeps one fit at ~0.1 s; the trust-region methods take a LAPACK SVD of the dense
+    Jacobian every step, which a multi-threaded BLAS on a loaded 2-core machine made 300x slower (measured).
+    """
     from scipy.optimize import least_squares
 
     return least_squares(lambda t: _residuals(t, data, fixed)[0], start, jac=lambda t: _residuals(t, data, fixed)[1],
-                         method="trf", x_scale="jac", max_nfev=1000)
+                         method="lm", x_scale="jac", ftol=1e-10, xtol=1e-10)
 
 
 def _start(data: _Data, fixed: np.ndarray | None) -> np.ndarray:
@@ -230,7 +234,8 @@ def fit_basin(n, d, batch_tokens, lr, loss, *, max_excess: float = 0.05, ridge_k
               bootstrap: int = 0, bootstrap_over: str = "cells", seed: int = 0, citation: str = "") -> BasinFit:
     """Fit every (N, D) cell's optimum and one basin shape to the runs of an LR x batch sweep.
 
-    loss = L_opt[cell] + excess(ln B - ln B_opt[cell], ln lr - ln lr_opt[cell]) by least squares.
+    loss = L_opt[cell] + excess(ln B - ln B_opt[cell], ln lr - ln lr_opt[cell]) by least squares
+    (Levenberg-Marquardt with the analytic Jacobian; curvatures fitted in log, so they stay positive).
 
     Args:
         n, d: parameters and training tokens of each run; one cell per distinct (N, D).
@@ -251,8 +256,8 @@ def fit_basin(n, d, batch_tokens, lr, loss, *, max_excess: float = 0.05, ridge_k
         citation: stored in the fitted ``Basin``.
 
     Raises:
-        ValueError: a bad argument, a scale that does not vary over the cells, or no cell with 6 runs over
-            3 batches and 3 learning rates in the cut.
+        ValueError: a bad argument, a scale that does not vary over the cells, no cell with 6 runs over
+            3 batches and 3 learning rates in the cut, or no more runs than parameters.
     """
     scale = _check_args(max_excess, scale, bootstrap, bootstrap_over, shape)
     n, d, b, lr, loss = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (n, d, batch_tokens, lr, loss)))
@@ -261,6 +266,10 @@ def fit_basin(n, d, batch_tokens, lr, loss, *, max_excess: float = 0.05, ridge_k
         scale, tpp_ref, n_ref = (), shape.tpp_ref, shape.n_ref
     data = _Data(cell, np.log(b[used]), np.log(lr[used]), loss[used], _covariates(keys, scale, tpp_ref, n_ref),
                  bool(ridge_kink))
+    nparam = 3 * len(keys) + (0 if shape is not None else _nshape(bool(ridge_kink)) * data.z.shape[1])
+    if used.size <= nparam:
+        raise ValueError(f"fit_basin: {used.size} runs in the cut for {nparam} parameters ({len(keys)} cells); "
+                         f"need more runs than parameters")
     fixed = None
     if shape is not None:
         fixed = np.array([[getattr(s, k) if getattr(s, k) is not None else s.ridge for k in SHAPE]
