@@ -100,8 +100,30 @@ def shapes(t, bootstrap: int) -> dict:
             print(f"    {key:>12s} = {getattr(f.basin, key):+.4f}{extra}")
         for tpp in (19, 50, 100, 466):
             b = f.basin.at(5e8, 5e8 * tpp)
-            print(f"    at D/N={tpp:3d}: {shape_text(b)}; {ratios(b)}")
+            print(f"    at D/N={tpp:3d}: {shape_text(b)}; {ratios(b)}{_ratio_ci(f, tpp)}")
     return fits
+
+
+def _ratio_ci(f, tpp: float) -> str:
+    """10-90% of b_opt_ratio(-ln 8) and (-ln 3) at D / N = tpp over the bootstrap refits ('' without them)."""
+    if not f.boot:
+        return ""
+    keys = list(f.boot)
+    out = []
+    for w in (-np.log(8), -np.log(3)):
+        r = [Basin(**{k: f.boot[k][i] for k in keys}).at(5e8, 5e8 * tpp).b_opt_ratio(w)
+             for i in range(len(f.boot[keys[0]]))]
+        out.append(f"{np.percentile(r, 10):.3f}..{np.percentile(r, 90):.3f}")
+    return f" (bootstrap 10-90%: {out[0]}, {out[1]})"
+
+
+def n_stability(t) -> None:
+    """The N slopes refitted without the largest and without the smallest model size."""
+    kw = MODELS["kinked ridge, D/N and N"]
+    for label, keep in (("without the 1.07B cells", t["N"] < t["N"].max()),
+                        ("without the 215M cells", t["N"] > t["N"].min())):
+        f = fit({k: v[keep] for k, v in t.items()}, max_excess=CUT, **kw)
+        print(f"  N slopes {label}: " + " ".join(f"{k}_n={getattr(f.basin, f'{k}_n'):+.3f}" for k in SHAPE))
 
 
 def per_cell(t) -> None:
@@ -363,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cut_scan(t)
         fits = shapes(t, a.bootstrap)
+        n_stability(t)
         per_cell(t)
         noise(t, fits[SHIPPED])
         claims(t, fits)
