@@ -34,15 +34,17 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from batchlaw.simulator import resources  # noqa: E402
 from batchlaw.simulator.basin import SHAPE, Basin, fit_basin  # noqa: E402
 from batchlaw.simulator.config import toml_value, write_text_atomic  # noqa: E402
 from batchlaw.simulator.csvio import read_csv  # noqa: E402
 from batchlaw.simulator.fits import FitWarning  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = resources.data_root()  # the shipped public data sets (data/ of a checkout)
 SEQ = 2048  # tokens per sequence in the Step Law runs (data/PROVENANCE.md)
 CUT = 0.05  # nats above the cell's best: the fitted region (section 1 says why)
-MODELS = {"straight ridge, one shape": {"ridge_kink": False}, "straight ridge, D/N": {"ridge_kink": False, "scale": ("tpp",)},
+MODELS = {"straight ridge, one shape": {"ridge_kink": False},
+          "straight ridge, D/N": {"ridge_kink": False, "scale": ("tpp",)},
           "kinked ridge, one shape": {}, "kinked ridge, D/N": {"scale": ("tpp",)},
           "kinked ridge, D/N and N": {"scale": ("tpp", "n")}}
 SHIPPED = "kinked ridge, D/N"
@@ -176,8 +178,9 @@ def noise(t, f) -> None:
     for lo, hi in ((0, 0.0025), (0.0025, 0.01), (0.01, 0.02), (0.02, 0.05), (0.05, 1.0)):
         s = (f.excess >= lo) & (f.excess < hi)
         if s.any():
-            print(f"  fitted excess [{lo:.4f}, {hi:.2f}): {s.sum():4d} runs, rms {np.sqrt(np.mean(f.residuals[s] ** 2)):.4f}"
-                  f", mean {f.residuals[s].mean():+.4f}")
+            rms = np.sqrt(np.mean(f.residuals[s] ** 2))
+            mean = f.residuals[s].mean()
+            print(f"  fitted excess [{lo:.4f}, {hi:.4f}): {s.sum():4d} runs, rms {rms:.4f}, mean {mean:+.4f}")
     w = np.log(t["lr"][f.used] / f.cells["lr_opt"][f.cell_of])
     for name, s in (("LR below lr_opt (w < 0)", w < 0), ("LR above lr_opt (w > 0)", w >= 0)):
         print(f"  {name}: {s.sum()} runs, rms {np.sqrt(np.mean(f.residuals[s] ** 2)):.4f}")
@@ -310,9 +313,9 @@ def heldout(t, fits: dict, hold: list[int], models: list[str]) -> None:
         err, naive = np.array(err), np.array(naive)
         print(f"  {name}: excess rms held out {np.sqrt(np.mean(np.square(rms_out))):.4f} vs in the joint fit "
               f"{np.sqrt(np.mean(np.square(rms_in))):.4f} nats (worst cell {max(rms_out):.4f}); off-LR B_opt "
-              f"({err.size} columns): rms error x{np.exp(np.sqrt(np.mean(err ** 2))):.2f}, mean x{np.exp(err.mean()):.2f}, "
-              f"worst x{np.exp(np.abs(err).max()):.2f}; ignoring the LR: rms x{np.exp(np.sqrt(np.mean(naive ** 2))):.2f},"
-              f" mean x{np.exp(naive.mean()):.2f}")
+              f"({err.size} columns): rms error x{np.exp(np.sqrt(np.mean(err ** 2))):.2f}, mean "
+              f"x{np.exp(err.mean()):.2f}, worst x{np.exp(np.abs(err).max()):.2f}; ignoring the LR: rms "
+              f"x{np.exp(np.sqrt(np.mean(naive ** 2))):.2f}, mean x{np.exp(naive.mean()):.2f}")
 
 
 def timing(t) -> None:
@@ -344,10 +347,10 @@ def write_preset(path: Path, f, t) -> None:
         items = [f"{k} {lo:.4g}..{hi:.4g}" for k, (lo, hi) in f.ci.items()]
         lines += ["#   " + ", ".join(items[i:i + 4]) for i in range(0, len(items), 4)]
     lines += [
-        f"# noise_sd: residual sd of single runs around this fit ({f.n_points} runs, dof {f.dof}), i.e. how far one run",
-        f"# lands from this model: per-step and data-order noise plus misfit. Near the optimum (fitted excess < 0.01",
-        f"# nats) it is {f.residual_sd_near:.4f}. The model-free scatter along LR at a fixed batch (third differences) is "
-        f"{d3[0]:.4f}-{d3[1]:.4f},",
+        f"# noise_sd: residual sd of single runs around this fit ({f.n_points} runs, dof {f.dof}), i.e. how far",
+        "# one run lands from this model: per-step and data-order noise plus misfit. Near the optimum (fitted",
+        f"# excess < 0.01 nats) it is {f.residual_sd_near:.4f}. The model-free scatter along LR at a fixed batch",
+        f"# (third differences) is {d3[0]:.4f}-{d3[1]:.4f},",
         "# so most of noise_sd is smooth misfit of the quadratic shape, largest above the LR optimum.",
     ]
     lines.append('kind = "basin"')
@@ -366,19 +369,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the shipped model only, 3 held-out cells, no bootstrap")
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits per model (0 = none)")
-    ap.add_argument("--data", type=Path, default=DATA, help="the data folder (holding steplaw/)")
+    ap.add_argument("--data", type=Path, default=DATA, help="folder holding steplaw/ (default: the shipped data)")
     ap.add_argument("--write", type=Path, help="write the shipped fit as a kind = 'basin' preset to this path")
     a = ap.parse_args(argv)
     if not (a.data / "steplaw" / "dense_lr_bs_loss.csv").is_file():
-        raise SystemExit(f"--data {str(a.data)!r}: no steplaw/dense_lr_bs_loss.csv; pass the repository's data/")
+        raise SystemExit(f"--data {str(a.data)!r}: no steplaw/dense_lr_bs_loss.csv; pass a folder that holds it")
     t = load(a.data)
     print(f"Step Law dense sweep: {t['N'].size} runs, {len(set(zip(t['N'], t['D'])))} (N, D) cells; "
           f"fitted on `smooth loss`, batch in tokens ({SEQ} per sequence)")
     if a.quick:
         fits = {name: fit(t, max_excess=CUT, **MODELS[name]) for name in (SHARED, SHIPPED)}
         f = fits[SHIPPED]
-        print(f"2. SHAPE {SHIPPED}: {shape_text(f.basin, MODELS[SHIPPED].get('scale', ()))}; residual sd {f.residual_sd:.4f}, "
-              f"near optimum {f.residual_sd_near:.4f}; {ratios(f.basin)}")
+        print(f"2. SHAPE {SHIPPED}: {shape_text(f.basin, MODELS[SHIPPED].get('scale', ()))}; residual sd "
+              f"{f.residual_sd:.4f}, near optimum {f.residual_sd_near:.4f}; {ratios(f.basin)}")
         noise(t, f)
         claims(t, fits)
         heldout(t, fits, [3, 9, 15], [SHIPPED])

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batchlaw.simulator import laws, presets
+from batchlaw.simulator import laws, presets, resources
 from batchlaw.simulator.basin import SHAPE, Basin, BasinFit, fit_basin, load_basin
 from batchlaw.simulator.fits import FitWarning
 
@@ -239,11 +239,10 @@ def test_a_cell_that_cannot_fix_its_optimum_is_dropped_with_a_warning():
 
 # -- the shipped fit and its benchmark ---------------------------------------------------------------
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "steplaw" / "dense_lr_bs_loss.csv"
-needs_data = pytest.mark.skipif(not DATA.is_file(), reason="needs the checkout's data/steplaw (Li et al. 2025)")
+DATA = resources.data_root() / "steplaw" / "dense_lr_bs_loss.csv"  # Li et al. 2025, shipped with the package
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_basin.py"
 
 
-@needs_data
 def test_shipped_preset_is_the_fit_of_the_published_runs():
     from batchlaw.simulator.csvio import read_csv
 
@@ -260,12 +259,11 @@ def test_shipped_preset_is_the_fit_of_the_published_runs():
             b.at(5e8, 5e8 * tpp).b_opt_ratio(-math.log(8)), rel=0.02)
 
 
-@needs_data
+@pytest.mark.skipif(not BENCH.is_file(), reason="benchmarks/ is in the checkout only")
 def test_bench_quick_prints_every_section(capsys):
     import importlib.util
 
-    path = DATA.parents[2] / "benchmarks" / "bench_basin.py"
-    spec = importlib.util.spec_from_file_location("bench_basin", path)
+    spec = importlib.util.spec_from_file_location("bench_basin", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.main(["--quick"]) == 0
@@ -285,6 +283,6 @@ def test_analytic_jacobian_matches_finite_differences(kink, scale):
     theta = fb._start(data, None) + np.random.default_rng(0).normal(0, 0.05, fb._start(data, None).size)
     res, jac = fb._residuals(theta, data, None)
     h = 1e-6
-    num = np.stack([(fb._residuals(theta + h * e, data, None)[0] - fb._residuals(theta - h * e, data, None)[0]) / (2 * h)
-                    for e in np.eye(theta.size)], axis=1)
+    num = np.stack([(fb._residuals(theta + h * e, data, None)[0] - fb._residuals(theta - h * e, data, None)[0])
+                    / (2 * h) for e in np.eye(theta.size)], axis=1)
     np.testing.assert_allclose(jac, num, atol=1e-6)
