@@ -31,7 +31,8 @@ LOGK = np.log(K)
 EPS, TAU, WITHIN, LOADING = 0.025, 0.01, 0.005, 0.85
 TRUTHS = {"convex": np.array([0, 0.003, 0.01, 0.03, 0.1]), "late": np.array([0, 0.0, 0.005, 0.02, 0.06]),
           "dip": np.array([0, -0.01, 0.0, 0.02, 0.15])}
-NOT_MONOTONE = {"drop 0.05": np.array([0, 0.005, 0.05, 0.0, 0.15]), "drop 0.02": np.array([0, 0.005, 0.035, 0.015, 0.15])}
+NOT_MONOTONE = {"drop 0.05": np.array([0, 0.005, 0.05, 0.0, 0.15]),
+                "drop 0.02": np.array([0, 0.005, 0.035, 0.015, 0.15])}
 
 
 def draw(rng, truth, seeds):

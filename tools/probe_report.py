@@ -114,7 +114,8 @@ def write_outputs(out: Path, results: list[dict], settings: ProbeSettings, plans
         e = r["estimate"]
         rows.append({**e.to_dict(), "b_simple": r["b_simple"], "b_simple_lo": r["b_simple_lo"],
                      "b_simple_hi": r["b_simple_hi"], "loss_at": r["loss_at"],
-                     "window_tokens": int(r.get("window_tokens", window_tokens)), "noise_plan": r.get("noise_plan", {})})
+                     "window_tokens": int(r.get("window_tokens", window_tokens)),
+                     "noise_plan": r.get("noise_plan", {})})
     data = {"method": "branched training (Merrill et al. 2025, arXiv 2505.23971); monotone fit and seed intervals"
                       " (docs/probe.md)", "base_log": str(base_log),
             "units": {"b_crit": "sequences", "tokens": "tokens consumed by the base run at the checkpoint",

@@ -220,3 +220,19 @@ def test_out_of_range_factors_are_one_line_errors(tmp_path, capsys, factors):
     assert main(["probe-cbs", str(tmp_path / "nolog"), "--factors", factors, "--plan-only"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--factors = '{factors}'" in err and "1..1024" in err
+
+
+def test_report_row_says_not_determined_instead_of_a_number(tmp_path):
+    """Issue 19: a probe whose data are not monotone within noise must not print a B_crit in the report."""
+    from batchlaw.tools.report import probe_section
+
+    row = {"step": 361, "tokens": 184_832, "base_batch": 8, "b_crit": None, "lo": None, "hi": None, "bound": "",
+           "determined": False, "reason": "not monotone within noise: the excess falls from +0.0230 at k = 4 to"
+           " -0.0060 at k = 8 (4.1 standard errors)", "b_simple": 6.8, "b_simple_lo": 5.0, "b_simple_hi": 8.0}
+    bound = {**row, "b_crit": 60.0, "lo": 60.0, "bound": ">=", "reason": "never crosses the tolerance up to k = 16:"
+             " only a lower bound"}
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "probe.json").write_text(json.dumps({"estimates": [row, bound]}))
+    lines = probe_section(tmp_path)
+    assert "| 361 | 184,832 | 8 | not determined (not monotone within noise: the excess falls" in lines[-2]
+    assert "| - [" not in lines[-2] and "; >= 60 |" in lines[-1]
