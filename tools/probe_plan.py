@@ -48,16 +48,16 @@ MAX_SEEDS = 16
 class NoisePrior:
     """What the plan assumes about the noise of an excess before any branch has run."""
 
-    seed_spread: float = 0.006
+    seed_spread: float = 0.007
     """Between-seed standard deviation of one seed's excess, as a fraction of the loss at the checkpoint
-    (demo measurement: 0.004-0.008 over 4 seeds and two window lengths; docs/probe.md)."""
+    (demo measurement: 0.004-0.014, median 0.007, over 4-5 seeds at three window lengths; docs/probe.md)."""
     pairing: float = 0.04
     """Fraction of the unpaired per-step variance 2 sigma_B^2 / n_1 left after pairing branches step by
     step on the same sequences (demo measurement: 0.02-0.09; docs/probe.md)."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.seed_spread) and 0 <= self.seed_spread < 1):
-            raise ValueError(f"--seed-spread = {self.seed_spread}: a fraction of the loss in [0, 1), e.g. 0.006")
+            raise ValueError(f"--seed-spread = {self.seed_spread}: a fraction of the loss in [0, 1), e.g. 0.007")
         if not (math.isfinite(self.pairing) and 0 < self.pairing <= 1):
             raise ValueError(f"--pairing = {self.pairing}: a fraction in (0, 1], e.g. 0.04")
 

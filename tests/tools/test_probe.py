@@ -174,7 +174,7 @@ def test_plan_and_slurm_render_valid_branch_configs(tmp_path, capsys):
     assert "2 checkpoint(s) x 3 factors = 6 branches" in out and "GPU-hours" in out
     assert "noise plan: 1 seed(s)" in out and "MISSES" in out  # one seed cannot measure the between-seed part
     assert main(["probe-cbs", str(run), "--plan-only", "--factors", "1,2,4"]) == 0
-    assert "noise plan: 4 seed(s) x 16,384-token window" in capsys.readouterr().out  # loss 3.0, flat: tau only
+    assert "noise plan: 5 seed(s) x 16,384-token window" in capsys.readouterr().out  # loss 3.0, flat: tau only
     assert not (run / "probe").exists()  # --plan-only writes nothing
     assert main(["probe-cbs", str(run), "--checkpoints", "20", "--factors", "1,2,4", "--slurm",
                  str(tmp_path / "p.sbatch"), "--lr-rule", "linear", "--seeds", "0"]) == 0
