@@ -4,10 +4,11 @@ factors k with the learning rate rescaled, each branch for the same token window
 critical batch the largest batch whose loss at the end of the window stays within a tolerance of the
 k = 1 branch. Pure logic (planning, reading branch logs, the estimate); ``probe_cmd`` runs it.
 
-Comparison. Every branch starts at the same consumed-sample counter with the same data seed, so the
-trainer's data order (a function of seed and counter, ``plugin/data.py``) gives every branch the
-same sequences in the same order; the window and its evaluation tail are multiples of the largest
-batch, so the tail mean of every branch is over exactly the same sequences. L_k is the mean training
+Comparison. Every branch starts at the same consumed-sample counter, and the branches of one data
+seed share it, so the trainer's data order (a function of seed and counter, ``plugin/data.py``) gives
+them the same sequences in the same order (another seed: another window of data); the window and
+its evaluation tail are multiples of the largest batch, so the tail means of a seed's branches are
+over exactly the same sequences, and each seed's k = 1 branch is the reference of its other branches. L_k is the mean training
 loss over the last ``tail`` of the window; the excess is D_k = L_k - L_1; a branch is within
 tolerance when D_k <= eps = tolerance x L_1.
 

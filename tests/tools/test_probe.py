@@ -109,6 +109,11 @@ def test_noise_plan_sizes_seeds_and_window_from_the_scatter_and_the_prior():
     old = plan_noise(**args, num_seeds=1, window_samples=1024)
     assert not old.reached and old.half_width == pytest.approx(1.2816 * math.sqrt(1e-4 + 2.25e-4), rel=2e-3)
     assert "MISSES" in old.line(SEQ)
+    # two seeds cannot reach the target (t(1) = 3.08); the window must not grow 64x for what it cannot buy:
+    # the cheapest within 10% of the best reachable: 3.078 x sqrt(tau^2 / 2) = 0.0327 at any window; the
+    # shortest gives 3.078 x sqrt(2.75e-4 / 2) = 0.0361 (> 1.1 x 0.0327), twice it 0.0344
+    two = plan_noise(**args, num_seeds=2)
+    assert not two.reached and two.window_samples == 4096 and two.half_width == pytest.approx(0.0344, rel=2e-3)
 
 
 def test_probe_ramp_never_exceeds_the_measured_critical_batch(tmp_path):

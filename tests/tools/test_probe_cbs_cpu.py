@@ -39,7 +39,7 @@ def test_probe_cbs_on_real_branches(tmp_path, capsys):
     assert main(argv) == 0
     out = tmp_path / "probe11"
     assert main(["probe-cbs", str(run), "--checkpoints", "100", "--factors", "1,2,4,8", "--seeds", "11,22",
-                 "--tolerance", "0.01", "--out-dir", str(out)]) == 0
+                 "--window-tokens", "32768", "--tolerance", "0.01", "--out-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "predicted on cpu-gloo" in printed and "noise plan: 2 seed(s) x 32,768-token window" in printed
     data = json.loads((out / "probe.json").read_text())
@@ -60,7 +60,8 @@ def test_probe_cbs_on_real_branches(tmp_path, capsys):
           file=sys.stderr)
     # session-5 audit: finished branches are reused, so they must not be reused under other settings; a branch
     # resumes the base checkpoint, so it runs at the base run's world size
-    again = ["probe-cbs", str(run), "--checkpoints", "100", "--factors", "1,2,4,8", "--seeds", "11,22"]
+    again = ["probe-cbs", str(run), "--checkpoints", "100", "--factors", "1,2,4,8", "--seeds", "11,22",
+             "--window-tokens", "32768"]
     assert main(again + ["--lr-rule", "linear", "--out-dir", str(out)]) == 2
     assert "was set up with other settings" in capsys.readouterr().err
     assert main(again + ["--nproc-per-node", "2", "--plan-only"]) == 2
