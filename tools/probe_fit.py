@@ -10,7 +10,7 @@ trajectories diverge on it). With several seeds their sum is measured by the sca
 with one seed the between-seed part comes from a stated prior (``tau``).
 
 Model and fit. Over the branches k > 1 the excess is assumed non-decreasing in log k (token efficiency
-only falls as the batch grows past the critical batch: McCandlish et al. 2018, eq. 2.11; Merrill et al.
+only falls as the batch grows: E = E_min (1 + B / B_noise), McCandlish et al. 2018, eq. 2.12; Merrill et al.
 2025, the critical batch size hypothesis). The reference's own excess is 0 by definition, not a
 measurement, so a branch that beats it (the LR rule at work, not the batch) is reported, not a
 violation. The mean excess over seeds is fitted by weighted isotonic regression (pool-adjacent-
