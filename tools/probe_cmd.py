@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -22,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from batchlaw.simulator.checks import complete_checkpoints
-from batchlaw.tools.probe import ProbeSettings, plan_branches
+from batchlaw.tools.probe import MAX_FACTOR, ProbeSettings, plan_branches, user_window_samples
+from batchlaw.tools.probe_plan import NoisePrior, plan_noise, step_scatter
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:
@@ -30,6 +32,23 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise ValueError(f"{name} = {text!r}: a comma-separated list of integers, e.g. 1,2,4,8,16") from None
+
+
+def _factors(text: str) -> tuple[int, ...]:
+    """--factors: integers (1e3 spelled as a float is read as 1000) in 1..MAX_FACTOR, including 1."""
+    out = []
+    for v in (v.strip() for v in text.split(",") if v.strip()):
+        try:
+            f = float(v)
+        except ValueError:
+            f = math.nan
+        if not (math.isfinite(f) and f == int(f)):
+            raise ValueError(f"--factors = {text!r}: integers in 1..{MAX_FACTOR} including 1, e.g. 1,2,4,8,16")
+        if not 1 <= f <= MAX_FACTOR:
+            raise ValueError(f"--factors = {text!r}: each factor must be in 1..{MAX_FACTOR} (the k = 1 branch trains"
+                             " k_max times the steps of the largest one)")
+        out.append(int(f))
+    return tuple(out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +59,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factors", default="1,2,4,8,16", help="batch multipliers k (with 1), default 1,2,4,8,16")
     parser.add_argument("--lr-rule", default="sqrt", choices=("sqrt", "linear", "none"),
                         help="LR rescaling with k: sqrt (default, Adam), linear, none")
-    parser.add_argument("--window-tokens", default="0", help="tokens per branch (K/M suffixes; 0 = 8 steps"
-                        " at the largest batch)")
+    parser.add_argument("--window-tokens", default="0", help="tokens per branch (K/M suffixes; 0 = planned from"
+                        " the noise: see --precision)")
     parser.add_argument("--tolerance", type=float, default=0.01, help="relative loss tolerance vs k = 1 (0.01)")
     parser.add_argument("--tail", type=float, default=0.25, help="fraction of the window whose loss is compared")
-    parser.add_argument("--seeds", default="0", help="data seeds of the branches (0 = the base run's seed)")
+    parser.add_argument("--seeds", default="auto", help="data seeds of the branches (0 = the base run's seed), or"
+                        " 'auto' (default): as many as the noise plan needs")
+    parser.add_argument("--precision", type=float, default=0.5, help="target 80%% half-width of each excess as a"
+                        " fraction of the tolerance (0.5); the plan sizes seeds and window for it")
+    parser.add_argument("--seed-spread", type=float, default=NoisePrior().seed_spread, help="prior between-seed"
+                        " standard deviation of an excess, fraction of the loss (default: measured on the demo)")
+    parser.add_argument("--pairing", type=float, default=NoisePrior().pairing, help="prior fraction of the"
+                        " per-step loss variance left after pairing branches on the same sequences")
     parser.add_argument("--out-dir", dest="out", help="output folder (default RUN/probe)")
     retire(parser, "--out", "--out-dir DIR (the probe writes a folder)")
     parser.add_argument("--jobs", type=int, default=2, help="branches at a time")
@@ -204,13 +230,32 @@ def _slurm_script(dirs: list[Path], nproc: int) -> str:
             f" --nproc-per-node {int(nproc)}\n")
 
 
+def _noise_plans(ckpts: list[dict], cols: dict[str, np.ndarray], settings: ProbeSettings, prior: NoisePrior,
+                 seq_len: int) -> list:
+    """The noise plan of each checkpoint (``probe_plan``), stored in its dict for ``plan_branches``."""
+    out = []
+    for c in ckpts:
+        row = c["row"]
+        n = max(4, int(round((row + 1) * 0.2)))  # the last 20% of the base run's steps before the checkpoint
+        loss = cols["loss"][max(0, row + 1 - n):row + 1]
+        plan = plan_noise(sigma_step=step_scatter(loss), loss=float(np.nanmean(loss)), base_batch=c["batch"],
+                          k_max=max(settings.factors), tail=settings.tail, tolerance=settings.tolerance,
+                          precision=settings.precision, prior=prior, num_seeds=len(settings.seeds),
+                          window_samples=user_window_samples(settings, c["batch"], seq_len))
+        c.update(window_samples=plan.window_samples, num_seeds=plan.num_seeds, tau=plan.tau, noise=plan)
+        out.append(plan)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from batchlaw.simulator.ramp import parse_count
     from batchlaw.tools.probe_report import collect, write_outputs
 
-    settings = ProbeSettings(factors=_ints(args.factors, "--factors"), lr_rule=args.lr_rule,
+    seeds = () if args.seeds.strip() == "auto" else _ints(args.seeds, "--seeds")
+    settings = ProbeSettings(factors=_factors(args.factors), lr_rule=args.lr_rule,
                              window_tokens=parse_count(args.window_tokens, "--window-tokens"),
-                             tolerance=args.tolerance, tail=args.tail, seeds=_ints(args.seeds, "--seeds"))
+                             tolerance=args.tolerance, tail=args.tail, seeds=seeds, precision=args.precision)
+    prior = NoisePrior(seed_spread=args.seed_spread, pairing=args.pairing)
     if args.jobs < 1:
         raise ValueError(f"--jobs = {args.jobs}: must be >= 1")
     if len(set(settings.factors)) != len(settings.factors):
@@ -226,11 +271,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--nproc-per-node = {nproc}: the base run's checkpoints were written by {world} ranks;"
                          f" allowed is {world}")
     ckpts = _checkpoints(cfg, cols, args.checkpoints)
+    noise = _noise_plans(ckpts, cols, settings, prior, seq_len)
     plans = plan_branches(ckpts, settings, seq_len=seq_len, base_seed=base_seed)
     seconds, system = _plan_costs(plans, cfg, nproc, args.system)
-    print(f"probe-cbs: {len(ckpts)} checkpoint(s) x {len(settings.factors)} factors x {len(settings.seeds)} seed(s)"
-          f" = {len(plans)} branches of {plans[0].window_samples * seq_len:,} tokens each; predicted on {system}:"
-          f" {seconds.sum():.0f} s of training, {seconds.sum() * nproc / 3600:.3g} GPU-hours")
+    print(f"probe-cbs: {len(ckpts)} checkpoint(s) x {len(settings.factors)} factors = {len(plans)} branches;"
+          f" predicted on {system}: {seconds.sum():.0f} s of training, {seconds.sum() * nproc / 3600:.3g} GPU-hours")
+    for c, n in zip(ckpts, noise):
+        print(f"  step {c['step']}: {n.line(seq_len)}")
+        if not n.reached:
+            print(f"  step {c['step']}: WARNING: the seeds and window cannot resolve the tolerance; expect a wide"
+                  " interval or 'not determined' (more seeds, a longer window, or a larger --tolerance)")
     for p, s in zip(plans, seconds):
         print(f"  {p.name}: batch {p.batch}, lr {p.lr:.3g}, {p.num_steps} steps, ~{s:.1f} s")
     if args.plan_only:

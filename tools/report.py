@@ -165,8 +165,11 @@ def probe_section(logdir) -> list[str]:
 
 def _probe_row(where, r) -> str:
     hi = "inf" if r.get("hi") is None else _f(r["hi"], "{:.3g}")
-    return (f"| {where} | {r['step']} | {r['tokens']:,} | {r['base_batch']} |"
-            f" {r.get('bound', '')} {_f(r['b_crit'], '{:.3g}')} [{_f(r['lo'], '{:.3g}')}, {hi}] |"
+    cell = f"{r.get('bound', '')} {_f(r['b_crit'], '{:.3g}')} [{_f(r['lo'], '{:.3g}')}, {hi}]"
+    if not r.get("determined", True):  # probe.json since issue 19: no number where the data give none
+        cell = f"not determined ({r.get('reason', '')})" + (f"; >= {_f(r['b_crit'], '{:.3g}')}"
+                                                            if r.get("bound") == ">=" else "")
+    return (f"| {where} | {r['step']} | {r['tokens']:,} | {r['base_batch']} | {cell} |"
             f" {_f(r.get('b_simple'), '{:.3g}')} [{_f(r.get('b_simple_lo'), '{:.3g}')},"
             f" {_f(r.get('b_simple_hi'), '{:.3g}')}] |")
 

@@ -12,7 +12,7 @@ import pytest
 
 from batchlaw.simulator.ramp import probe_schedule, segments
 from batchlaw.simulator.rampspec import RampSpec
-from batchlaw.tools.probe import ProbeSettings, estimate, plan_branches
+from batchlaw.tools.probe import ProbeSettings, estimate, plan_branches, user_window_samples
 
 SEQ = 64
 
@@ -72,16 +72,48 @@ def test_no_crossing_is_a_bound_and_two_seeds_agree():
 
 
 def test_plan_window_and_lr_rules():
-    ck = [{"path": "/x/step_00000100", "step": 100, "consumed": 400, "batch": 4, "lr": 0.01}]
     for rule, k16 in (("sqrt", 0.04), ("linear", 0.16), ("none", 0.01)):
-        plans = plan_branches(ck, ProbeSettings(lr_rule=rule, window_tokens=30_000), seq_len=SEQ, base_seed=7)
-        assert [p.batch for p in plans] == [4, 8, 16, 32, 64] and plans[-1].lr == pytest.approx(k16)
-        assert all(p.window_samples % 64 == 0 and p.window_samples * SEQ >= 30_000 for p in plans)
-        assert all(p.num_steps * p.batch == p.window_samples and p.seed == 7 for p in plans)
+        s = ProbeSettings(lr_rule=rule, window_tokens=30_000)
+        w = user_window_samples(s, 4, SEQ)
+        assert w % 64 == 0 and w * SEQ >= 30_000 and (w - 64) * SEQ < 30_000  # rounded up to k_max x B
+        ck = [{"path": "/x/step_00000100", "step": 100, "consumed": 400, "batch": 4, "lr": 0.01, "window_samples": w,
+               "num_seeds": 3}]
+        plans = plan_branches(ck, s, seq_len=SEQ, base_seed=7)
+        assert [p.batch for p in plans[:5]] == [4, 8, 16, 32, 64] and plans[4].lr == pytest.approx(k16)
+        assert all(p.num_steps * p.batch == p.window_samples == w for p in plans)
+        assert [p.seed for p in plans[::5]] == [7, 8, 9]  # the plan's seeds: the base run's, then the next ones
+    assert {p.seed for p in plan_branches(ck, ProbeSettings(seeds=(0, 11)), seq_len=SEQ, base_seed=7)} == {7, 11}
     with pytest.raises(ValueError, match="--factors"):
         ProbeSettings(factors=(2, 4))
     with pytest.raises(ValueError, match="--tolerance"):
         ProbeSettings(tolerance=float("nan"))
+
+
+def test_noise_plan_sizes_seeds_and_window_from_the_scatter_and_the_prior():
+    from batchlaw.tools.probe_plan import NoisePrior, plan_noise, step_scatter
+
+    rng = np.random.default_rng(0)
+    trend = np.linspace(4.0, 3.0, 2000)  # a falling loss: its plain std would be ~0.35
+    assert step_scatter(trend + rng.normal(0, 0.2, 2000)) == pytest.approx(0.2, rel=0.05)
+    prior = NoisePrior(seed_spread=0.006, pairing=0.04)
+    args = dict(sigma_step=0.2, loss=2.5, base_batch=8, k_max=16, tail=0.25, tolerance=0.01, precision=0.5,
+                prior=prior)
+    p = plan_noise(**args)
+    # by hand: tau = 0.015, target 0.0125; the shortest window (4 tail steps of batch 128: 2,048 sequences,
+    # n_1 = 64) leaves 0.04 x 2 x 0.04 / 64 = 5e-5 of per-step variance: sd 0.01658 per seed; 4 seeds give
+    # t(3) 1.638 x 0.01658 / 2 = 0.0136 (too wide), 5 seeds 1.533 x 0.01658 / sqrt(5) = 0.0114; 4 seeds would
+    # need an 8x window (cost 32 against 5)
+    assert (p.num_seeds, p.window_samples, p.reached) == (5, 2048, True)
+    assert p.half_width == pytest.approx(0.01137, rel=2e-3) and p.target == pytest.approx(0.0125)
+    # the old default (one seed, 8 steps of the largest batch) is too short for the noise, and says so
+    old = plan_noise(**args, num_seeds=1, window_samples=1024)
+    assert not old.reached and old.half_width == pytest.approx(1.2816 * math.sqrt(1e-4 + 2.25e-4), rel=2e-3)
+    assert "MISSES" in old.line(SEQ)
+    # two seeds cannot reach the target (t(1) = 3.08); the window must not grow 64x for what it cannot buy:
+    # the cheapest within 10% of the best reachable: 3.078 x sqrt(tau^2 / 2) = 0.0327 at any window; the
+    # shortest gives 3.078 x sqrt(2.75e-4 / 2) = 0.0361 (> 1.1 x 0.0327), twice it 0.0344
+    two = plan_noise(**args, num_seeds=2)
+    assert not two.reached and two.window_samples == 4096 and two.half_width == pytest.approx(0.0344, rel=2e-3)
 
 
 def test_probe_ramp_never_exceeds_the_measured_critical_batch(tmp_path):
@@ -142,16 +174,20 @@ def test_plan_and_slurm_render_valid_branch_configs(tmp_path, capsys):
     from batchlaw.tools.cli import main
 
     run = _fake_base(tmp_path)
-    assert main(["probe-cbs", str(run), "--plan-only", "--factors", "1,2,4"]) == 0
+    assert main(["probe-cbs", str(run), "--plan-only", "--factors", "1,2,4", "--seeds", "0"]) == 0
     out = capsys.readouterr().out
-    assert "2 checkpoint(s) x 3 factors x 1 seed(s) = 6 branches" in out and "GPU-hours" in out
+    assert "2 checkpoint(s) x 3 factors = 6 branches" in out and "GPU-hours" in out
+    assert "noise plan: 1 seed(s)" in out and "MISSES" in out  # one seed cannot measure the between-seed part
+    assert main(["probe-cbs", str(run), "--plan-only", "--factors", "1,2,4"]) == 0
+    assert "noise plan: 5 seed(s) x 16,384-token window" in capsys.readouterr().out  # loss 3.0, flat: tau only
     assert not (run / "probe").exists()  # --plan-only writes nothing
     assert main(["probe-cbs", str(run), "--checkpoints", "20", "--factors", "1,2,4", "--slurm",
-                 str(tmp_path / "p.sbatch"), "--lr-rule", "linear"]) == 0
+                 str(tmp_path / "p.sbatch"), "--lr-rule", "linear", "--seeds", "0"]) == 0
     branch = run / "probe" / "branches" / "step00000020" / "k04" / "seed1234"
     cfg = load_run_config(branch / "run.toml")  # the trainer's own loader accepts it
     assert cfg.train.global_batch == 16 and cfg.train.lr == pytest.approx(0.04) and cfg.train.decay == "constant"
-    assert cfg.total_samples() == 20 * 4 + 8 * 16 and cfg.checkpoint.dir == str(branch / "ckpt")
+    # the shortest planned window: 4 steps of the largest batch (16) in the last quarter
+    assert cfg.total_samples() == 20 * 4 + 16 * 16 and cfg.checkpoint.dir == str(branch / "ckpt")
     assert (branch / "ckpt" / "step_00000020" / "meta.json").is_file()  # the checkpoint it resumes from
     assert "#SBATCH --array=0-2" in (tmp_path / "p.sbatch").read_text()
     assert main(["probe-cbs", str(run), "--checkpoints", "15"]) == 2
@@ -179,3 +215,29 @@ def test_probe_refuses_duplicate_branches_and_another_world_size(tmp_path, capsy
 
     assert main(["probe-cbs", str(tmp_path / "nolog"), "--factors", "1,1,2", "--plan-only"]) == 2
     assert "--factors = 1,1,2: a value twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("factors", ["1,1e11", "1,100000000000", "1,2048", "1,0", "1,2.5"])
+def test_out_of_range_factors_are_one_line_errors(tmp_path, capsys, factors):
+    """Issue 21: --factors 1,1e11 was accepted (a reference branch of 8e11 steps was planned)."""
+    from batchlaw.tools.cli import main
+
+    assert main(["probe-cbs", str(tmp_path / "nolog"), "--factors", factors, "--plan-only"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--factors = '{factors}'" in err and "1..1024" in err
+
+
+def test_report_row_says_not_determined_instead_of_a_number(tmp_path):
+    """Issue 19: a probe whose data are not monotone within noise must not print a B_crit in the report."""
+    from batchlaw.tools.report import probe_section
+
+    row = {"step": 361, "tokens": 184_832, "base_batch": 8, "b_crit": None, "lo": None, "hi": None, "bound": "",
+           "determined": False, "reason": "not monotone within noise: the excess falls from +0.0230 at k = 4 to"
+           " -0.0060 at k = 8 (4.1 standard errors)", "b_simple": 6.8, "b_simple_lo": 5.0, "b_simple_hi": 8.0}
+    bound = {**row, "b_crit": 60.0, "lo": 60.0, "bound": ">=", "reason": "never crosses the tolerance up to k = 16:"
+             " only a lower bound"}
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "probe.json").write_text(json.dumps({"estimates": [row, bound]}))
+    lines = probe_section(tmp_path)
+    assert "| 361 | 184,832 | 8 | not determined (not monotone within noise: the excess falls" in lines[-2]
+    assert "| - [" not in lines[-2] and "; >= 60 |" in lines[-1]
