@@ -30,8 +30,8 @@ from batchlaw.simulator.spec import ModelShape, load_model, resolve_precision
 from batchlaw.simulator.system import load_system
 from batchlaw.simulator.table import feasibility, normalise, predict_table
 
-__all__ = ["GridConfig", "POINT_COLUMNS", "PruneConfig", "base_spec", "load_grid", "plan_line", "plan_rows",
-           "run_grid", "summary"]
+__all__ = ["GridConfig", "POINT_COLUMNS", "PruneConfig", "base_spec", "load_grid", "lr_warnings", "plan_line",
+           "plan_rows", "run_grid", "summary"]
 
 _AXES = ("global_batch", "lr", "nodes", "tp", "pp", "vpp", "micro_batch", "recompute", "sequence_parallel",
          "distributed_optimizer", "overlap_grad_reduce", "precision", "ramp", "seed")
@@ -116,6 +116,13 @@ class GridConfig:
     """Axes."""
     prune: PruneConfig = field(default_factory=PruneConfig)
     """Pruning rules."""
+    lr_law: str = "steplaw-lr"
+    """The lr_opt(N, D) law a fixed learning rate is compared with ('' = no comparison): an LR more than 2x
+    from it biases the measured B_opt (``lr_warnings``)."""
+    lr_basin: str = "steplaw-basin"
+    """The basin preset that sizes that bias."""
+    lr_fixed_on_purpose: bool = False
+    """The grid's LR is fixed on purpose: no bias warning."""
 
     def __post_init__(self) -> None:
         checks.check_grid(self)
@@ -353,3 +360,32 @@ def summary(t: dict[str, np.ndarray], g: GridConfig, *, all_layouts: bool = Fals
     if reasons:
         lines.append("pruned: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
     return "\n".join(lines)
+
+
+def lr_warnings(g: GridConfig) -> list[str]:
+    """One line per (model, LR) of the grid more than 2x from ``lr_law``'s lr_opt(N, D), with the bias of B_opt
+    measured at that fixed LR by the basin model (``basin.Basin.b_opt_ratio``; Li et al. 2025: the batch
+    optimum moves with the LR). Empty when the LR is fixed on purpose or no law is named."""
+    if g.lr_fixed_on_purpose or not g.lr_law:
+        return []
+    from batchlaw.simulator.basin import load_basin
+    from batchlaw.simulator.belief import law_inputs, non_embedding_params
+    from batchlaw.simulator.laws import load_law
+
+    law, basin = load_law(g.lr_law), load_basin(g.lr_basin)
+    lrs = g.grid.lr or (base_spec(g).train.lr,)
+    out = []
+    for name in g.grid.models:
+        shape = load_model(name)
+        n, d = non_embedding_params(shape), num_params(shape) * g.grid.tokens_per_param
+        lr_opt = float(law.predict(*law_inputs(law, n, d)))
+        for lr in lrs:
+            ratio = lr / lr_opt
+            if 0.5 <= ratio <= 2.0:
+                continue
+            bias = basin.at(n, d).b_opt_ratio(float(np.log(ratio)))
+            out.append(f"grid.lr = {lr:g} for {name} is {max(ratio, 1 / ratio):.1f}x {'below' if ratio < 1 else 'above'}"
+                       f" {g.lr_law}'s lr_opt {lr_opt:.2g} (N = {n:.3g} non-embedding, D = {d:.3g}): by the basin"
+                       f" model ({g.lr_basin}) the B_opt measured at this fixed LR is x{bias:.2f} the optimum's;"
+                       " give each point its LR (batchlaw design) or set lr_fixed_on_purpose = true")
+    return out

@@ -26,11 +26,11 @@ from pathlib import Path
 __all__ = ["KINDS", "data_file", "data_names", "data_root", "find", "names", "resolve", "search_path",
            "shipped_root", "template"]
 
-KINDS = ("models", "systems", "grids", "laws", "runs")
+KINDS = ("models", "systems", "grids", "laws", "runs", "studies")
 
 # How an error message calls the names of each kind it lists.
 _LISTED_AS = {"models": "shipped models", "systems": "shipped profiles", "grids": "shipped grids",
-              "laws": "presets", "runs": "shipped run configs"}
+              "laws": "presets", "runs": "shipped run configs", "studies": "shipped studies"}
 
 
 def _package_dir(package: str, fallback: str) -> Path:

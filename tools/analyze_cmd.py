@@ -26,10 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-sizes", type=int, default=3, help="model sizes a law across sizes needs (default 3)")
     parser.add_argument("--max-exponent-width", type=float, default=1.0,
                         help="a law whose 80%% exponent interval is wider is 'not determined' (default 1.0)")
+    parser.add_argument("--study", help="the study (name or TOML) the runs belong to: its basin and noise priors")
+    parser.add_argument("--basin", default=None, help="basin prior (a preset such as steplaw-basin, or a TOML);"
+                        " default: the study's, else steplaw-basin")
+    parser.add_argument("--seed-sd", type=float, default=None,
+                        help="prior between-seed sd of a final loss, nats (default: the study's, else the basin's noise_sd)")
 
 
 def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, min_sizes=3,
-            max_exponent_width=1.0, skipped: list[str] | None = None) -> Path:
+            max_exponent_width=1.0, skipped: list[str] | None = None, study: str | None = None,
+            basin: str | None = None, seed_sd: float | None = None) -> Path:
     """Run the whole analysis; returns the report path (callable without the CLI).
 
     Args:
@@ -38,7 +44,7 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
     """
     from batchlaw.simulator.csvio import read_csv, write_csv
     from batchlaw.tools import plots
-    from batchlaw.tools.analysis import analyse
+    from batchlaw.tools.analysis import analyse, priors
     from batchlaw.tools.logs import load_runs, summaries_table
     from batchlaw.tools.report import describe_pictures, probe_section, write_report
 
@@ -54,12 +60,13 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
         table = read_csv(grid)
         if "pred_loss" not in table:
             raise ValueError(f"--grid {grid!r}: no pred_loss column; set prune.loss_law in the grid")
+    b, noise, shape_sd, ridge_sd = priors(study, basin, seed_sd)  # before anything is written
     errors: list[str] | None = [] if skipped is not None else None
     runs = load_runs(logdir, errors=errors)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "runs.csv", summaries_table(runs))
-    result = analyse(runs, extrapolate_n=extrapolate, include_bounds=include_bounds, min_sizes=min_sizes,
-                     max_exponent_width=max_exponent_width)
+    result = analyse(runs, noise=noise, basin=b, shape_sd=shape_sd, ridge_sd=ridge_sd, extrapolate_n=extrapolate,
+                     include_bounds=include_bounds, min_sizes=min_sizes, max_exponent_width=max_exponent_width)
     pics = {"Loss against tokens per batch size": "loss_curves.png", "Noise scale over training": "noise_scale.png",
             "Final loss against batch": "final_loss_vs_batch.png", "Optimal batch against model size": "bopt_vs_n.png"}
     plots.plot_loss_curves(runs, out / "loss_curves.png")
@@ -80,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     skipped: list[str] = []
     path = analyze(args.logdir, args.out_dir, extrapolate=args.extrapolate, grid=args.grid,
                    include_bounds=args.include_bounds, min_sizes=args.min_sizes,
-                   max_exponent_width=args.max_exponent_width, skipped=skipped)
+                   max_exponent_width=args.max_exponent_width, skipped=skipped, study=args.study,
+                   basin=args.basin, seed_sd=args.seed_sd)
     from batchlaw.tools.logs import print_skipped, skipped_status
 
     print_skipped(skipped)

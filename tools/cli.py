@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("batchlaw.tools.analyze_cmd", "summarise run logs, fit batch laws, write a report"),
     "calibrate": ("batchlaw.tools.calibrate_cmd", "fit a system profile from measured step times in logs"),
     "probe-cbs": ("batchlaw.tools.probe_cmd", "measure the critical batch by branched training from checkpoints"),
+    "design": ("batchlaw.tools.design_cmd", "plan a study against a precision target: runs, LRs, seeds, nodes; --next for the next wave"),
     "demo": ("batchlaw.tools.demo_cmd", "the whole loop on CPU: simulate, prune, train, analyse, fit, calibrate"),
 }
 

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator  # noqa: E402
 
 from batchlaw.simulator.noise import b_simple_series, ema_series  # noqa: E402
+from batchlaw.simulator.optimum import curve_at  # noqa: E402
 from batchlaw.tools.analysis import Z80  # noqa: E402
 from batchlaw.tools.logs import read_columns  # noqa: E402
 from batchlaw.tools.report import b_simple_end, law_verdict, no_dependence_text, sweep_runs  # noqa: E402
@@ -160,23 +161,23 @@ def plot_noise_scale(runs, path: Path):
 
 
 def plot_final_loss_vs_batch(result, runs, path: Path):
-    """Final loss against batch per model: points (marker = batch) with their 80% intervals (+-Z80 standard
-    errors of each run's final loss, the noise the bracketing rule uses), parabola, optimum or bound."""
+    """Final loss against batch per model: points (marker = batch) with their 80% intervals (+-Z80 of each
+    run's noise about the basin, within-run and between-seed: the noise the bracketing rule uses), the fitted
+    basin, optimum or bound."""
     fig, ax = plt.subplots(figsize=(8.0, 4.2))
     colours = size_colours([o.num_params for o in result.optima])
     bidx = _batch_index([b for o in result.optima for b in o.batches])
     for o in result.optima:
         col = colours[o.num_params]
-        se = {(float(r.global_batch), float(r.final_loss)): r.final_loss_se for r in sweep_runs(runs, o)}
-        for b, loss in zip(o.batches, o.losses):
-            err = Z80 * se.get((b, loss), np.nan)
+        for b, loss, sd in zip(o.batches, o.losses, o.loss_sd or [np.nan] * len(o.batches)):
+            err = Z80 * sd  # each run's noise about the basin: within-run and between-seed
             ax.errorbar([b], [loss], yerr=[err] if np.isfinite(err) else None, fmt=_MARKERS[bidx[int(b)] % len(_MARKERS)],
                         color=col, mfc=col, ms=6, capsize=3, elinewidth=1)
-        if o.curve is not None and o.curve[0] > 0:
+        if o.curve is not None:
             xs = np.linspace(np.log(min(o.batches)), np.log(max(o.batches)), 60)
-            ax.plot(np.exp(xs), np.polyval(o.curve, xs), "-", color=col, lw=1)
+            ax.plot(np.exp(xs), curve_at(o.curve, np.exp(xs)), "-", color=col, lw=1)  # along the optimal LR
         if o.bracketed:
-            y = np.polyval(o.curve, np.log(o.b_opt)) if o.curve is not None else o.best_loss  # on the parabola
+            y = curve_at(o.curve, [o.b_opt])[0] if o.curve is not None else o.best_loss  # on the basin
             ax.plot([o.b_opt], [y], "*", color=col, ms=15, mec="k", mew=0.6)
             if np.isfinite(o.b_opt_lo):
                 ax.axvspan(o.b_opt_lo, o.b_opt_hi, color=col, alpha=0.12)

@@ -63,7 +63,13 @@ def _grid(args) -> int:
     from batchlaw.simulator.grid import base_spec, load_grid, run_grid, summary
     from batchlaw.simulator.plan import write_plan
 
+    import sys
+
+    from batchlaw.simulator.grid import lr_warnings
+
     g = load_grid(args.grid, list(args.overrides) + ([f"system={args.system}"] if args.system else []))
+    for line in lr_warnings(g):
+        print(f"batchlaw: warning: {line}", file=sys.stderr)
     table = run_grid(g)
     print(summary(table, g, all_layouts=args.all_layouts))
     if args.out:

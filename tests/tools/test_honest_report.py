@@ -14,11 +14,16 @@ import numpy as np
 import pytest
 
 from batchlaw.plugin.h5log import RunLogWriter
-from batchlaw.tools.analysis import analyse, fit_size_law, locate_optimum
+from batchlaw.simulator.noisemodel import NoiseModel
+from batchlaw.simulator.optimum import locate
+from batchlaw.tools.analysis import analyse, fit_size_law
 from batchlaw.tools.cli import main
 from batchlaw.tools.logs import load_runs
 
 SEQ = 64
+# The worlds these logs are written from have a symmetric basin in ln B and one LR: the analysis is told so
+# (no basin prior: a symmetric parabola) and that their final losses carry little seed noise.
+SYMMETRIC_WORLD_NOISE = NoiseModel(seed_sd=2e-3, prior_dof=50, source="test world")
 
 
 def _write(path, n, b, final, steps=60):
@@ -50,7 +55,7 @@ def test_edge_optimum_is_a_bound_and_no_law_is_printed(tmp_path):
     d.mkdir()
     for n in (1e5, 4e5, 1.6e6):  # the true optimum (batch 1) lies below every sweep
         _sweep(d, n, (4, 8, 16, 32), 1.0)
-    res = analyse(load_runs(d))
+    res = analyse(load_runs(d), noise=SYMMETRIC_WORLD_NOISE)
     assert all(not o.bracketed and o.bound == "<=" and o.b_opt == 4 for o in res.optima)
     assert not res.b_opt_vs_n.fitted and "3 of 3 sizes have no bracketed optimum (at the edge" in res.b_opt_vs_n.reason
     status, text = _report(d, tmp_path)
@@ -66,7 +71,7 @@ def test_one_model_size_prints_no_size_law(tmp_path):
     d = tmp_path / "logs"
     d.mkdir()
     _sweep(d, 2e5, (4, 8, 16, 32), 10.0)
-    res = analyse(load_runs(d), extrapolate_n=7e9)
+    res = analyse(load_runs(d), noise=SYMMETRIC_WORLD_NOISE, extrapolate_n=7e9)
     assert len(res.optima) == 1 and res.optima[0].bracketed
     for law in (res.b_opt_vs_n, res.b_opt_vs_d, res.b_crit_vs_n):
         what = "token budget" if law.variable == "D" else "size"
@@ -83,7 +88,7 @@ def test_two_bracketed_sizes_are_not_enough(tmp_path):
     _sweep(d, 1e5, (4, 8, 16, 32), 10.0)
     _sweep(d, 4e5, (4, 8, 16, 32), 14.0)
     _sweep(d, 1.6e6, (4, 8, 16, 32), 1.0)  # edge
-    res = analyse(load_runs(d))
+    res = analyse(load_runs(d), noise=SYMMETRIC_WORLD_NOISE)
     assert sum(o.bracketed for o in res.optima) == 2 and not res.b_opt_vs_n.fitted
     assert "2 sizes with a usable point" in res.b_opt_vs_n.reason and "1 of 3 sizes" in res.b_opt_vs_n.reason
 
@@ -107,8 +112,8 @@ def test_wide_exponent_interval_is_not_determined():
 
 
 def test_locate_optimum_brackets_and_bounds():
-    assert locate_optimum([4, 8, 16, 32], [1.3, 1.2, 1.1, 1.0]).bound == ">="
-    o = locate_optimum([4, 8, 16, 32, 64], [1.3, 1.1, 1.0, 1.1, 1.3])
+    assert locate([4, 8, 16, 32], [1.3, 1.2, 1.1, 1.0], noise=SYMMETRIC_WORLD_NOISE).bound == ">="
+    o = locate([4, 8, 16, 32, 64], [1.3, 1.1, 1.0, 1.1, 1.3], noise=SYMMETRIC_WORLD_NOISE)
     assert o.bracketed and 8 <= o.lo <= o.b <= o.hi <= 32 and o.b == pytest.approx(16, rel=0.05)
 
 
@@ -181,11 +186,13 @@ def test_live_log_is_readable(tmp_path, capsys, mode):
 
 def test_optimum_interval_grows_with_the_loss_noise():
     b, loss = [2, 4, 8, 16], [2.74, 2.67, 2.72, 2.76]
-    tight = locate_optimum(b, loss, loss_se=[0.002] * 4)
-    loose = locate_optimum(b, loss, loss_se=[0.02] * 4)
-    assert tight.method == loose.method == "parametric bootstrap 80%"
+    quiet = NoiseModel(seed_sd=1e-3, prior_dof=1e4)
+    tight = locate(b, loss, loss_se=[0.002] * 4, noise=quiet)
+    loose = locate(b, loss, loss_se=[0.01] * 4, noise=quiet)
+    seeds = locate(b, loss, loss_se=[0.002] * 4, noise=NoiseModel(seed_sd=0.01, prior_dof=1e4))
+    assert tight.method.startswith("parametric bootstrap 80%") and tight.bracketed and loose.bracketed
     assert 2 <= loose.lo <= tight.lo <= tight.b <= tight.hi <= loose.hi <= 8
-    assert locate_optimum(b, loss).method == "bracket"  # 4 points, no standard errors: the bracket
+    assert seeds.hi / seeds.lo > tight.hi / tight.lo  # the between-seed noise widens it too
 
 
 def _write_plain(path, n, batch_at, final, trace, steps=60, ramp=None):
@@ -234,7 +241,7 @@ def test_a_law_whose_exponent_interval_includes_zero_shows_no_size_dependence(tm
     for n in (1e5, 4e5, 1.6e6):
         _sweep(d, n, (4, 8, 16, 32), 10.0)
     runs = load_runs(d)
-    res = analyse(runs)
+    res = analyse(runs, noise=SYMMETRIC_WORLD_NOISE)
     lo, hi = res.b_crit_vs_n.exponent_ci
     assert res.b_crit_vs_n.determined and lo < 0 < hi  # the situation under test
     status, text = _report(d, tmp_path)
@@ -250,7 +257,8 @@ def test_a_law_whose_exponent_interval_includes_zero_shows_no_size_dependence(tm
 
 def test_the_loss_against_batch_picture_draws_each_final_loss_with_its_interval(tmp_path):
     """The final-loss picture had no error bars although the analysis has each run's final-loss standard error
-    (and the bracketing rule uses it): each point now carries +-1.28 standard errors (80%)."""
+    (and the bracketing rule uses it): each point now carries its 80% interval, +-1.28 sd of its noise about the
+    basin, within-run and between-seed (issue 19: the per-step error alone hid the seed-to-seed spread)."""
     from batchlaw.tools import plots
     from batchlaw.tools.analysis import Z80
 
@@ -258,7 +266,9 @@ def test_the_loss_against_batch_picture_draws_each_final_loss_with_its_interval(
     d.mkdir()
     _sweep(d, 1e5, (4, 8, 16, 32), 10.0)
     runs = load_runs(d)
-    fig = plots.plot_final_loss_vs_batch(analyse(runs), runs, tmp_path / "f.png")
+    res = analyse(runs, noise=SYMMETRIC_WORLD_NOISE)
+    noise = res.settings["noise_model"]
+    fig = plots.plot_final_loss_vs_batch(res, runs, tmp_path / "f.png")
     drawn = {}
     for c in fig.axes[0].containers:
         (x0, y0), (_, y1) = c.lines[2][0].get_segments()[0]
@@ -267,5 +277,6 @@ def test_the_loss_against_batch_picture_draws_each_final_loss_with_its_interval(
     for r in runs:
         assert r.final_loss_se > 0
         y0, y1 = drawn[r.global_batch]
-        assert y0 == pytest.approx(r.final_loss - Z80 * r.final_loss_se) and y1 == pytest.approx(r.final_loss
-                                                                                               + Z80 * r.final_loss_se)
+        sd = float(noise.run_sd([r.final_loss_se])[0])
+        assert sd > r.final_loss_se
+        assert y0 == pytest.approx(r.final_loss - Z80 * sd) and y1 == pytest.approx(r.final_loss + Z80 * sd)
