@@ -186,7 +186,9 @@ def write_profiles(rows) -> None:
 
 
 def write_runs(path: str) -> None:
-    """The 199 public rows as ``simulate --runs`` reads them: every framework setting a column."""
+    """The 199 public rows as ``simulate --runs`` reads them: each row's framework named in one column (its
+    settings come from the preset), plus the row facts of ``perf_data`` (tied embeddings, FSDP, offload,
+    MXFP8, BLOOM's network)."""
     from batchlaw.simulator.csvio import write_csv
 
     rows = public_rows()
@@ -272,8 +274,8 @@ if __name__ == "__main__":
     ap.add_argument("--width-half", type=float, help="start value of width_half (sensitivity runs)")
     ap.add_argument("--tokens-half", type=float, help="start value of tokens_half (sensitivity runs)")
     ap.add_argument("--write-runs", metavar="OUT.csv",
-                    help="write the public rows with their sources' settings as columns (what perf_data reads from"
-                         " the provenance and notes), for `batchlaw simulate --runs OUT.csv`; then exit")
+                    help="write the public rows with their framework named per row (what perf_data reads from the"
+                         " provenance and notes), for `batchlaw simulate --runs OUT.csv`; then exit")
     a = ap.parse_args()
     if a.write_runs:
         write_runs(a.write_runs)

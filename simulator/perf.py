@@ -131,7 +131,7 @@ def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, n
     p2p_wire = p2p_bytes / p2p_bandwidth(t * cp * dp, system)
     # overlapped (interleaved schedule): each transfer hides behind the next chunk's forward or backward
     chunk_pass = (stage - vpp * e.overhead_mb_s) / vpp / 3.0
-    p2p_one = (np.where(c["overlap_p2p_comm"], np.maximum(p2p_wire - chunk_pass, 0.0), p2p_wire)
+    p2p_one = (np.where(c["overlap_p2p_comm"] & (vpp > 1), np.maximum(p2p_wire - chunk_pass, 0.0), p2p_wire)
                + system.latency_us * 1e-6)
     p2p = np.where(pp > 1, 2.0 * (m * vpp + pp - 1) * p2p_one, 0.0)
     n_local = stage_params(c)

@@ -1,10 +1,10 @@
-"""Where named configs (models, systems, grids, laws, runs), the sbatch template and the public data sets
-are found.
+"""Where named configs (models, systems, grids, laws, runs, studies, frameworks), the sbatch template and the
+public data sets are found.
 
 Search order for ``find("models", "gpt-180m")``:
 
 1. each folder in ``$BATCHLAW_CONFIG_PATH`` (``os.pathsep``-separated; ``batchlaw --config-dir DIR``
-   prepends DIR), each holding ``models/``, ``systems/``, ``grids/``, ``laws/``, ``runs/``;
+   prepends DIR), each holding ``models/``, ``systems/``, ``grids/``, ``laws/``, ``runs/``, ``studies/``, ``frameworks/``;
 2. the configs shipped inside the package (``importlib.resources``: ``batchlaw.configs``), which in a
    checkout (editable install) is the repository's ``configs/``.
 
@@ -26,11 +26,12 @@ from pathlib import Path
 __all__ = ["KINDS", "data_file", "data_names", "data_root", "find", "names", "resolve", "search_path",
            "shipped_root", "template"]
 
-KINDS = ("models", "systems", "grids", "laws", "runs", "studies")
+KINDS = ("models", "systems", "grids", "laws", "runs", "studies", "frameworks")
 
 # How an error message calls the names of each kind it lists.
 _LISTED_AS = {"models": "shipped models", "systems": "shipped profiles", "grids": "shipped grids",
-              "laws": "presets", "runs": "shipped run configs", "studies": "shipped studies"}
+              "laws": "presets", "runs": "shipped run configs", "studies": "shipped studies",
+              "frameworks": "framework presets"}
 
 
 def _package_dir(package: str, fallback: str) -> Path:

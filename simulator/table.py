@@ -3,18 +3,18 @@
 Input columns are those of ``published_throughput.csv`` / ``throughput_megatron.csv`` (``model, layers,
 hidden, heads, seq_len, vocab, gpu, gpus, tp, pp, dp, vpp, micro_batch, global_batch, recompute,
 sequence_parallel, precision``) plus optional ``query_groups, ffn_hidden, activation`` (gelu, swiglu,
-geglu, squared-relu, relu) or ``gated_mlp`` (yes/no), ``tied_embeddings, cp, fp8, distributed_optimizer,
-overlap_grad_reduce, grad_reduce_in_fp32, tp_comm_overlap, overlap_p2p_comm, flash_attention, fsdp,
-activation_offload_layers, pipeline_split_extra_layers`` (2 with Megatron's
-``account_for_embedding/loss_in_pipeline_split``: the divisibility rule then applies to layers + 2, and the
-last stage runs a layer fewer beside the output layer), ``network_gbps`` (the cluster's network bandwidth per
-GPU in GB/s where it is not the profile's).
-``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8 GEMMs); ``fp8_recipe`` tensorwise
-(delayed or current per-tensor scaling, the default), mxfp8 or blockwise; ``cross_entropy_fusion`` none (the
-megatron-core default), native or te (yes/true: native). ``unknown`` for
-sequence_parallel means on when tp > 1 (the Megatron-Core recipe default); for recompute it means none.
-Other columns pass through. A blank (NaN) micro_batch means: choose the fastest micro batch that fits in
-memory.
+geglu, squared-relu, relu) or ``gated_mlp`` (yes/no), ``tied_embeddings, cp, fp8, fsdp,
+activation_offload_layers, network_gbps`` (the cluster's network bandwidth per GPU in GB/s where it is not
+the profile's), ``framework`` and the settings a framework preset fills where a row leaves them blank
+(``frameworks``: ``flash_attention, distributed_optimizer, overlap_grad_reduce, grad_reduce_in_fp32,
+tp_comm_overlap, overlap_p2p_comm, cross_entropy_fusion, sequence_parallel, fp8_recipe, dropout,
+pipeline_split_extra_layers`` (2 with Megatron's ``account_for_embedding/loss_in_pipeline_split``: the
+divisibility rule then applies to layers + 2, and the last stage runs a layer fewer beside the output
+layer)). ``precision`` may be bf16, fp16, half, fp32 or fp8 (fp8 = bf16 with FP8 GEMMs); ``fp8_recipe``
+tensorwise, delayed, current (per-tensor scaling), mxfp8 or blockwise; ``cross_entropy_fusion`` none (the
+megatron-core default), native or te (yes/true: native). A blank (or ``unknown``) setting takes the row's
+framework preset; a blank micro_batch, vpp (pp > 1) or recompute the preset does not fix is priced over
+its choices (``choices``: the fastest that fits, with the range). Other columns pass through.
 """
 
 from __future__ import annotations
@@ -25,18 +25,20 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from batchlaw.simulator import rules
-from batchlaw.simulator import checks
-from batchlaw.simulator.perf import iteration, memory_gib
+from batchlaw.simulator import checks, choices, frameworks, rules
 from batchlaw.simulator.perf_ops import block_scaled_of, ce_bytes_of
 from batchlaw.simulator.plan import decode_bool, decode_column
 from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn, resolve_precision
 from batchlaw.simulator.system import GPU_ALIASES, SystemProfile, gpu_profile_name, load_system, system_names
 
-__all__ = ["OUTPUT_COLUMNS", "feasibility", "normalise", "predict_table"]
+__all__ = ["CHOSEN", "OUTPUT_COLUMNS", "RESOLVED", "feasibility", "normalise", "predict_table", "settings_lines"]
 
-OUTPUT_COLUMNS = ("pred_iter_time_s", "pred_tflops_per_gpu", "pred_mfu", "pred_mem_gib", "feasible", "reason")
-_MICRO_CANDIDATES = (1, 2, 4, 8, 16, 32)
+OUTPUT_COLUMNS = ("pred_iter_time_s", "pred_tflops_per_gpu", "pred_mfu", "pred_mem_gib", "feasible", "reason",
+                  "pred_iter_time_min_s", "pred_iter_time_max_s", "unknowns")
+CHOSEN = ("micro_batch", "vpp", "recompute", "pipeline_split_extra_layers")
+"""Settings a blank cell leaves to ``choices`` (the fastest valid choice that fits), written to the output."""
+RESOLVED = ("framework", *frameworks.BOOL_SETTINGS, "sequence_parallel", "cross_entropy_fusion", "fp8_recipe")
+"""Settings a blank cell takes from the row's framework preset, written to the output."""
 # "unknown" (published tables that do not state a setting) reads as a blank cell: the column's default
 _UNSTATED = "unknown"
 _MODEL, _PAR = ModelShape(layers=1, hidden=1, heads=1), Parallelism()  # the one source of default values
@@ -145,6 +147,13 @@ def _number(values, name: str) -> np.ndarray:
     raise AssertionError("unreachable: a value failed to parse but no row did")
 
 
+def split_rule(c: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Megatron's embedding/loss slots in the pipeline split where the layers need them: 2 where layers do not
+    divide by pp x vpp but layers + 2 do, else 0 (``account_for_embedding/loss_in_pipeline_split``)."""
+    slots = c["pp"] * c["vpp"]
+    return np.where((c["layers"] % slots != 0) & ((c["layers"] + 2) % slots == 0), 2.0, 0.0)
+
+
 _ACTIVATIONS = {"gelu": False, "relu": False, "squared-relu": False, "squared_relu": False, "swiglu": True,
                 "geglu": True, "silu-glu": True, "reglu": True}
 
@@ -155,8 +164,15 @@ def _flag(cols, name: str, n: int, default: bool) -> np.ndarray:
     return _boolean(np.asarray(cols[name]), name, default)
 
 
-def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Typed numpy columns with defaults filled in (strings -> numbers and booleans)."""
+def normalise(cols: Mapping[str, Any], *, framework: str = frameworks.DEFAULT, system: str = "") -> dict[str, np.ndarray]:
+    """Typed numpy columns with defaults filled in (strings -> numbers and booleans).
+
+    Args:
+        cols: the table.
+        framework: the framework of rows whose ``framework`` cell is blank (or of every row without that
+            column); blank setting columns take its preset (``frameworks.fill``).
+        system: the profile name of rows without a ``gpu``/``system`` column (resolves ``batchlaw``).
+    """
     if hasattr(cols, "to_dict") and hasattr(cols, "columns"):  # pandas DataFrame
         cols = {k: cols[k].to_numpy() for k in cols.columns}
     required = ("layers", "hidden", "heads", "seq_len", "vocab", "tp", "pp", "global_batch")
@@ -164,7 +180,10 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     if missing:
         raise ValueError(f"column {missing[0]!r} is missing; required columns are {', '.join(required)}")
     n = len(np.asarray(cols["layers"]))
-    c: dict[str, np.ndarray] = {}
+    cols, fw = frameworks.fill(cols, n, framework, system)
+    c: dict[str, np.ndarray] = {"framework": cols["framework"], "vpp_unknown": fw["vpp_unknown"],
+                                "recompute_unknown": fw["recompute_unknown"], "split_auto": fw["split_auto"],
+                                "dropout": fw["dropout"]}
     for k in required + ("micro_batch",):
         c[k] = _number(_column(cols, k, n, np.nan), k)
     c["vpp"] = np.nan_to_num(_number(_column(cols, "vpp", n, 1), "vpp"), nan=1.0)
@@ -206,12 +225,12 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     c["overlap_grad_reduce"] = _flag(cols, "overlap_grad_reduce", n, _PAR.overlap_grad_reduce)
     c["grad_reduce_in_fp32"] = _flag(cols, "grad_reduce_in_fp32", n, True)
     # Megatron's account_for_embedding/loss_in_pipeline_split: the split counts 2 more layer slots
-    c["pipeline_split_extra_layers"] = np.nan_to_num(_number(_column(cols, "pipeline_split_extra_layers", n, 0.0),
-                                                             "pipeline_split_extra_layers"))
+    extra = _number(_column(cols, "pipeline_split_extra_layers", n, np.nan), "pipeline_split_extra_layers")
+    c["pipeline_split_extra_layers"] = np.where(c["split_auto"], split_rule(c), np.nan_to_num(extra))
     c["tp_comm_overlap"] = _flag(cols, "tp_comm_overlap", n, False) & c["sequence_parallel"]
     # megatron-core's ModelParallelConfig.overlap_p2p_comm defaults to False (batchlaw's trainer keeps it);
-    # Megatron-LM's and NeMo's argument defaults turn it on; it acts on the interleaved schedule only
-    c["overlap_p2p_comm"] = _flag(cols, "overlap_p2p_comm", n, False) & (c["vpp"] > 1)
+    # Megatron-LM's and NeMo's argument defaults turn it on; it acts on the interleaved schedule only (perf.py)
+    c["overlap_p2p_comm"] = _flag(cols, "overlap_p2p_comm", n, False)
     # the cluster's per-GPU network bandwidth (GB/s) where it differs from the profile's (blank: the profile's)
     c["network_gbps"] = _number(_column(cols, "network_gbps", n, np.nan), "network_gbps")
     bad_net = np.flatnonzero(~np.isnan(c["network_gbps"]) & ~(np.isfinite(c["network_gbps"]) & (c["network_gbps"] > 0)))
@@ -235,7 +254,9 @@ def normalise(cols: Mapping[str, Any]) -> dict[str, np.ndarray]:
     c["precision"] = np.array(["bf16" if u == "fp8" else u for u in uniq] or ["bf16"])[codes]
     uniq, codes = _category(cols, "cross_entropy_fusion", n, "none")
     c["ce_bytes"] = ce_bytes_of(uniq or ["none"])[codes]
+    c["cross_entropy_fusion"] = np.array(uniq or ["none"], dtype=object)[codes]
     uniq, codes = _category(cols, "fp8_recipe", n, "tensorwise")
+    c["fp8_recipe"] = np.array(uniq or ["tensorwise"], dtype=object)[codes]
     c["mxfp8"] = block_scaled_of(uniq or ["tensorwise"])[codes] & c["fp8"]
     c["needs_mxfp8"] = np.array([u == "mxfp8" for u in uniq], dtype=bool)[codes] & c["fp8"]
     # a RunSpec table names its system in the ``system`` column (system.name), a published one in ``gpu``
@@ -375,29 +396,11 @@ def _predict_chunked(c: dict[str, np.ndarray], system: SystemProfile) -> dict[st
 
 
 def _predict_rows(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
-    blank = np.isnan(c["micro_batch"])
-    best_t = np.full(len(blank), np.inf)
-    best_mb = np.where(blank, np.nan, c["micro_batch"])
-    if blank.any():
-        for mb in _MICRO_CANDIDATES:
-            trial = {**c, "micro_batch": np.where(blank, float(mb), c["micro_batch"])}
-            ok, _ = feasibility(_split_view(trial))
-            it = iteration(trial, system)
-            t = it["iter_time_s"]
-            fits = memory_gib(trial, system, it["stage_params"]) <= system.memory_gib
-            better = blank & ok & fits & (t < best_t)
-            best_t = np.where(better, t, best_t)
-            best_mb = np.where(better, mb, best_mb)
-        best_mb = np.where(blank & np.isnan(best_mb), 1.0, best_mb)
-    c = {**c, "micro_batch": best_mb}
-    ok, reason = feasibility(_split_view(c))
-    it = iteration(c, system)
-    mem = memory_gib(c, system, it["stage_params"])
-    over = ok & (mem > system.memory_gib)
-    for i in np.flatnonzero(over):
-        reason[i] = f"memory {mem[i]:.1f} GiB over capacity {system.memory_gib:g} GiB"
-    return {"micro_batch": best_mb, "pred_iter_time_s": it["iter_time_s"], "pred_tflops_per_gpu": it["tflops_per_gpu"],
-            "pred_mfu": it["mfu"], "pred_mem_gib": mem, "feasible": reason == "", "reason": reason}
+    """Predictions of one system's rows, blank settings priced over their choices (``choices.resolve``)."""
+    c, out = choices.resolve(c, system)
+    del out["valid"]
+    out.update({k: c[k] for k in CHOSEN})
+    return out
 
 
 def _row_profile(name: str, idx: np.ndarray, column: str) -> SystemProfile:
@@ -423,24 +426,29 @@ def _check_tensor_cores(c: dict[str, np.ndarray], idx: np.ndarray, system: Syste
                          "cores (b200, gb200, gb300); allowed there are tensorwise, delayed, current, blockwise")
 
 
-def predict_table(columns: Mapping[str, Any], system: SystemProfile | str | None = None) -> dict[str, np.ndarray]:
-    """Predict every row; returns the input columns plus ``OUTPUT_COLUMNS`` (numpy arrays).
+def predict_table(columns: Mapping[str, Any], system: SystemProfile | str | None = None, *,
+                  framework: str = frameworks.DEFAULT) -> dict[str, np.ndarray]:
+    """Predict every row; returns the input columns plus ``OUTPUT_COLUMNS`` (numpy arrays), with the settings
+    each row ran with written back (``RESOLVED`` from its framework preset, ``CHOSEN`` by ``choices``).
 
     Args:
         columns: mapping column -> array (or a pandas DataFrame).
         system: one profile (or name) for all rows; None uses each row's ``gpu`` column.
+        framework: the framework of rows whose ``framework`` cell is blank, or of all rows without that column
+            (``frameworks``; default ``batchlaw``, this project's trainer).
 
     A row with an impossible value (tp = 0, a negative batch) is priced as NaN and marked infeasible with
     the reason; numpy's division warnings for it are silenced (the reason column says it once).
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return _predict_table(columns, system)
+        return _predict_table(columns, system, framework)
 
 
-def _predict_table(columns, system) -> dict[str, np.ndarray]:
+def _predict_table(columns, system, framework) -> dict[str, np.ndarray]:
     if hasattr(columns, "columns") and hasattr(columns, "to_numpy"):
         columns = {k: columns[k].to_numpy() for k in columns.columns}
-    c = normalise(columns)
+    name = system.name if isinstance(system, SystemProfile) else str(system or "")
+    c = normalise(columns, framework=framework, system=name)
     out = {k: np.asarray(v) for k, v in columns.items()}
     column = "gpu" if "gpu" in columns or "system" not in columns else "system"  # as normalise reads it
     if system is None:
@@ -458,12 +466,29 @@ def _predict_table(columns, system) -> dict[str, np.ndarray]:
             prof = load_system(name)
         _check_tensor_cores(c, np.arange(len(c["layers"])), prof)
         part = _predict_group(c, prof)
-        out.update({k: part[k] for k in OUTPUT_COLUMNS})
-        out["micro_batch"] = part["micro_batch"]
+        out.update({k: part[k] for k in (*OUTPUT_COLUMNS, *CHOSEN)})
+        out.update({k: c[k] for k in RESOLVED})
         return out
     parts = [(np.flatnonzero(mask), _row_profile(name, np.flatnonzero(mask), column)) for name, mask in groups]
     for idx, prof in parts:
         _check_tensor_cores(c, idx, prof)
     res = _predict_parts(c, parts)
-    out.update({k: res[k] for k in (*OUTPUT_COLUMNS, "micro_batch")})
+    out.update({k: res[k] for k in (*OUTPUT_COLUMNS, *CHOSEN)})
+    out.update({k: c[k] for k in RESOLVED})
     return out
+
+
+def settings_lines(out: Mapping[str, np.ndarray]) -> list[str]:
+    """What ``predict_table`` assumed, for printing: one line per framework preset its rows took (the values
+    of every setting a row left blank), and one naming the rows whose blank settings span more than
+    ``choices.SPAN``."""
+    names, counts = np.unique(np.asarray(out["framework"]).astype(str), return_counts=True)
+    lines = [f"{frameworks.describe(str(k), frameworks.load_framework(str(k)))} ({v} row{'s' if v != 1 else ''})"
+             for k, v in zip(names, counts)]
+    wide = np.flatnonzero(np.asarray(out["unknowns"]).astype(str) != "")
+    if len(wide):
+        lines.append(f"{len(wide)} row{'s' if len(wide) != 1 else ''} with blank micro_batch / vpp / recompute"
+                     f" that change the step time by more than {choices.SPAN:.0%}: priced at the fastest choice that"
+                     " fits; the range is in pred_iter_time_min_s .. pred_iter_time_max_s (first: row"
+                     f" {wide[0]}, {out['pred_iter_time_min_s'][wide[0]]:.3g} .. {out['pred_iter_time_max_s'][wide[0]]:.3g} s)")
+    return lines

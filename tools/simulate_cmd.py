@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " shipped data set (data/throughput/published_throughput.csv)")
     parser.add_argument("--out", help="output CSV file (a grid also writes OUT.resolved.json next to it)")
     parser.add_argument("--system", help="system profile (name or TOML) for every row; replaces the grid's system")
+    parser.add_argument("--framework", help="framework of rows that name none (a preset: batchlaw, megatron-core,"
+                        " nemo-1, nemo-2, megatron-bridge, megatron-lm-2021, ...; default batchlaw, this project's"
+                        " trainer); blank setting columns take its values")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a grid key, e.g. --set grid.nodes=[16]")
     parser.add_argument("--all-layouts", action="store_true",
@@ -38,13 +41,16 @@ def _models() -> int:
 
 def _runs(args) -> int:
     from batchlaw.simulator.csvio import read_csv, write_csv
+    from batchlaw.simulator.frameworks import DEFAULT
     from batchlaw.simulator.resources import data_file
-    from batchlaw.simulator.table import predict_table
+    from batchlaw.simulator.table import predict_table, settings_lines
 
     table = read_csv(data_file(args.runs, field="--runs"))
-    out = predict_table(table, args.system)  # precision 'auto' is resolved per system (fp32 on cpu-*)
+    out = predict_table(table, args.system, framework=args.framework or DEFAULT)  # 'auto' precision: per system
     if "precision" in table:
         out["precision"] = table["precision"]  # the RunSpec value ('auto' stays 'auto'), as a grid writes it
+    for line in settings_lines(out):
+        print(line)
     if args.out:
         write_csv(args.out, out)
         print(f"wrote {args.out}: {len(out['feasible'])} rows, {int(np.sum(out['feasible']))} feasible")

@@ -15,7 +15,8 @@ from batchlaw.simulator.system import Efficiency, load_system
 from batchlaw.simulator.table import normalise, predict_table
 
 BASE = dict(layers=32, hidden=4096, heads=32, seq_len=4096, vocab=128256, tp=2, pp=4, dp=2, micro_batch=1,
-            global_batch=64, ffn_hidden=14336, activation="swiglu")
+            global_batch=64, ffn_hidden=14336, activation="swiglu",
+            framework="batchlaw-te")  # the settings pinned (batchlaw resolves by what is installed)
 
 
 def cols(**kw):

@@ -16,7 +16,8 @@ from batchlaw.simulator.table import normalise, predict_table
 
 # Llama 3.1 405B on tp 4, pp 16, vp 4 as the Megatron-Bridge GB200 rows run it (126 layers + 2 slots)
 L405 = dict(layers=126, hidden=16384, heads=128, query_groups=8, seq_len=8192, vocab=128256, tp=4, pp=16, dp=4,
-            vpp=4, micro_batch=1, global_batch=64, ffn_hidden=53248, activation="swiglu", sequence_parallel=True)
+            vpp=4, micro_batch=1, global_batch=64, ffn_hidden=53248, activation="swiglu", sequence_parallel=True,
+            framework="batchlaw-te")  # the settings pinned (batchlaw resolves by what is installed)
 
 
 def cols(**kw):
@@ -130,12 +131,14 @@ def test_public_rows_carry_their_sources_settings():
     mx = r["fp8_recipe"] == "mxfp8"
     assert mx.sum() == 27  # B200 4, GB200 13, GB300 10
     assert set(r["gpu"][mx]) <= {"B200", "GB200", "GB300"}
-    # the cross-entropy implementation follows the framework each row ran (its framework_version)
+    # each row names the framework it ran (its framework_version); the loss kernel comes from that preset
     fw = r["framework_version"].astype(str)
-    ce = r["cross_entropy_fusion"]
+    ce = predict_table(r)["cross_entropy_fusion"]
+    assert (r["framework"][np.char.find(fw, "Megatron-Bridge") >= 0] == "megatron-bridge").all()
     assert (ce[np.char.find(fw, "Megatron-Bridge") >= 0] == "te").all()
     assert (ce[np.char.find(fw, "NeMo 2.0") >= 0] == "native").sum() == 43  # dgxc v25.04 34, NeMo 25.02/25.04 9
     assert (ce[np.char.find(fw, "NeMo launcher") >= 0] == "none").sum() == 54  # dgxc v24.11.1 and GPT-3
+    assert (r["framework"][np.char.find(fw, "NeMo launcher") >= 0] == "nemo-1").sum() == 54
 
 
 def test_split_with_two_stages_is_the_even_split():
