@@ -125,9 +125,14 @@ def check_parallel(p: Any) -> None:
 
 
 def check_system_spec(s: Any) -> None:
-    """SystemSpec (where a run is planned): a clean profile name, positive GPU and node counts."""
+    """SystemSpec (where a run is planned): a clean profile name, positive GPU and node counts, a framework
+    preset."""
     check_text("system.name", s.name)
     _positive("system", s, ("gpus_per_node", "nodes"))
+    from batchlaw.simulator.frameworks import framework_names
+
+    if s.framework not in framework_names() and not str(s.framework).endswith(".toml"):
+        _fail("system.framework", s.framework, "the framework presets " + ", ".join(framework_names()))
 
 
 def check_train(t: Any) -> None:

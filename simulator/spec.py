@@ -125,6 +125,11 @@ class SystemSpec:
     """Ranks (GPUs) per node; ``batchlaw submit`` launches this many per node."""
     nodes: int = 1
     """Nodes; world size = nodes x gpus_per_node on a cluster."""
+    framework: str = "batchlaw"
+    """Framework whose settings the simulator prices the run with (a preset of ``configs/frameworks``):
+    ``batchlaw`` is this project's trainer (resolved to ``batchlaw-te`` or ``batchlaw-local`` by what is
+    installed; a plan records the resolved name, and ``batchlaw calibrate`` checks it against the kernels
+    the log says ran)."""
 
     def __post_init__(self) -> None:
         checks.check_system_spec(self)

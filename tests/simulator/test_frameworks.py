@@ -116,3 +116,13 @@ def test_a_preset_that_fixes_recompute_leaves_nothing_unknown():
     assert c["recompute"][0] == "none" and not c["recompute_unknown"][0]
     c = normalise({k: np.array([v]) for k, v in {**L70, "recompute": "unknown", "framework": "nemo-1"}.items()})
     assert c["recompute_unknown"][0]
+
+
+def test_a_run_names_its_framework_and_a_typo_is_refused():
+    from batchlaw.simulator.runconfig import PLAN_COLUMNS, spec_from_dict
+
+    assert PLAN_COLUMNS["framework"] == ("system", "framework")  # a plan column, read back by spec_from_row
+    base = {"model": {"layers": 2, "hidden": 64, "heads": 4}, "train": {"global_batch": 8, "steps": 1}}
+    assert spec_from_dict(base).system.framework == "batchlaw"
+    with pytest.raises(ValueError, match=r"system.framework = 'nemo3': the framework presets .*nemo-2"):
+        spec_from_dict({**base, "system": {"framework": "nemo3"}})
