@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.optimize import least_squares
 
+from batchlaw.simulator.frameworks import DEFAULT
 from batchlaw.simulator.system import Calibration, Efficiency, SystemProfile
 from batchlaw.simulator.table import _predict_group, normalise, predict_table
 
@@ -97,13 +98,16 @@ def _bounds(name: str) -> tuple[float, float]:
 
 def calibrate(rows: Mapping[str, Any], system: SystemProfile, *,
               params: Sequence[str] = ("matmul_max", "width_half", "tokens_half", "network_eff"),
-              prior_sigma: float = 0.3, fitted_on: str = "") -> tuple[SystemProfile, CalibrationReport]:
+              prior_sigma: float = 0.3, fitted_on: str = "",
+              framework: str = "") -> tuple[SystemProfile, CalibrationReport]:
     """Fit ``params`` of ``system.efficiency`` to the measured ``iter_time_s`` of ``rows``.
 
     Args:
         prior_sigma: width of the Gaussian prior around the starting value (log units for scale
             parameters, absolute for fractions x 1/0.3 of the start); 0 disables the prior.
         fitted_on: description of the rows, recorded in the profile.
+        framework: the framework of rows without a ``framework`` column (``table.normalise``; default
+            ``batchlaw``); the profile records the rows' preset when they share one.
 
     Raises:
         ValueError: with fewer rows than parameters, an unknown parameter, a negative or non-finite
@@ -120,7 +124,8 @@ def calibrate(rows: Mapping[str, Any], system: SystemProfile, *,
     if n < len(params) and prior_sigma <= 0:
         raise ValueError(f"calibration needs at least {len(params)} rows (one per parameter), got {n}")
     measured = np.log(np.asarray(rows["iter_time_s"], dtype=float))
-    cols = normalise(rows)
+    cols = normalise(rows, framework=framework or DEFAULT, system=system.name)
+    kinds = set(np.asarray(cols["framework"]).astype(str))
     start = dataclasses.asdict(system.efficiency)
     x0 = np.array([_to_x(p, start[p]) for p in params])
     lo, hi = (np.array(v) for v in zip(*(_bounds(p) for p in params)))
@@ -166,7 +171,8 @@ def calibrate(rows: Mapping[str, Any], system: SystemProfile, *,
     record = Calibration(fitted_on=fitted_on or f"{n} rows", n_rows=n, params=tuple(params),
                          stderr=tuple(stderr[p] for p in params),
                          median_abs_error=float(np.median(np.abs(after))), max_abs_error=float(np.max(np.abs(after))),
-                         fixed=f"not fitted (start values): {', '.join(k for k in start if k not in params)}")
+                         fixed=f"not fitted (start values): {', '.join(k for k in start if k not in params)}",
+                         not_identified=weak, framework=kinds.pop() if len(kinds) == 1 else "")
     fitted = dataclasses.replace(fitted, calibration=record)
     report = CalibrationReport(
         fitted=values, stderr=stderr, n_rows=n,

@@ -4,15 +4,15 @@ model (fitted by ``simulator/calibrate.py``). Files: ``configs/systems/<name>.to
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from batchlaw.simulator import checks
 from batchlaw.simulator import config as _config
 from batchlaw.simulator import resources
 
-__all__ = ["Calibration", "Efficiency", "SystemProfile", "gpu_profile_name", "load_system", "save_system",
-           "system_names", "GPU_ALIASES"]
+__all__ = ["Calibration", "Efficiency", "SystemProfile", "gpu_profile_name", "load_system", "prior_params",
+           "save_system", "system_names", "GPU_ALIASES"]
 
 # GPU names as they appear in published tables -> shipped profile names.
 # Matching is case-insensitive (``gpu_profile_name``).
@@ -92,6 +92,11 @@ class Calibration:
     """Worst |relative error| of iteration time on the fitted rows."""
     fixed: str = ""
     """Parameters held fixed and why."""
+    not_identified: tuple[str, ...] = ()
+    """Fitted parameters the rows did not constrain (their posterior stayed near the prior)."""
+    framework: str = ""
+    """The framework preset of the rows fitted when they share one (``batchlaw calibrate``: the kernels the
+    logs say ran); '' for rows of several frameworks."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -137,6 +142,14 @@ class SystemProfile:
 
     def __post_init__(self) -> None:
         checks.check_system(self)
+
+
+def prior_params(profile: SystemProfile) -> tuple[str, ...]:
+    """Efficiency parameters of ``profile`` that are still priors: not among the fitted ones of its
+    ``[calibration]``, or fitted but not identified by the rows (every one for an uncalibrated profile)."""
+    cal = profile.calibration
+    names = [f.name for f in fields(Efficiency)]
+    return tuple(n for n in names if n not in cal.params or n in cal.not_identified)
 
 
 def system_names() -> list[str]:

@@ -6,7 +6,14 @@ launched layout, and its median step time. Logs from another device class than t
 logs for a GPU profile) are refused unless ``--force``. The profile's efficiency parameters are
 fitted on every other run (sorted by size and batch) and the error is reported on the rest, before
 and after; then refitted on all runs and written as a profile TOML that ``batchlaw simulate
---system PATH`` uses. Every ``FitWarning`` of the fit is printed.
+--system PATH`` uses. Every ``FitWarning`` of the fit is printed, then each run's step time as the
+starting profile predicts it (what the plan priced), as the fitted one does, and as logged, and the
+efficiency parameters that are still priors.
+
+Plan = run for step time: each run is priced with the framework preset its log's ``kernels`` attribute
+says ran (``batchlaw-te``: Transformer Engine's layer spec; ``batchlaw-local``: the local one). A log whose
+plan named the other preset is refused in one line, as are logs of two presets in one folder and a
+starting profile fitted on runs of another preset (``[calibration] framework``).
 
 A log that cannot be read (truncated, corrupt, not a run log) is named on stderr in one line and
 skipped. Exit status, as ``analyze``: 0 every log read; 1 (``logs.EXIT_SKIPPED``) profile written but
@@ -49,7 +56,7 @@ def rows_from_logs(runs, system: str | None = None, *, force: bool = False,
     from batchlaw.simulator.plan import spec_to_row
     from batchlaw.simulator.spec import device_class, resolve_precision
 
-    rows = []
+    rows, paths = [], []
     for r in runs:
         if r.status != "completed" or not r.config:
             continue
@@ -71,15 +78,36 @@ def rows_from_logs(runs, system: str | None = None, *, force: bool = False,
             raise ValueError(f"calibrate: {r.path} ran on {device}, profile {system!r} is a {device_class(system)}"
                              " profile; use logs from that device class (or --force)")
         row = spec_to_row(spec)
+        row["framework"] = _framework_ran(r, spec.system.framework, system or device)
         row.update({"gpus": lay["world_size"], "tp": lay["tp"], "pp": lay["pp"], "dp": lay["dp"], "vpp": lay["vpp"],
                     "micro_batch": lay["micro_batch"], "global_batch": r.global_batch,
                     # the trainer records the precision it resolved; older logs only have the config's
                     "precision": lay.get("precision") or resolve_precision(spec.train.precision, device),
                     "iter_time_s": r.step_time_s, "num_params": r.num_params})
         rows.append(row)
+        paths.append(r.path)
     if not rows:
         raise ValueError("calibrate: no completed constant-batch run logs with a config attribute (ramp runs are left out)")
+    ran = {row["framework"]: path for row, path in zip(rows, paths)}
+    if len(ran) > 1:
+        (a, pa), (b, pb) = list(ran.items())[:2]
+        raise ValueError(f"calibrate: the logs ran two frameworks, {a} ({pa}) and {b} ({pb}); a profile is fitted for"
+                         " one: calibrate each set of logs on its own")
     return {k: np.array([row[k] for row in rows]) for k in rows[0]}
+
+
+def _framework_ran(r, planned: str, system: str) -> str:
+    """The preset a log ran: what its ``kernels`` attribute says (``frameworks.kernels_framework``), refused in
+    one line when the plan priced it as another one; the plan's (resolved) preset for a log without one."""
+    from batchlaw.simulator.frameworks import kernels_framework, resolve_name
+
+    logged = kernels_framework(r.kernels) if r.kernels else ""
+    plan = resolve_name(planned, system)
+    if logged and planned.strip().lower() != "batchlaw" and plan != logged:
+        raise ValueError(f"calibrate: {r.path} was planned as framework {plan} but its kernels attribute says"
+                         f" {logged} ran (linear layers {r.kernels.get('linear')}); set system.framework = {logged}"
+                         f" for these runs, or run them where the planned kernels are installed")
+    return logged or plan
 
 
 def _fit(rows, start, params, prior_sigma):
@@ -93,9 +121,21 @@ def _fit(rows, start, params, prior_sigma):
     return out
 
 
+def _print_runs(rows, start, final) -> None:
+    """Each run's step time: predicted by the starting profile (as planned) and by the fitted one, and logged."""
+    from batchlaw.simulator.table import predict_table
+
+    before = predict_table(rows, start)["pred_iter_time_s"]
+    after = predict_table(rows, final)["pred_iter_time_s"]
+    print(f"{'run':40s} {'planned_s':>10s} {'fitted_s':>10s} {'logged_s':>10s}")
+    for i in np.argsort(rows["num_params"], kind="stable"):
+        name = f"{rows['model'][i]} b{int(rows['global_batch'][i])} tp{int(rows['tp'][i])} pp{int(rows['pp'][i])}"
+        print(f"{name:40s} {before[i]:10.4g} {after[i]:10.4g} {rows['iter_time_s'][i]:10.4g}")
+
+
 def run(args: argparse.Namespace) -> int:
     from batchlaw.simulator.calibrate import errors
-    from batchlaw.simulator.system import load_system, save_system
+    from batchlaw.simulator.system import gpu_profile_name, load_system, prior_params, save_system
     from batchlaw.tools.logs import load_runs, print_skipped, skipped_status
 
     if not (args.prior_sigma >= 0 and np.isfinite(args.prior_sigma)):
@@ -107,6 +147,11 @@ def run(args: argparse.Namespace) -> int:
         rows = rows_from_logs(runs, start.name, force=args.force, skipped=skipped)
     finally:  # the logs it left out are named even when nothing usable remains
         print_skipped(skipped)
+    ran = str(rows["framework"][0])
+    if start.calibration.framework and start.calibration.framework != ran:
+        raise ValueError(f"calibrate: profile {args.system!r} was fitted on {start.calibration.framework} runs and these"
+                         f" logs ran {ran}; start from a profile not fitted on logs (e.g. {gpu_profile_name(start.name)})"
+                         f" or from one fitted on {ran} runs")
     params = tuple(p.strip() for p in args.params.split(",") if p.strip())
     n = len(rows["iter_time_s"])
     if n < len(params):
@@ -123,9 +168,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"held-out runs ({len(held_idx)}): median |error| of step time {np.median(before):.1%} before,"
               f" {np.median(after):.1%} after (worst {after.max():.1%})")
     final, report = _fit(rows, start, params, args.prior_sigma)
+    _print_runs(rows, start, final)
     out = Path(args.out) if args.out else Path(args.logdir) / f"{start.name}-calibrated.toml"
     save_system(final, out, comment=f"Calibrated by batchlaw calibrate on {n} runs in {args.logdir}.")
     print(f"all {n} runs: median |error| {report.median_abs_error_before:.1%} -> {report.median_abs_error_after:.1%};"
           f" fitted " + ", ".join(f"{k}={v:.3g}" for k, v in report.fitted.items()))
+    priors = prior_params(final)
+    print(f"framework {ran}; still priors (not fitted, or not identified by these runs): {', '.join(priors) or 'none'}")
     print(f"wrote {out}")
     return skipped_status(skipped)

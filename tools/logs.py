@@ -60,6 +60,7 @@ class RunSummary:
     tokens_per_s: float
     layout: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    kernels: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_ramp(self) -> bool:
@@ -212,7 +213,8 @@ def _summarise(path, tail: float, seed: int) -> RunSummary:
         final_loss=float(np.nanmean(loss[-k:])), final_loss_se=_tail_se(loss[-k:]), smoothed_loss=float(smooth[-1]), val_loss=val,
         b_simple=b_point, b_simple_lo=lo, b_simple_hi=hi,
         step_time_s=_nanmedian(c["step_time_s"][1:] if n > 1 else c["step_time_s"]),
-        tokens_per_s=_nanmedian(c["tokens_per_s"]), layout=json.loads(a.get("layout", "{}")), config=cfg)
+        tokens_per_s=_nanmedian(c["tokens_per_s"]), layout=json.loads(a.get("layout", "{}")), config=cfg,
+        kernels=json.loads(a.get("kernels", "{}")))
 
 
 def _ramp_text(cfg: dict, attrs: dict) -> str:
@@ -281,5 +283,5 @@ def skipped_status(skipped: list[str]) -> int:
 
 def summaries_table(runs: list[RunSummary]) -> dict[str, np.ndarray]:
     """Summaries as columns (for CSV, or ``pandas.DataFrame(table)``)."""
-    rows = [{k: v for k, v in asdict(r).items() if k not in ("layout", "config")} for r in runs]
+    rows = [{k: v for k, v in asdict(r).items() if k not in ("layout", "config", "kernels")} for r in runs]
     return {k: np.array([row[k] for row in rows]) for k in rows[0]}

@@ -126,3 +126,15 @@ def test_a_run_names_its_framework_and_a_typo_is_refused():
     assert spec_from_dict(base).system.framework == "batchlaw"
     with pytest.raises(ValueError, match=r"system.framework = 'nemo3': the framework presets .*nemo-2"):
         spec_from_dict({**base, "system": {"framework": "nemo3"}})
+
+
+def test_prior_params_names_what_no_fit_has_moved():
+    import dataclasses
+
+    from batchlaw.simulator.system import Calibration, Efficiency, prior_params
+
+    bare = dataclasses.replace(load_system("h100-sxm"), calibration=Calibration())
+    assert prior_params(bare) == tuple(f.name for f in dataclasses.fields(Efficiency))
+    cal = Calibration(n_rows=4, params=("matmul_max", "overhead_s", "overhead_mb_s"), not_identified=("overhead_mb_s",))
+    pri = prior_params(dataclasses.replace(bare, calibration=cal))
+    assert "matmul_max" not in pri and "overhead_s" not in pri and "overhead_mb_s" in pri and "hbm_eff" in pri

@@ -136,3 +136,51 @@ def test_logs_left_out_are_named_even_when_none_remain(tmp_path, capsys):
                  "--out", str(tmp_path / "p.toml")]) == 2
     err = capsys.readouterr().err
     assert err.count("batchlaw: skipped: ") == 2 and "no step times" in err and "no completed" in err
+
+
+_LOCAL = {"linear": "megatron.ColumnParallelLinear,megatron.RowParallelLinear", "norm": "megatron.WrappedTorchNorm"}
+_TE = {"linear": "megatron.TELayerNormColumnParallelLinear,megatron.TERowParallelLinear", "norm": "none"}
+
+
+def _logs_with_kernels(root, framework, kernels):
+    for b in (8, 16, 32, 64):
+        spec = load_run_config("tiny-cpu", [f"train.global_batch={b}", f"system.framework={framework}"])
+        w = RunLogWriter(root / f"b{b}" / "log.h5", attrs={
+            "config": json.loads(config.to_json(spec)), "model_name": "tiny", "num_params": 200_000, "seq_len": 64,
+            "kernels": kernels,
+            "layout": {"world_size": 1, "tp": 1, "pp": 1, "vpp": 1, "dp": 1, "micro_batch": 2, "device": "cpu"}})
+        for s in range(1, 21):
+            w.append({"step": s, "tokens": s * b * 64, "global_batch_size": b, "loss": 5.0 - 0.01 * s,
+                      "step_time_s": 0.01 * b, "tokens_per_s": 1.0})
+        w.close("completed")
+
+
+def test_logged_kernels_must_match_the_planned_framework(tmp_path, capsys):
+    # issue 22, plan = run: a run planned with Transformer Engine's kernels whose log says the local ones ran
+    # would fit the TE profile to local-kernel step times
+    _logs_with_kernels(tmp_path / "te-planned", "batchlaw-te", _LOCAL)
+    args = ["calibrate", str(tmp_path / "te-planned"), "--system", "cpu-gloo", "--params", "overhead_s"]
+    assert main(args + ["--out", str(tmp_path / "x.toml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "planned as framework batchlaw-te but its kernels attribute says batchlaw-local" in err[0]
+    assert not (tmp_path / "x.toml").exists()
+
+
+def test_calibrate_prices_the_kernels_that_ran_and_names_the_priors(tmp_path, capsys):
+    from batchlaw.simulator.system import load_system
+
+    _logs_with_kernels(tmp_path / "local", "batchlaw", _LOCAL)
+    fitted = tmp_path / "local.toml"
+    assert main(["calibrate", str(tmp_path / "local"), "--system", "cpu-gloo", "--params", "overhead_s",
+                 "--out", str(fitted)]) == 0
+    out = capsys.readouterr().out
+    assert "planned_s" in out and "logged_s" in out and out.count("tiny b") == 4  # one line per run
+    assert "framework batchlaw-local; still priors" in out and "overhead_mb_s" in out
+    prof = load_system(fitted)
+    assert prof.calibration.framework == "batchlaw-local"
+    # a profile fitted on local-kernel runs does not start a fit of TE runs
+    _logs_with_kernels(tmp_path / "te", "batchlaw", _TE)
+    assert main(["calibrate", str(tmp_path / "te"), "--system", str(fitted), "--params", "overhead_s", "--force",
+                 "--out", str(tmp_path / "y.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "was fitted on batchlaw-local runs and these logs ran batchlaw-te" in err
