@@ -131,7 +131,7 @@ def check_system_spec(s: Any) -> None:
     _positive("system", s, ("gpus_per_node", "nodes"))
     from batchlaw.simulator.frameworks import framework_names
 
-    if s.framework not in framework_names() and not str(s.framework).endswith(".toml"):
+    if str(s.framework).strip().lower() not in framework_names() and not str(s.framework).endswith(".toml"):
         _fail("system.framework", s.framework, "the framework presets " + ", ".join(framework_names()))
 
 

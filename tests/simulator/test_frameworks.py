@@ -119,9 +119,11 @@ def test_a_preset_that_fixes_recompute_leaves_nothing_unknown():
 
 
 def test_a_run_names_its_framework_and_a_typo_is_refused():
-    from batchlaw.simulator.runconfig import PLAN_COLUMNS, spec_from_dict
+    from batchlaw.simulator.plan import COLUMN_KINDS, PLAN_COLUMNS
+    from batchlaw.simulator.runconfig import spec_from_dict
 
     assert PLAN_COLUMNS["framework"] == ("system", "framework")  # a plan column, read back by spec_from_row
+    assert COLUMN_KINDS["framework"][0] == "text"
     base = {"model": {"layers": 2, "hidden": 64, "heads": 4}, "train": {"global_batch": 8, "steps": 1}}
     assert spec_from_dict(base).system.framework == "batchlaw"
     with pytest.raises(ValueError, match=r"system.framework = 'nemo3': the framework presets .*nemo-2"):

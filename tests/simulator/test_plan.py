@@ -134,6 +134,7 @@ FIXED = {
     "number": ["3e-4", " 0.001 ", 1e-3, "inf", "nan", "", "-1e-3", "0", "fast", True],
     "choice": ["selective", "SELECTIVE", " full ", "none", "bf16", "BF16", "fp16", "half", "fp8", "auto", "swiglu",
                "gelu", "GeLU", "layernorm", "rope", "", "x"],
+    "text": ["batchlaw", "nemo-2", " NeMo-2 ", "megatron-core", "batchlaw-te", "nemo3", "", float("nan")],
     "ramp": ["", "constant", "4,4,64", " 4, 4, 64 ", [4, 4, 64], "0:4 32:8", "0:4 1K:8", "0:8 32:4",
              '{shape = "staircase", start = 4, incr = 4, ramp_samples = 64}', '{shape = "doubling", start = 4, '
              'every_tokens = "1K"}', '{shape = "doubling", incr = 4}', "{shape = ", "4,4", "a,b,c", float("nan")],
