@@ -129,10 +129,15 @@ def check_system_spec(s: Any) -> None:
     preset."""
     check_text("system.name", s.name)
     _positive("system", s, ("gpus_per_node", "nodes"))
+    check_framework("system.framework", s.framework)
+
+
+def check_framework(field: str, name: str) -> None:
+    """A framework preset name (stripped, any case) or a preset TOML path."""
     from batchlaw.simulator.frameworks import framework_names
 
-    if str(s.framework).strip().lower() not in framework_names() and not str(s.framework).endswith(".toml"):
-        _fail("system.framework", s.framework, "the framework presets " + ", ".join(framework_names()))
+    if str(name).strip().lower() not in framework_names() and not str(name).endswith(".toml"):
+        _fail(field, name, "the framework presets " + ", ".join(framework_names()))
 
 
 def check_train(t: Any) -> None:
@@ -224,6 +229,8 @@ def check_grid(g: Any) -> None:
     a, p = g.grid, g.prune
     _int_at_least("gpus_per_node", g.gpus_per_node, 1)
     check_text("system", g.system)
+    if g.framework:
+        check_framework("framework", g.framework)
     if not a.models or not a.global_batch:
         _fail("grid.models" if not a.models else "grid.global_batch", (), "must list at least one value")
     for name in ("global_batch", "nodes", "tp", "pp", "vpp", "micro_batch"):

@@ -112,6 +112,10 @@ class GridConfig:
     base: str = ""
     """Run config (name in configs/runs or a TOML path) whose values fill the axes left out; '' =
     the RunSpec defaults. ``batchlaw submit`` starts every run from it unless --base-config is given."""
+    framework: str = ""
+    """Framework preset the points are priced with (``configs/frameworks``; ``batchlaw simulate --framework``
+    replaces it); '' = the base run's ``system.framework`` (default ``batchlaw``: this project's trainer,
+    with the kernels it will use). The plan records the resolved preset in its ``framework`` column."""
     grid: GridAxes
     """Axes."""
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -171,6 +175,7 @@ def _expand(g: GridConfig) -> dict[str, np.ndarray]:
     cols["num_params"] = np.array([num_params(models[x]) for x in m], dtype=np.float64)
     cols["tokens"] = np.round(cols["num_params"] * a.tokens_per_param)
     cols["system"] = np.full(len(m), g.system, dtype=object)
+    cols["framework"] = np.full(len(m), g.framework or base["framework"], dtype=object)
     cols["gpus_per_node"] = np.full(len(m), g.gpus_per_node)
     cols["gpus"] = cols["nodes"] * g.gpus_per_node
     cols["dp"] = cols["gpus"] / (cols["tp"] * cols["pp"])

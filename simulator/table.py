@@ -478,14 +478,14 @@ def _predict_table(columns, system, framework) -> dict[str, np.ndarray]:
     return out
 
 
-def settings_lines(out: Mapping[str, np.ndarray]) -> list[str]:
+def settings_lines(out: Mapping[str, np.ndarray], *, unknowns: bool = True) -> list[str]:
     """What ``predict_table`` assumed, for printing: one line per framework preset its rows took (the values
-    of every setting a row left blank), and one naming the rows whose blank settings span more than
-    ``choices.SPAN``."""
+    of every setting a row left blank), and (``unknowns``) one naming the rows whose blank settings span
+    more than ``choices.SPAN``."""
     names, counts = np.unique(np.asarray(out["framework"]).astype(str), return_counts=True)
     lines = [f"{frameworks.describe(str(k), frameworks.load_framework(str(k)))} ({v} row{'s' if v != 1 else ''})"
              for k, v in zip(names, counts)]
-    wide = np.flatnonzero(np.asarray(out["unknowns"]).astype(str) != "")
+    wide = np.flatnonzero(np.asarray(out["unknowns"]).astype(str) != "") if unknowns else []
     if len(wide):
         lines.append(f"{len(wide)} row{'s' if len(wide) != 1 else ''} with blank micro_batch / vpp / recompute"
                      f" that change the step time by more than {choices.SPAN:.0%}: priced at the fastest choice that"

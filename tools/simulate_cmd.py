@@ -68,16 +68,20 @@ def _grid(args) -> int:
     from batchlaw.simulator import config as _config
     from batchlaw.simulator.grid import base_spec, load_grid, run_grid, summary
     from batchlaw.simulator.plan import write_plan
+    from batchlaw.simulator.table import settings_lines
 
     import sys
 
     from batchlaw.simulator.grid import lr_warnings
 
-    g = load_grid(args.grid, list(args.overrides) + ([f"system={args.system}"] if args.system else []))
+    g = load_grid(args.grid, list(args.overrides) + ([f"system={args.system}"] if args.system else [])
+                  + ([f"framework={args.framework}"] if args.framework else []))
     for line in lr_warnings(g):
         print(f"batchlaw: warning: {line}", file=sys.stderr)
     table = run_grid(g)
     print(summary(table, g, all_layouts=args.all_layouts))
+    for line in settings_lines(table, unknowns=False):  # a grid's blank micro batch is the planner's choice
+        print(line)
     if args.out:
         write_plan(args.out, table, base=base_spec(g) if g.base else None, meta={"grid": _config.to_dict(g)})
         print(f"wrote {args.out} ({len(table['survives'])} rows, survivors first) and its resolved config"

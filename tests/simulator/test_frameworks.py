@@ -140,3 +140,24 @@ def test_prior_params_names_what_no_fit_has_moved():
     cal = Calibration(n_rows=4, params=("matmul_max", "overhead_s", "overhead_mb_s"), not_identified=("overhead_mb_s",))
     pri = prior_params(dataclasses.replace(bare, calibration=cal))
     assert "matmul_max" not in pri and "overhead_s" not in pri and "overhead_mb_s" in pri and "hbm_eff" in pri
+
+
+def test_a_grid_is_priced_for_the_trainer_and_its_plan_records_the_kernels(monkeypatch):
+    # issue 22 (plan = run): a grid point is priced with the kernels batchlaw's trainer will use, and the plan
+    # row (what submit launches) names that preset, which calibrate later checks against the log's kernels
+    from batchlaw.simulator.grid import load_grid, run_grid
+    from batchlaw.simulator.plan import spec_from_row
+
+    monkeypatch.setattr(frameworks, "te_installed", lambda: True)
+    g = load_grid("batch-sweep-180m-4b", ["grid.models=['gpt-180m']", "grid.global_batch=[256]"])
+    te = run_grid(g)
+    assert set(te["framework"]) == {"batchlaw-te"} and te["flash_attention"].all()
+    monkeypatch.setattr(frameworks, "te_installed", lambda: False)
+    local = run_grid(g)
+    assert set(local["framework"]) == {"batchlaw-local"} and not local["flash_attention"].any()
+    assert (local["pred_iter_time_s"] > te["pred_iter_time_s"]).all()  # unfused attention
+    row = {k: v[0] for k, v in te.items()}
+    assert spec_from_row(row).system.framework == "batchlaw-te"
+    other = run_grid(load_grid("batch-sweep-180m-4b", ["grid.models=['gpt-180m']", "grid.global_batch=[256]",
+                                                      "framework=nemo-2"]))
+    assert set(other["framework"]) == {"nemo-2"}
