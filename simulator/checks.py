@@ -209,7 +209,7 @@ def check_system(p: Any) -> None:
     check_text("system.name", p.name)
     for name in ("peak_tflops", "hbm_gbps", "memory_gib", "nvlink_gbps", "network_gbps", "host_gbps"):
         _finite(f"system.{name}", getattr(p, name), lo=0.0, lo_open=True)
-    for name in ("latency_us", "memory_overhead_gib"):
+    for name in ("latency_us", "hop_nvlink_us", "hop_net_us", "memory_overhead_gib"):
         _finite(f"system.{name}", getattr(p, name), lo=0.0)
     _int_at_least("system.gpus_per_node", p.gpus_per_node, 1)
     e = p.efficiency

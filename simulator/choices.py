@@ -6,7 +6,9 @@ micro batch ``MICRO``, virtual pipeline size ``VPP`` (the valid divisors; 1 is t
 recompute none / selective / full. The point prediction is the fastest choice that is valid
 (``rules.RULES``) and fits in memory, as a tuned recipe would run it; ``pred_iter_time_min_s`` and
 ``pred_iter_time_max_s`` are the fastest and the slowest such choice, and ``unknowns`` names the blank
-settings of rows whose range spans more than ``SPAN``. A row none of whose choices fits is reported at
+settings of rows whose range spans more than ``SPAN``. Memory is a range too (``perf_mem.memory_range``): a
+row is infeasible only when even its floor exceeds the capacity, and ``unknowns`` names the rows whose
+ceiling does (they may not fit). A row none of whose choices fits is reported at
 the valid choice that needs the least memory (its reason names the overflow).
 """
 
@@ -16,7 +18,8 @@ from itertools import product
 
 import numpy as np
 
-from batchlaw.simulator.perf import iteration, memory_gib
+from batchlaw.simulator.perf import iteration
+from batchlaw.simulator.perf_mem import memory_range
 from batchlaw.simulator.system import SystemProfile
 
 __all__ = ["MICRO", "RECOMPUTE", "SPAN", "VPP", "price", "resolve"]
@@ -39,14 +42,15 @@ def price(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarr
 
     ok, reason = feasibility(_split_view(c))
     it = iteration(c, system)
-    mem = memory_gib(c, system, it["stage_params"])
-    over = ok & (mem > system.memory_gib)
+    low, mem, high = memory_range(c, system, it["stage_params"])
+    cap = system.memory_gib
+    over = ok & (low > cap)  # even the floor does not fit
     for i in np.flatnonzero(over):
-        reason[i] = f"memory {mem[i]:.1f} GiB over capacity {system.memory_gib:g} GiB"
+        reason[i] = f"memory {mem[i]:.1f} GiB (at least {low[i]:.1f}) over capacity {cap:g} GiB"
     t = it["iter_time_s"]
     return {"pred_iter_time_s": t, "pred_tflops_per_gpu": it["tflops_per_gpu"], "pred_mfu": it["mfu"],
             "pred_mem_gib": mem, "feasible": reason == "", "reason": reason, "valid": ok,
-            "pred_iter_time_min_s": t, "pred_iter_time_max_s": t}
+            "pred_iter_time_min_s": t, "pred_iter_time_max_s": t, "pred_mem_min_gib": low, "pred_mem_max_gib": high}
 
 
 def _set_choice(sub: dict[str, np.ndarray], rows: slice, mb, vpp, rec) -> None:
@@ -96,6 +100,15 @@ def _pick(res: dict[str, np.ndarray], k: int, m: int) -> tuple[np.ndarray, np.nd
     return chosen * m + np.arange(m), lo, hi
 
 
+def _memory_notes(out: dict[str, np.ndarray], cap: float) -> None:
+    """Name, in ``unknowns``, the feasible rows whose memory ceiling (allocator slack, dropout masks of an
+    unknown dropout) exceeds the capacity: they may run out of memory; the floor fits."""
+    for i in np.flatnonzero(out["feasible"] & (out["pred_mem_max_gib"] > cap)):
+        note = (f"memory may not fit: {out['pred_mem_min_gib'][i]:.1f}..{out['pred_mem_max_gib'][i]:.1f} GiB"
+                f" on {cap:g} GiB")
+        out["unknowns"][i] = f"{out['unknowns'][i]}; {note}" if out["unknowns"][i] else note
+
+
 def resolve(c: dict[str, np.ndarray], system: SystemProfile) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(columns with every blank setting chosen, predictions with their ranges and ``unknowns``).
 
@@ -108,6 +121,7 @@ def resolve(c: dict[str, np.ndarray], system: SystemProfile) -> tuple[dict[str, 
     if len(known) == n:
         out = price(c, system)
         out["unknowns"] = np.full(n, "", dtype=object)
+        _memory_notes(out, system.memory_gib)
         return c, out
     chosen = {k: np.array(c[k], dtype=object if k == "recompute" else None) for k in
               ("micro_batch", "vpp", "recompute", "rec_full", "rec_selective", "pipeline_split_extra_layers")}
@@ -137,6 +151,7 @@ def resolve(c: dict[str, np.ndarray], system: SystemProfile) -> tuple[dict[str, 
         out.setdefault("unknowns", np.full(n, "", dtype=object))
         out["unknowns"][idx[wide]] = f"blank {names}: priced fastest of the range"
     out.setdefault("unknowns", np.full(n, "", dtype=object))
+    _memory_notes(out, system.memory_gib)
     c = {**c, **{k: (v.astype(bool) if k.startswith("rec_") else v.astype(np.float64) if k != "recompute" else v)
                  for k, v in chosen.items()}}
     return c, out

@@ -42,7 +42,7 @@ from typing import Mapping
 import numpy as np
 
 from batchlaw.simulator.params import flops_per_step
-from batchlaw.simulator.perf_comm import bus_bandwidth, collective, p2p_bandwidth, ring_terms
+from batchlaw.simulator.perf_comm import allreduce, collective, p2p_bandwidth, rs_or_ag
 from batchlaw.simulator.perf_mem import layer_activation_bytes, memory_gib, stage_params
 from batchlaw.simulator.perf_ops import flag, layer_times, logits_time
 from batchlaw.simulator.system import SystemProfile
@@ -50,14 +50,22 @@ from batchlaw.simulator.system import SystemProfile
 __all__ = ["iteration", "memory_gib"]
 
 
+def _buckets(n_local, n) -> np.ndarray:
+    """Gradient buckets per rank: megatron-core's DistributedDataParallel launches one collective per bucket
+    of ``max(40e6, 1e6 x dp)`` parameters (``DistributedDataParallelConfig.bucket_size`` left unset)."""
+    return np.maximum(np.ceil(n_local / np.maximum(40e6, 1e6 * n)), 1.0)
+
+
 def _dp_comm(c, system, n_local, stage_mb):
-    """Exposed seconds of the data-parallel gradient/parameter collectives."""
+    """Exposed seconds of the data-parallel gradient/parameter collectives (NCCL ring or tree, one collective
+    per gradient bucket, ``perf_comm``)."""
     e = system.efficiency
     n = c["dp"] * c["cp"]
-    # one bandwidth and latency term for RS, AG and AR (all-reduce = 2 x reduce-scatter volume)
-    per_byte, lat = ring_terms(n, bus_bandwidth(n, c["tp"], system), system)
-    grad = np.where(c["grad_reduce_in_fp32"] | flag(c, "fp32"), 4.0, 2.0) * n_local * per_byte
-    rs, ag, ar = grad + lat, 2.0 * n_local * per_byte + lat, 2.0 * grad + lat
+    stride = c["tp"]
+    k = _buckets(n_local, n)
+    grad = np.where(c["grad_reduce_in_fp32"] | flag(c, "fp32"), 4.0, 2.0) * n_local
+    rs, ag = k * rs_or_ag(n, stride, grad / k, system), k * rs_or_ag(n, stride, 2.0 * n_local / k, system)
+    ar = k * allreduce(n, stride, grad / k, system)
     overlap = c["overlap_grad_reduce"]
     # distributed optimizer: RS hides behind the last backward (2/3 of a slot), AG behind the first forward
     dist = np.where(overlap, np.maximum(rs - 2 / 3 * stage_mb, e.dp_exposed * rs)
@@ -116,7 +124,7 @@ def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, n
     lt = layer_times(c, system)
     act_bytes = b * s / cp * h * np.where(flag(c, "fp32"), 4.0, 2.0)
     n_tp = np.where(flag(c, "rec_full"), 6.0, 4.0)
-    tp_comm = n_tp * collective(t, act_bytes, bus_bandwidth(t, 1.0, system), system, 2.0)
+    tp_comm = n_tp * collective(t, 1.0, act_bytes, system, split=c["sequence_parallel"])
     tp_comm = tp_comm * np.where(c["tp_comm_overlap"], e.tp_exposed, 1.0)
     hd = h / c["heads"]
     kv_bytes = b * s / cp * 2 * c["query_groups"] * hd / t * 2.0

@@ -129,7 +129,12 @@ class SystemProfile:
     network_gbps: float = 25.0
     """Inter-node bandwidth per GPU and direction, GB/s."""
     latency_us: float = 10.0
-    """Per-collective latency, microseconds."""
+    """Base latency of a collective (NCCL's ring, Simple protocol: 8.4 us, ``src/graph/tuning.cc``) and of one
+    point-to-point transfer, microseconds."""
+    hop_nvlink_us: float = 3.4
+    """Latency of one ring step inside an NVLink domain (NCCL ``tuning.cc`` hwLat, NVLink, ring, Simple), us."""
+    hop_net_us: float = 9.6
+    """Latency of one ring step across the network (NCCL ``tuning.cc`` hwLat, NET, ring, Simple), us."""
     memory_overhead_gib: float = 2.0
     """CUDA context, NCCL buffers and allocator slack reserved per GPU, GiB."""
     host_gbps: float = 25.0

@@ -34,7 +34,7 @@ from batchlaw.simulator.system import GPU_ALIASES, SystemProfile, gpu_profile_na
 __all__ = ["CHOSEN", "OUTPUT_COLUMNS", "RESOLVED", "feasibility", "normalise", "predict_table", "settings_lines"]
 
 OUTPUT_COLUMNS = ("pred_iter_time_s", "pred_tflops_per_gpu", "pred_mfu", "pred_mem_gib", "feasible", "reason",
-                  "pred_iter_time_min_s", "pred_iter_time_max_s", "unknowns")
+                  "pred_iter_time_min_s", "pred_iter_time_max_s", "pred_mem_min_gib", "pred_mem_max_gib", "unknowns")
 CHOSEN = ("micro_batch", "vpp", "recompute", "pipeline_split_extra_layers")
 """Settings a blank cell leaves to ``choices`` (the fastest valid choice that fits), written to the output."""
 RESOLVED = ("framework", *frameworks.BOOL_SETTINGS, "sequence_parallel", "cross_entropy_fusion", "fp8_recipe")

@@ -39,10 +39,12 @@ def test_comm_tiers_follow_nccl_hierarchy():
 
 
 def test_cross_node_tp_is_not_costed_at_one_nic():
-    # The pattern: TP 16 over 2 nodes was predicted 78-85% too slow when costed on one NIC.
+    # The pattern: TP 16 over 2 nodes was predicted 78-85% too slow when costed on one NIC (8 x the
+    # wire time of TP 8); with all 8 NICs of a node it costs about NVLink's wire time plus NCCL's ring latency,
+    # whose 2 network steps and multi-node plateau (tuning.cc) about double a collective of these 34 MB
     t16 = iteration(cols(tp=16, heads=32, dp=1, global_batch=16), load_system("h100-sxm"))["tp_comm_s"]
     t8 = iteration(cols(tp=8, dp=2, global_batch=32), load_system("h100-sxm"))["tp_comm_s"]  # same m = 16
-    assert t16[0] < 1.5 * t8[0]
+    assert 1.2 * t8[0] < t16[0] < 2.5 * t8[0]
 
 
 def test_recompute_reruns_exactly_its_ops():
