@@ -13,7 +13,8 @@ Accuracy (all 199 rows of data/throughput/throughput_megatron.csv, via ``perf_da
   least 3 distinct layouts;
 - the small-model regime (1.7B-8B rows) separately; rows called infeasible.
 ``--write-profiles`` fits each profile on all of its rows and writes configs/systems/<name>.toml.
-Speed: predict_table (time + memory) on 1e6 random layouts, CPU time of one process.
+Speed: predict_table (time + memory) on 1e6 random layouts, CPU time of one process; the same with every
+row distinct, and with the text columns as a CSV brings them (``--string-speed`` alone).
 """
 
 from __future__ import annotations
@@ -228,6 +229,29 @@ def speed(n: int) -> None:
     print(f"SPEED: the same with every layout distinct: {n / cpu:,.0f} configs/s of CPU time ({cpu:.2f} s CPU)")
 
 
+def csv_string_table(n: int, seed: int = 2) -> dict[str, np.ndarray]:
+    """``random_layouts`` with every row distinct and model, gpu, recompute, sequence_parallel and precision as
+    the object arrays of text ``csvio.read_csv`` brings (a plan or runs CSV), plus the framework column."""
+    cols = random_layouts(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    cols["global_batch"] = cols["dp"] * cols["micro_batch"] * rng.integers(1, 10**6, n)
+    for name, values in (("model", cols.get("model", np.full(n, "gpt-1.4b"))), ("gpu", np.full(n, "h100-sxm")),
+                         ("recompute", cols["recompute"]), ("precision", cols["precision"]),
+                         ("sequence_parallel", np.where(cols["sequence_parallel"], "true", "false")),
+                         ("framework", np.full(n, "batchlaw-te"))):
+        cols[name] = np.array([str(v) for v in values], dtype=object)
+    return cols
+
+
+def string_speed(n: int) -> float:
+    """configs/s of CPU time of predict_table on ``csv_string_table`` (best of 3)."""
+    cols = csv_string_table(n)
+    cpu = min(_cpu(lambda: predict_table(cols)) for _ in range(3))
+    print(f"SPEED: every row distinct, model/gpu/recompute/sequence_parallel/precision/framework as CSV text:"
+          f" {n / cpu:,.0f} configs/s of CPU time ({cpu:.2f} s CPU, best of 3)")
+    return n / cpu
+
+
 def csv_speed(n: int, baseline: bool) -> None:
     """Read + write of an n-row predict_table output through csvio; optionally the previous stdlib
     DictReader/writer code path on the same table, side by side."""
@@ -270,6 +294,7 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--string-speed", action="store_true", help="only the text-column speed figure; then exit")
     ap.add_argument("--csv-baseline", action="store_true", help="also time the previous per-cell CSV code")
     ap.add_argument("--width-half", type=float, help="start value of width_half (sensitivity runs)")
     ap.add_argument("--tokens-half", type=float, help="start value of tokens_half (sensitivity runs)")
@@ -277,6 +302,9 @@ if __name__ == "__main__":
                     help="write the public rows with their framework named per row (what perf_data reads from the"
                          " provenance and notes), for `batchlaw simulate --runs OUT.csv`; then exit")
     a = ap.parse_args()
+    if a.string_speed:
+        string_speed(a.n)
+        raise SystemExit(0)
     if a.write_runs:
         write_runs(a.write_runs)
         raise SystemExit(0)
@@ -287,4 +315,5 @@ if __name__ == "__main__":
         accuracy(a.write_profiles)
     if not a.skip_speed:
         speed(a.n)
+        string_speed(a.n)
         csv_speed(a.n, a.csv_baseline)

@@ -260,7 +260,8 @@ _POSITIVE_COLUMNS = ("layers", "hidden", "heads", "seq_len", "vocab", "tp", "pp"
 def _bad_size(c: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     v = np.asarray(c[name], dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(v) | (v < 1) | (v != np.floor(v))
+        # a positive whole number: v >= 1 is False for NaN and -inf, v - floor(v) is NaN for +inf
+        bad = ~((v >= 1) & (v - np.floor(v) == 0))
     return bad & ~np.isnan(v) if name == "micro_batch" else bad
 
 

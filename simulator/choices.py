@@ -36,20 +36,21 @@ SPAN = 0.05
 _NAMES = ("micro_batch", "vpp", "recompute")
 
 
-def price(c: dict[str, np.ndarray], system: SystemProfile) -> dict[str, np.ndarray]:
-    """Step time, memory and feasibility of fully specified rows (every setting known)."""
+def price(c: dict[str, np.ndarray], system: SystemProfile, *, messages: bool = True) -> dict[str, np.ndarray]:
+    """Step time, memory and feasibility of fully specified rows (every setting known); ``messages`` False
+    leaves ``reason`` empty (``feasible`` stays exact)."""
     from batchlaw.simulator.table import _split_view, feasibility
 
-    ok, reason = feasibility(_split_view(c))
+    ok, reason = feasibility(_split_view(c), messages=messages)
     it = iteration(c, system)
     low, mem, high = memory_range(c, system, it["stage_params"])
     cap = system.memory_gib
     over = ok & (low > cap)  # even the floor does not fit
-    for i in np.flatnonzero(over):
+    for i in np.flatnonzero(over) if messages else ():
         reason[i] = f"memory {mem[i]:.1f} GiB (at least {low[i]:.1f}) over capacity {cap:g} GiB"
     t = it["iter_time_s"]
     return {"pred_iter_time_s": t, "pred_tflops_per_gpu": it["tflops_per_gpu"], "pred_mfu": it["mfu"],
-            "pred_mem_gib": mem, "feasible": reason == "", "reason": reason, "valid": ok,
+            "pred_mem_gib": mem, "feasible": ok & ~over, "reason": reason, "valid": ok,
             "pred_iter_time_min_s": t, "pred_iter_time_max_s": t, "pred_mem_min_gib": low, "pred_mem_max_gib": high}
 
 
@@ -139,13 +140,13 @@ def resolve(c: dict[str, np.ndarray], system: SystemProfile) -> tuple[dict[str, 
     for pat in np.unique(pattern[pattern > 0]):
         idx = np.flatnonzero(pattern == pat)
         sub, k = _expand(c, idx, int(pat))
-        res = price(sub, system)
-        take, lo, hi = _pick(res, k, len(idx))
-        res["pred_iter_time_min_s"] = np.tile(lo, k)
-        res["pred_iter_time_max_s"] = np.tile(hi, k)
-        put(idx, res, take)
+        take, lo, hi = _pick(price(sub, system, messages=False), k, len(idx))
+        pick = {key: v[take] for key, v in sub.items()}
+        res = price(pick, system)  # the chosen rows again, with their reasons
+        res["pred_iter_time_min_s"], res["pred_iter_time_max_s"] = lo, hi
+        put(idx, res)
         for key in chosen:
-            chosen[key][idx] = sub[key][take]
+            chosen[key][idx] = pick[key]
         names = " ".join(name for bit, name in enumerate(_NAMES) if int(pat) >> bit & 1)
         wide = hi > lo * (1 + SPAN)
         out.setdefault("unknowns", np.full(n, "", dtype=object))

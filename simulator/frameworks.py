@@ -4,8 +4,8 @@ A published table or a user's plan gives the layout (tp, pp, micro batch, ...) b
 settings that decide how fast that layout runs (flash attention, distributed optimizer, overlaps, the
 gradient-reduction dtype, the loss kernel, ...). A ``framework`` names the bundle: each preset is one file
 ``configs/frameworks/<name>.toml`` holding one ``[framework]`` table (``Framework``), with the source
-of every value in its comments. ``predict_table`` (``table.normalise``) fills every blank or missing
-setting column of a row from the row's framework (the ``framework`` column, else the caller's default);
+of every value in its comments. ``predict_table`` (``table.normalise``, ``columns.fill``) fills every blank
+or missing setting column of a row from the row's framework (the ``framework`` column, else the caller's default);
 a setting given in a column wins. The settings it resolved are written back as columns, with the
 concrete preset name in ``framework``.
 
@@ -29,12 +29,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import numpy as np
-
 from batchlaw.simulator import config as _config
 from batchlaw.simulator import resources
 
-__all__ = ["BOOL_SETTINGS", "DEFAULT", "Framework", "describe", "fill", "framework_names", "kernels_framework",
+__all__ = ["BOOL_SETTINGS", "DEFAULT", "Framework", "describe", "framework_names", "kernels_framework",
            "load_framework", "resolve_name", "te_installed"]
 
 DEFAULT = "batchlaw"
@@ -43,9 +41,6 @@ DEFAULT = "batchlaw"
 BOOL_SETTINGS = ("flash_attention", "distributed_optimizer", "overlap_grad_reduce", "grad_reduce_in_fp32",
                  "tp_comm_overlap", "overlap_p2p_comm")
 """Yes/no settings a preset fills (columns of ``predict_table`` of the same names)."""
-
-_BLANK = ("", "nan", "unknown")  # cells that state nothing (published tables print "unknown")
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Framework:
@@ -75,8 +70,10 @@ class Framework:
     ``account_for_embedding/loss_in_pipeline_split``): a blank ``pipeline_split_extra_layers`` is 2 where
     layers do not divide by pp x vpp but layers + 2 do, else 0."""
     interleaving: bool
-    """Runs the interleaved pipeline schedule (vpp > 1); a blank vpp with pp > 1 is then an unknown
-    priced over its choices. False: a blank vpp is 1."""
+    """A blank vpp (pp > 1) may be interleaved: an unknown priced over its choices (recipes that interleave
+    where the source does not say how). False: a blank vpp is 1, the plain schedule (a framework without
+    the interleaved schedule, or batchlaw's trainer, whose RunSpec default is vpp = 1; an explicit vpp > 1
+    is still priced)."""
     recompute: Literal["", "none", "selective", "full"]
     """Activation recomputation of a row that leaves it blank; '' = the framework does not fix it (an
     unknown priced over none, selective and full)."""
@@ -150,100 +147,3 @@ def _word(v: Any) -> str:
     if isinstance(v, float):
         return "unknown" if math.isnan(v) else f"{v:g}"
     return v if v != "" else "unknown"
-
-
-# -- filling a table's columns ----------------------------------------------------------------------
-
-def _blank_text(values: np.ndarray) -> np.ndarray:
-    """Cells of a column that state nothing: NaN, or text '', 'nan', 'unknown' (any case, any spaces)."""
-    from batchlaw.simulator.table import _factorize
-
-    if values.dtype.kind in "iub":
-        return np.zeros(len(values), dtype=bool)
-    if values.dtype.kind == "f":
-        return np.isnan(values)
-    uniq, codes = _factorize(values)
-    return np.array([u.strip().lower() in _BLANK for u in uniq], dtype=bool)[codes] if uniq else \
-        np.zeros(0, dtype=bool)
-
-
-def _per_row(presets: list[Framework], codes: np.ndarray, name: str) -> np.ndarray:
-    return np.asarray([getattr(p, name) for p in presets])[codes]
-
-
-def _filled(cols: Mapping[str, Any], name: str, default: np.ndarray) -> np.ndarray:
-    """Column ``name`` with its blank cells (or all of it, when absent) taken from ``default``."""
-    if name not in cols:
-        return default
-    values = np.asarray(cols[name])
-    blank = _blank_text(values)
-    if not blank.any():
-        return values
-    if values.dtype.kind == "f" and default.dtype.kind in "bf":
-        return np.where(blank, default, values)
-    out = values.astype(object)
-    out[blank] = default[blank]
-    return out
-
-
-def fill(cols: Mapping[str, Any], n: int, default: str = DEFAULT,
-         system: str = "") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The columns of a table with every blank setting taken from each row's framework.
-
-    Args:
-        cols: the table (column -> array); a ``framework`` column names each row's preset (blank: ``default``).
-        n: rows.
-        default: the framework of rows that name none.
-        system: the profile of rows without a ``gpu`` / ``system`` column (``batchlaw`` resolves by it).
-
-    Returns:
-        (columns, extra): the columns with ``framework`` (the concrete preset per row) and every setting of
-        ``Framework`` filled in; ``extra`` holds ``vpp_unknown`` (blank vpp, pp > 1, a framework that
-        interleaves), ``recompute_unknown`` (blank recompute the framework does not fix), ``split_auto``
-        (blank ``pipeline_split_extra_layers`` under a framework that splits by the rule) and ``dropout``
-        (NaN = unknown).
-
-    Raises:
-        ValueError: an unknown framework name (one line listing the presets).
-    """
-    from batchlaw.simulator.table import _factorize
-
-    out = dict(cols)
-    where = "gpu" if "gpu" in cols or "system" not in cols else "system"
-    systems = np.asarray(cols[where]) if where in cols else np.full(n, system, dtype=object)
-    names = np.asarray(cols["framework"]) if "framework" in cols else np.full(n, "", dtype=object)
-    if names.dtype.kind == "f":  # an all-blank CSV column reads as NaN
-        names = np.full(n, "", dtype=object)
-    name_uniq, name_codes = _factorize(names) if n else ([], np.zeros(0, dtype=np.intp))
-    sys_uniq, sys_codes = _factorize(systems) if n else ([], np.zeros(0, dtype=np.intp))
-    concrete = [resolve_name(default if u.strip().lower() in _BLANK else u, s) for u in name_uniq for s in sys_uniq]
-    kinds = list(dict.fromkeys(concrete))
-    presets = {k: load_framework(k) for k in kinds}
-    pair = name_codes * max(len(sys_uniq), 1) + sys_codes
-    codes = np.array([kinds.index(k) for k in concrete], dtype=np.intp)[pair] if n else np.zeros(0, dtype=np.intp)
-    plist = [presets[k] for k in kinds]
-    out["framework"] = np.asarray(kinds, dtype=object)[codes] if n else np.zeros(0, dtype=object)
-    for name in BOOL_SETTINGS + ("cross_entropy_fusion", "fp8_recipe"):
-        out[name] = _filled(cols, name, _per_row(plist, codes, name))
-    sp_default = _per_row(plist, codes, "sequence_parallel")
-    out["sequence_parallel"] = _filled(cols, "sequence_parallel", sp_default)
-    extra: dict[str, np.ndarray] = {}
-    rec = np.asarray(cols["recompute"]) if "recompute" in cols else np.full(n, "", dtype=object)
-    rec_blank = _blank_text(rec) if rec.dtype.kind != "f" else np.isnan(rec)
-    rec_default = _per_row(plist, codes, "recompute")
-    extra["recompute_unknown"] = rec_blank & (rec_default == "")
-    out["recompute"] = _filled({"recompute": rec}, "recompute", np.where(rec_default == "", "none", rec_default))
-    pp = np.asarray(cols["pp"], dtype=float) if "pp" in cols and np.asarray(cols["pp"]).dtype.kind in "iuf" else None
-    vpp_blank = _blank_text(np.asarray(cols["vpp"])) if "vpp" in cols else np.ones(n, dtype=bool)
-    inter = _per_row(plist, codes, "interleaving")
-    extra["vpp_unknown"] = vpp_blank & inter & (pp > 1 if pp is not None else True)
-    split_blank = (_blank_text(np.asarray(cols["pipeline_split_extra_layers"]))
-                   if "pipeline_split_extra_layers" in cols else np.ones(n, dtype=bool))
-    extra["split_auto"] = split_blank & _per_row(plist, codes, "split_embedding_loss")
-    drop = _per_row(plist, codes, "dropout").astype(float)
-    if "dropout" in cols:
-        given = np.asarray(cols["dropout"])
-        given = given.astype(float) if given.dtype.kind in "iuf" else np.where(_blank_text(given), "nan", given).astype(float)
-        drop = np.where(np.isnan(given), drop, given)
-    extra["dropout"] = drop
-    return out, extra

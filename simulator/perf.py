@@ -42,7 +42,7 @@ from typing import Mapping
 import numpy as np
 
 from batchlaw.simulator.params import flops_per_step
-from batchlaw.simulator.perf_comm import allreduce, collective, p2p_bandwidth, rs_or_ag
+from batchlaw.simulator.perf_comm import collective, dp_collectives, p2p_bandwidth
 from batchlaw.simulator.perf_mem import layer_activation_bytes, memory_gib, stage_params
 from batchlaw.simulator.perf_ops import flag, layer_times, logits_time
 from batchlaw.simulator.system import SystemProfile
@@ -64,8 +64,7 @@ def _dp_comm(c, system, n_local, stage_mb):
     stride = c["tp"]
     k = _buckets(n_local, n)
     grad = np.where(c["grad_reduce_in_fp32"] | flag(c, "fp32"), 4.0, 2.0) * n_local
-    rs, ag = k * rs_or_ag(n, stride, grad / k, system), k * rs_or_ag(n, stride, 2.0 * n_local / k, system)
-    ar = k * allreduce(n, stride, grad / k, system)
+    rs, ag, ar = (k * x for x in dp_collectives(n, stride, grad / k, 2.0 * n_local / k, system))
     overlap = c["overlap_grad_reduce"]
     # distributed optimizer: RS hides behind the last backward (2/3 of a slot), AG behind the first forward
     dist = np.where(overlap, np.maximum(rs - 2 / 3 * stage_mb, e.dp_exposed * rs)
@@ -136,7 +135,8 @@ def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, n
     slot_max = _slowest_stage(c, layer, stage, logit)
     pipeline = m * slot_max + (pp - 1) / vpp * (stage + logit / pp)
     p2p_bytes = act_bytes / np.where(c["sequence_parallel"], t, 1.0)
-    p2p_wire = p2p_bytes / p2p_bandwidth(t * cp * dp, system)
+    stage_bw = p2p_bandwidth(t * cp * dp, system)  # neighbouring pipeline stages are t cp dp ranks apart
+    p2p_wire = p2p_bytes / stage_bw
     # overlapped (interleaved schedule): each transfer hides behind the next chunk's forward or backward
     chunk_pass = (stage - vpp * e.overhead_mb_s) / vpp / 3.0
     p2p_one = (np.where(c["overlap_p2p_comm"] & (vpp > 1), np.maximum(p2p_wire - chunk_pass, 0.0), p2p_wire)
@@ -145,7 +145,7 @@ def iteration(c: Mapping[str, np.ndarray], system: SystemProfile) -> dict[str, n
     n_local = stage_params(c)
     dp_comm = _dp_comm(c, system, n_local, slot_max)
     emb_bytes = 4.0 * c["vocab"] * h / t
-    tied = np.where(c["tied"] & (pp > 1), emb_bytes / p2p_bandwidth(t * cp * dp, system), 0.0)
+    tied = np.where(c["tied"] & (pp > 1), emb_bytes / stage_bw, 0.0)
     shard = np.where(c["distributed_optimizer"] | c["fsdp"], n_local / (dp * cp), n_local)
     optimizer = 30.0 * shard / (system.hbm_gbps * 1e9 * e.hbm_eff)
     total = pipeline + p2p + dp_comm + tied + optimizer + e.overhead_s

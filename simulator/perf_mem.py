@@ -131,6 +131,7 @@ def memory_range(c: Mapping[str, np.ndarray], system: SystemProfile,
     (``ALLOCATOR_SLACK``) to the allocated part. A run is infeasible when even the floor exceeds the
     capacity; between the floor and the ceiling it may or may not fit (``table`` says so)."""
     est = memory_gib(c, system, n_local)
-    low = memory_gib(c, system, n_local, optimistic=True)
+    unknown = np.isnan(np.asarray(c["dropout"], dtype=float)) if "dropout" in c else np.ones(np.shape(est), bool)
+    low = memory_gib(c, system, n_local, optimistic=True) if unknown.any() else est
     high = est + ALLOCATOR_SLACK * (est - system.memory_overhead_gib)
     return low, est, high

@@ -53,6 +53,14 @@ def _per_step(c: Cols) -> np.ndarray:
     return np.where(ps > 0, ps, 1.0)
 
 
+def _indivisible(a, b) -> np.ndarray:
+    """Where ``a`` is not a whole multiple of ``b`` (both whole numbers held as floats; NaN and inf count as
+    not divisible). ``a % b != 0`` without numpy's slow floating-point remainder: the quotient of whole
+    numbers below 2**26 is exact when it is whole and at least 1/b away from one when it is not."""
+    q = np.asarray(a, dtype=np.float64) / b
+    return ~(np.isfinite(q) & (q == np.floor(q)))
+
+
 def _has_mb(c: Cols) -> np.ndarray:
     return ~np.isnan(c["micro_batch"])
 
@@ -97,23 +105,23 @@ def _ramp_message(c: Cols, i: int) -> str:
 RULES: tuple[Rule, ...] = (
     Rule("world_size", lambda c: (c["dp"] < 1) | (c["dp"] != np.floor(c["dp"])),
          lambda c, i: f"world size {_world(c)[i]:g} is not divisible by tp x pp = {c['tp'][i] * c['pp'][i]:g}"),
-    Rule("heads_tp", lambda c: c["heads"] % c["tp"] != 0,
+    Rule("heads_tp", lambda c: _indivisible(c["heads"], c["tp"]),
          lambda c, i: f"heads {c['heads'][i]:g} not divisible by tp {c['tp'][i]:g}"),
-    Rule("groups_tp", lambda c: c["query_groups"] % c["tp"] != 0,
+    Rule("groups_tp", lambda c: _indivisible(c["query_groups"], c["tp"]),
          lambda c, i: f"query groups {c['query_groups'][i]:g} not divisible by tp {c['tp'][i]:g}"),
-    Rule("layers_pp", lambda c: c["layers"] % (c["pp"] * c["vpp"]) != 0,
+    Rule("layers_pp", lambda c: _indivisible(c["layers"], c["pp"] * c["vpp"]),
          lambda c, i: f"layers {c['layers'][i]:g} not divisible by pp x vpp = {c['pp'][i] * c['vpp'][i]:g}"),
     Rule("vpp_pp", lambda c: (c["vpp"] > 1) & (c["pp"] < 2),
          lambda c, i: f"vpp {c['vpp'][i]:g} needs pp >= 2"),
     # Megatron-LM splits the sequence over the TP ranks under sequence parallelism
     # (Korthikanti et al. 2022, sec. 4.2.2), so s must divide by t.
     Rule("sp_seq_len", lambda c: np.asarray(c["sequence_parallel"], dtype=bool) & (c["tp"] > 1)
-         & (c["seq_len"] % c["tp"] != 0),
+         & _indivisible(c["seq_len"], c["tp"]),
          lambda c, i: f"seq_len {c['seq_len'][i]:g} not divisible by tp {c['tp'][i]:g} (sequence parallel)"),
-    Rule("batch_granularity", lambda c: _has_mb(c) & (c["global_batch"] % _per_step(c) != 0),
+    Rule("batch_granularity", lambda c: _has_mb(c) & _indivisible(c["global_batch"], _per_step(c)),
          lambda c, i: f"global batch {c['global_batch'][i]:g} not divisible by micro_batch x dp ="
                       f" {c['micro_batch'][i] * c['dp'][i]:g}"),
-    Rule("interleave_micro", lambda c: _has_mb(c) & (c["vpp"] > 1) & ((c["global_batch"] / _per_step(c)) % c["pp"] != 0),
+    Rule("interleave_micro", lambda c: _has_mb(c) & (c["vpp"] > 1) & _indivisible(c["global_batch"] / _per_step(c), c["pp"]),
          lambda c, i: f"interleaved schedule needs micro-batches {c['global_batch'][i] / _per_step(c)[i]:g}"
                       f" divisible by pp {c['pp'][i]:g}"),
     Rule("ramp", _ramp_violated, _ramp_message),
@@ -123,12 +131,14 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def violations(c: Cols, *, trainer: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def violations(c: Cols, *, trainer: bool = True, messages: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Evaluate the table on columns ``c``; returns ``(ok, reason)`` with the first rule broken per row.
 
     Args:
         c: the columns listed in the module docstring.
         trainer: also apply the rules of scope ``"trainer"``.
+        messages: write each broken row's message (False: ``reason`` stays '', for callers that only need
+            ``ok``, such as the pricing of a blank setting's choices).
     """
     n = len(c["tp"])
     reason = np.full(n, "", dtype=object)
@@ -137,8 +147,8 @@ def violations(c: Cols, *, trainer: bool = True) -> tuple[np.ndarray, np.ndarray
         if rule.scope == "trainer" and not trainer:
             continue
         hit = np.asarray(rule.violated(c), dtype=bool) & ~assigned
-        for i in np.flatnonzero(hit):
-            reason[i] = rule.message(c, i)
+        for i in np.flatnonzero(hit) if messages else ():
+            reason[i] = rule.message({k: np.asarray(v)[i:i + 1] for k, v in c.items()}, 0)  # one row: O(1) each
         assigned |= hit
     return ~assigned, reason
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from batchlaw.simulator import checks, choices, frameworks, rules
 from batchlaw.simulator.perf_ops import block_scaled_of, ce_bytes_of
-from batchlaw.simulator.plan import decode_bool, decode_column
+from batchlaw.simulator.columns import Cells, factorize, fill, mix as _mix
+from batchlaw.simulator.plan import decode_column
 from batchlaw.simulator.spec import ModelShape, Parallelism, default_ffn, resolve_precision
 from batchlaw.simulator.system import GPU_ALIASES, SystemProfile, gpu_profile_name, load_system, system_names
 
@@ -39,8 +40,6 @@ CHOSEN = ("micro_batch", "vpp", "recompute", "pipeline_split_extra_layers")
 """Settings a blank cell leaves to ``choices`` (the fastest valid choice that fits), written to the output."""
 RESOLVED = ("framework", *frameworks.BOOL_SETTINGS, "sequence_parallel", "cross_entropy_fusion", "fp8_recipe")
 """Settings a blank cell takes from the row's framework preset, written to the output."""
-# "unknown" (published tables that do not state a setting) reads as a blank cell: the column's default
-_UNSTATED = "unknown"
 _MODEL, _PAR = ModelShape(layers=1, hidden=1, heads=1), Parallelism()  # the one source of default values
 
 
@@ -50,90 +49,13 @@ def _column(cols: Mapping[str, Any], name: str, n: int, default) -> np.ndarray:
     return np.full(n, default)
 
 
-def _row_keys(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(64-bit key per string, the string bytes as uint64 words) of a 'U'/'S' array."""
-    n, width = len(arr), arr.dtype.itemsize
-    words = np.zeros((n, -(-width // 8) * 8), dtype=np.uint8)
-    words[:, :width] = np.ascontiguousarray(arr).view(np.uint8).reshape(n, width)
-    words = words.view(np.uint64)
-    key = np.zeros(n, dtype=np.uint64)
-    for j in range(words.shape[1]):
-        key = _mix(key, words[:, j])
-    return key, words
-
-
-def _mix(key: np.ndarray, word: np.ndarray) -> np.ndarray:
-    """Fold a 64-bit word into a running key (xor-shift-multiply, so high and low bits both matter)."""
-    key = (key ^ word ^ (word >> np.uint64(32))) * np.uint64(0x9E3779B97F4A7C15)
-    return key ^ (key >> np.uint64(29))
-
-
-def _factorize(values) -> tuple[list[str], np.ndarray]:
-    """Distinct values (as str) and integer codes of a 1-D array.
-
-    Categorical columns hold a handful of distinct strings, so each distinct value costs one vectorised
-    pass over a 64-bit key of the string's bytes (no sort); more than 16 distinct values fall back to
-    ``np.unique``. Exact: rows are matched on their full bytes, not on the key alone.
-    """
-    arr = np.asarray(values)
-    if arr.dtype.kind not in "US":
-        arr = arr.astype(str)
-    n = len(arr)
-    if n == 0:
-        return [], np.zeros(0, dtype=np.intp)
-    key, words = _row_keys(arr)
-    codes = np.full(n, -1, dtype=np.intp)
-    first: list[int] = []
-    j = 0
-    while len(first) < 16:
-        codes[key == key[j]] = len(first)
-        first.append(j)
-        j = int(np.argmax(codes < 0))
-        if codes[j] >= 0:
-            if (words == words[np.asarray(first)][codes]).all():  # no two strings shared a key
-                return [str(arr[i]) for i in first], codes
-            break
-    uniq, codes = np.unique(arr, return_inverse=True)
-    return [str(u) for u in uniq], codes.reshape(-1)
-
-
-def _category(cols, name: str, n: int, default: str) -> tuple[list[str], np.ndarray]:
-    """Distinct stripped, lower-cased values of a string column and each row's index into them."""
-    if name not in cols:
-        return [default], np.zeros(n, dtype=np.intp)
-    uniq, codes = _factorize(cols[name])
-    norm = [u.strip().lower() for u in uniq]
-    merged = list(dict.fromkeys(norm))
-    if len(merged) < len(norm):
-        codes = np.array([merged.index(u) for u in norm], dtype=np.intp)[codes]
-    return merged, codes
-
-
-def _mapped(values, fn, dtype=None) -> np.ndarray:
-    """``fn`` applied to each distinct value, broadcast back to every row."""
-    uniq, codes = _factorize(values)
-    return np.asarray([fn(u) for u in uniq], dtype=dtype)[codes] if uniq else np.zeros(0, dtype=dtype)
-
-
-def _boolean(values: np.ndarray, name: str = "a yes/no column", default: bool = False) -> np.ndarray:
-    """A yes/no column through the plan's one codec (``plan.decode_bool``); blank and "unknown" take
-    ``default``; a typo is a one-line error, never a silent "no"."""
-    if values.dtype.kind == "b":
-        return values
-    if values.dtype.kind in "iuf":
-        return np.where(np.isnan(values.astype(float)), default, values.astype(float) != 0)
-
-    def one(u: str) -> bool:
-        value = None if u.strip().lower() == _UNSTATED else decode_bool(u, name)
-        return default if value is None else value
-
-    return _mapped(values, one, dtype=bool)
+_factorize = factorize  # the name other modules of the project and older callers use
 
 
 def _number(values, name: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind in "iufb":
-        return arr.astype(np.float64)
+        return np.asarray(arr, dtype=np.float64)  # no copy of a float column: nothing writes into it
     text = np.char.strip(arr.astype(str))
     try:
         return np.where(np.isin(text, ("", "None")), "nan", text).astype(np.float64)
@@ -158,19 +80,14 @@ _ACTIVATIONS = {"gelu": False, "relu": False, "squared-relu": False, "squared_re
                 "geglu": True, "silu-glu": True, "reglu": True}
 
 
-def _flag(cols, name: str, n: int, default: bool) -> np.ndarray:
-    if name not in cols:
-        return np.full(n, default)
-    return _boolean(np.asarray(cols[name]), name, default)
-
-
 def normalise(cols: Mapping[str, Any], *, framework: str = frameworks.DEFAULT, system: str = "") -> dict[str, np.ndarray]:
-    """Typed numpy columns with defaults filled in (strings -> numbers and booleans).
+    """Typed numpy columns with defaults filled in (strings -> numbers and booleans), every text column read
+    once (``columns.Cells``) and every blank setting taken from the row's framework preset (``columns.fill``).
 
     Args:
         cols: the table.
         framework: the framework of rows whose ``framework`` cell is blank (or of every row without that
-            column); blank setting columns take its preset (``frameworks.fill``).
+            column).
         system: the profile name of rows without a ``gpu``/``system`` column (resolves ``batchlaw``).
     """
     if hasattr(cols, "to_dict") and hasattr(cols, "columns"):  # pandas DataFrame
@@ -180,57 +97,40 @@ def normalise(cols: Mapping[str, Any], *, framework: str = frameworks.DEFAULT, s
     if missing:
         raise ValueError(f"column {missing[0]!r} is missing; required columns are {', '.join(required)}")
     n = len(np.asarray(cols["layers"]))
-    cols, fw = frameworks.fill(cols, n, framework, system)
-    c: dict[str, np.ndarray] = {"framework": cols["framework"], "vpp_unknown": fw["vpp_unknown"],
-                                "recompute_unknown": fw["recompute_unknown"], "split_auto": fw["split_auto"],
-                                "dropout": fw["dropout"]}
+    cells = Cells(cols, n)
+    c = _shape_columns(cells, required)
+    c.update(fill(cells, framework, system))
+    _setting_columns(cells, c)
+    return c
+
+
+def _shape_columns(cells: Cells, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Model shape and layout columns."""
+    cols, n = cells.cols, cells.n
+    c: dict[str, np.ndarray] = {}
     for k in required + ("micro_batch",):
         c[k] = _number(_column(cols, k, n, np.nan), k)
-    c["vpp"] = np.nan_to_num(_number(_column(cols, "vpp", n, 1), "vpp"), nan=1.0)
-    c["cp"] = np.nan_to_num(_number(_column(cols, "cp", n, 1), "cp"), nan=1.0)
-    heads = c["heads"]
+    for k in ("vpp", "cp"):
+        v = _number(_column(cols, k, n, 1.0), k)
+        c[k] = np.where(np.isnan(v), 1.0, v) if k in cols and np.isnan(v).any() else v
     c["query_groups"] = _number(_column(cols, "query_groups", n, np.nan), "query_groups")
-    c["query_groups"] = np.where(np.isnan(c["query_groups"]) | (c["query_groups"] == 0), heads, c["query_groups"])
+    c["query_groups"] = np.where(np.isnan(c["query_groups"]) | (c["query_groups"] == 0), c["heads"], c["query_groups"])
     if "activation" in cols or "gated_mlp" not in cols:
-        uniq, codes = _category(cols, "activation", n, _MODEL.activation)
+        uniq, codes = cells.category("activation", _MODEL.activation)
         bad = [u for u in uniq if u not in _ACTIVATIONS]
         if bad:
             raise ValueError(f"activation = {bad[0]!r}: allowed are {', '.join(_ACTIVATIONS)}")
         c["gated"] = np.array([_ACTIVATIONS[u] for u in uniq], dtype=bool)[codes]
     else:
-        c["gated"] = _boolean(np.asarray(cols["gated_mlp"]), "gated_mlp")
+        c["gated"] = cells.boolean("gated_mlp", False)
     ffn = _number(_column(cols, "ffn_hidden", n, np.nan), "ffn_hidden")
-    c["ffn_hidden"] = np.where(np.isnan(ffn) | (ffn == 0), default_ffn(c["hidden"], c["gated"]), ffn)
-    c["tied"] = _flag(cols, "tied_embeddings", n, _MODEL.tied_embeddings)
+    unset = np.isnan(ffn) | (ffn == 0)
+    c["ffn_hidden"] = np.where(unset, default_ffn(c["hidden"], c["gated"]), ffn) if unset.any() else ffn
+    c["tied"] = cells.boolean("tied_embeddings", _MODEL.tied_embeddings)
     gpus = _number(_column(cols, "gpus", n, np.nan), "gpus")
     dp = _number(_column(cols, "dp", n, np.nan), "dp")
     c["dp"] = np.where(np.isnan(dp), gpus / (c["tp"] * c["pp"] * c["cp"]), dp)
-    uniq, codes = _category(cols, "recompute", n, _PAR.recompute)
-    uniq = ["none" if u in ("unknown", "", "nan", "no") else u for u in uniq]
-    bad = [u for u in uniq if u not in ("none", "selective", "full")]
-    if bad:
-        raise ValueError(f"recompute = {bad[0]!r}: allowed are none, selective, full")
-    c["recompute"] = np.array(uniq or ["none"])[codes]
-    c["rec_full"] = np.array([u == "full" for u in uniq], dtype=bool)[codes]
-    c["rec_selective"] = np.array([u == "selective" for u in uniq], dtype=bool)[codes]
-    # Megatron-LM turns sequence parallelism off when tp = 1 (arguments.py), so it is a no-op there.
-    sp = np.asarray(cols.get("sequence_parallel", np.zeros(n, dtype=bool)))
-    if sp.dtype.kind not in "biuf":
-        sp = _mapped(sp, lambda u: u.strip().lower() == _UNSTATED or bool(decode_bool(u, "sequence_parallel")),
-                     dtype=bool)
-    c["sequence_parallel"] = _boolean(sp) & (c["tp"] > 1)
-    c["flash_attention"] = _flag(cols, "flash_attention", n, True)
-    c["distributed_optimizer"] = _flag(cols, "distributed_optimizer", n, _PAR.distributed_optimizer)
-    c["fsdp"] = _flag(cols, "fsdp", n, False)
-    c["overlap_grad_reduce"] = _flag(cols, "overlap_grad_reduce", n, _PAR.overlap_grad_reduce)
-    c["grad_reduce_in_fp32"] = _flag(cols, "grad_reduce_in_fp32", n, True)
-    # Megatron's account_for_embedding/loss_in_pipeline_split: the split counts 2 more layer slots
-    extra = _number(_column(cols, "pipeline_split_extra_layers", n, np.nan), "pipeline_split_extra_layers")
-    c["pipeline_split_extra_layers"] = np.where(c["split_auto"], split_rule(c), np.nan_to_num(extra))
-    c["tp_comm_overlap"] = _flag(cols, "tp_comm_overlap", n, False) & c["sequence_parallel"]
-    # megatron-core's ModelParallelConfig.overlap_p2p_comm defaults to False (batchlaw's trainer keeps it);
-    # Megatron-LM's and NeMo's argument defaults turn it on; it acts on the interleaved schedule only (perf.py)
-    c["overlap_p2p_comm"] = _flag(cols, "overlap_p2p_comm", n, False)
+    c["fsdp"] = cells.boolean("fsdp", False)
     # the cluster's per-GPU network bandwidth (GB/s) where it differs from the profile's (blank: the profile's)
     c["network_gbps"] = _number(_column(cols, "network_gbps", n, np.nan), "network_gbps")
     bad_net = np.flatnonzero(~np.isnan(c["network_gbps"]) & ~(np.isfinite(c["network_gbps"]) & (c["network_gbps"] > 0)))
@@ -238,8 +138,36 @@ def normalise(cols: Mapping[str, Any], *, framework: str = frameworks.DEFAULT, s
         raise ValueError(f"network_gbps = {c['network_gbps'][bad_net[0]]:g} (row {bad_net[0]}): "
                          "allowed is a finite positive per-GPU bandwidth in GB/s, or blank for the profile's")
     off = _number(_column(cols, "activation_offload_layers", n, 0.0), "activation_offload_layers")
-    c["activation_offload_layers"] = np.nan_to_num(off)
-    uniq, codes = _category(cols, "precision", n, "auto")  # the RunSpec default; a blank cell too
+    c["activation_offload_layers"] = np.where(np.isnan(off), 0.0, off)
+    # a RunSpec table names its system in the ``system`` column (system.name), a published one in ``gpu``
+    where = "gpu" if "gpu" in cols or "system" not in cols else "system"
+    uniq, codes = cells.factors(where) if where in cols else (["h100-sxm"], np.zeros(n, dtype=np.intp))
+    c["gpu"] = np.asarray(uniq, dtype=object)[codes]
+    c["gpu_code"] = codes  # the index of each row's system name in the distinct names (``predict_table`` groups by it)
+    # each distinct ramp cell parsed once (plan codec); rows carry its canonical text ('' = constant)
+    c["ramp"] = _ramp_texts(cols["ramp"]) if "ramp" in cols else np.full(n, "", dtype=object)
+    return c
+
+
+def _setting_columns(cells: Cells, c: dict[str, np.ndarray]) -> None:
+    """Recompute, precision and the settings ``columns.fill`` resolved, as the pricer reads them."""
+    cols, n = cells.cols, cells.n
+    uniq, codes = cells.category("recompute", _PAR.recompute)
+    uniq = ["none" if u in ("unknown", "", "nan", "no") else u for u in uniq]
+    bad = [u for u in uniq if u not in ("none", "selective", "full")]
+    if bad:
+        raise ValueError(f"recompute = {bad[0]!r}: allowed are none, selective, full")
+    c["recompute"] = np.array(uniq or ["none"], dtype=object)[codes]
+    c["rec_full"] = np.array([u == "full" for u in uniq], dtype=bool)[codes]
+    c["rec_selective"] = np.array([u == "selective" for u in uniq], dtype=bool)[codes]
+    # Megatron-LM turns sequence parallelism off when tp = 1 (arguments.py), so it is a no-op there.
+    c["sequence_parallel"] = c["sequence_parallel"] & (c["tp"] > 1)
+    c["tp_comm_overlap"] = c["tp_comm_overlap"] & c["sequence_parallel"]
+    # Megatron's account_for_embedding/loss_in_pipeline_split: the split counts 2 more layer slots
+    extra = _number(_column(cols, "pipeline_split_extra_layers", n, np.nan), "pipeline_split_extra_layers")
+    extra = np.where(np.isnan(extra), 0.0, extra)
+    c["pipeline_split_extra_layers"] = np.where(c["split_auto"], split_rule(c), extra) if c["split_auto"].any() else extra
+    uniq, codes = cells.category("precision", "auto")  # the RunSpec default; a blank cell too
     uniq = ["auto" if u in ("", "nan") else u for u in uniq]
     # "auto" (the run default): bf16 here; ``_predict_group`` makes it fp32 on a cpu-* system
     # (``spec.resolve_precision``, as grids resolve it)
@@ -249,22 +177,16 @@ def normalise(cols: Mapping[str, Any], *, framework: str = frameworks.DEFAULT, s
     bad = [u for u in uniq if u not in allowed]
     if bad:
         raise ValueError(f"precision = {bad[0]!r}: allowed are {', '.join(allowed)}, half")
-    c["fp8"] = np.array([u == "fp8" for u in uniq], dtype=bool)[codes] | _flag(cols, "fp8", n, False)
+    c["fp8"] = np.array([u == "fp8" for u in uniq], dtype=bool)[codes] | cells.boolean("fp8", False)
     c["fp32"] = np.array([u == "fp32" for u in uniq], dtype=bool)[codes]
     c["precision"] = np.array(["bf16" if u == "fp8" else u for u in uniq] or ["bf16"])[codes]
-    uniq, codes = _category(cols, "cross_entropy_fusion", n, "none")
+    uniq, codes = cells.category("cross_entropy_fusion", "none")
     c["ce_bytes"] = ce_bytes_of(uniq or ["none"])[codes]
     c["cross_entropy_fusion"] = np.array(uniq or ["none"], dtype=object)[codes]
-    uniq, codes = _category(cols, "fp8_recipe", n, "tensorwise")
+    uniq, codes = cells.category("fp8_recipe", "tensorwise")
     c["fp8_recipe"] = np.array(uniq or ["tensorwise"], dtype=object)[codes]
     c["mxfp8"] = block_scaled_of(uniq or ["tensorwise"])[codes] & c["fp8"]
     c["needs_mxfp8"] = np.array([u == "mxfp8" for u in uniq], dtype=bool)[codes] & c["fp8"]
-    # a RunSpec table names its system in the ``system`` column (system.name), a published one in ``gpu``
-    c["gpu"] = np.asarray(_column(cols, "gpu" if "gpu" in cols or "system" not in cols else "system", n,
-                                  "h100-sxm")).astype(str)
-    # each distinct ramp cell parsed once (plan codec); rows carry its canonical text ('' = constant)
-    c["ramp"] = _ramp_texts(cols["ramp"]) if "ramp" in cols else np.full(n, "", dtype=object)
-    return c
 
 
 def _ramp_texts(values) -> np.ndarray:
@@ -280,20 +202,22 @@ def _ramp_texts(values) -> np.ndarray:
     return texts[inverse.reshape(-1)]
 
 
-def feasibility(c: Mapping[str, np.ndarray], *, trainer: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def feasibility(c: Mapping[str, np.ndarray], *, trainer: bool = False,
+                messages: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The rule table ``rules.RULES`` on normalised columns (the vectorised twin of
     ``spec.validate_run``: same rules, same messages): (ok, reason).
 
     Args:
         c: columns from ``normalise``.
         trainer: also apply the rules of what batchlaw's trainer accepts (grids and submit do).
+        messages: write the reason of each infeasible row (False: only ``ok`` is meaningful).
     """
     cols = dict(c)
     if "ramp" not in cols:
         cols["ramp"] = np.full(len(c["layers"]), "", dtype=object)
-    ok, reason = rules.violations(cols, trainer=trainer)
+    ok, reason = rules.violations(cols, trainer=trainer, messages=messages)
     bad = checks.bad_sizes(c)  # non-positive or non-finite sizes first: nothing else is meaningful then
-    for i in np.flatnonzero(bad):
+    for i in np.flatnonzero(bad) if messages else ():
         reason[i] = checks.bad_size_message(c, i)
     return ok & ~bad, reason
 
@@ -452,8 +376,8 @@ def _predict_table(columns, system, framework) -> dict[str, np.ndarray]:
     out = {k: np.asarray(v) for k, v in columns.items()}
     column = "gpu" if "gpu" in columns or "system" not in columns else "system"  # as normalise reads it
     if system is None:
-        uniq, codes = _factorize(c["gpu"])
-        groups = [(u, codes == j) for j, u in enumerate(uniq)]
+        codes = c["gpu_code"]
+        groups = [(str(c["gpu"][np.argmax(codes == j)]), codes == j) for j in np.unique(codes)]
     else:
         groups = [(system if isinstance(system, str) else "", None)]
     if len(groups) == 1:

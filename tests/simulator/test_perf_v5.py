@@ -112,3 +112,14 @@ def test_memory_reproduces_korthikanti_fig1(model):
     states, acts = parts()
     assert states == pytest.approx(states_gib, rel=1e-3) and acts == pytest.approx(acts_none, rel=1e-3)
     assert parts(sequence_parallel=True, recompute="selective")[1] == pytest.approx(acts_seqsel, rel=1e-3)
+
+
+def test_dp_collectives_are_the_single_collectives():
+    from batchlaw.simulator.perf_comm import dp_collectives
+
+    h = _h100()
+    n, stride = np.array([1.0, 4.0, 64.0, 2048.0]), np.array([8.0, 2.0, 8.0, 1.0])
+    rs, ag, ar = dp_collectives(n, stride, 1e8, 5e7, h)
+    np.testing.assert_allclose(rs, rs_or_ag(n, stride, 1e8, h), rtol=1e-12)
+    np.testing.assert_allclose(ag, rs_or_ag(n, stride, 5e7, h), rtol=1e-12)
+    np.testing.assert_allclose(ar, allreduce(n, stride, 1e8, h), rtol=1e-12)
