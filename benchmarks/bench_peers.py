@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 
 from bench_simulator import held_out, tagged_rows
+from batchlaw.simulator.frameworks import BOOL_SETTINGS
 from batchlaw.simulator.system import load_system
 from batchlaw.simulator.table import predict_table
 
@@ -150,6 +151,10 @@ def main() -> None:
     ap.add_argument("--no-llm-analysis", action="store_true")
     a = ap.parse_args()
     rows = tagged_rows()
+    # the peers get the settings each row ran with: its framework preset's (the published micro batch and VP
+    # stay as published, blank where the source gives none)
+    resolved = predict_table(rows)
+    rows = {**rows, **{k: resolved[k] for k in BOOL_SETTINGS}}
     meas = rows["iter_time_s"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
