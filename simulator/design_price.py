@@ -29,7 +29,7 @@ def _grid(study: StudyConfig, models: list[str], batches: list[int]) -> GridConf
                     nodes=nodes, tp=d.tp, pp=d.pp, micro_batch=d.micro_batch)
     # every layout and node count is kept (dominance off): the choice below is by GPU-hours, not by time
     return GridConfig(name=f"{study.name}-pricing", system=study.system, gpus_per_node=study.gpus_per_node,
-                      base=study.base, grid=axes, prune=PruneConfig(dominance_margin=1e9))
+                      base=study.base, grid=axes, prune=PruneConfig(dominance_margin=1e9), framework=study.framework)
 
 
 def price(study: StudyConfig, points: Iterable[tuple[str, int]]) -> Priced:

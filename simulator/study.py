@@ -145,6 +145,9 @@ class StudyConfig:
     """System profile the points are priced on."""
     gpus_per_node: int = 8
     """GPUs per node."""
+    framework: str = ""
+    """Framework preset the points are priced with (``configs/frameworks``); '' = the base run's
+    ``system.framework`` (``batchlaw``: this project's trainer, TE when installed here)."""
     base: str = ""
     """Run config (name or TOML) every point starts from ('' = the RunSpec defaults)."""
     max_nodes: int = 16

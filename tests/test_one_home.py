@@ -10,7 +10,8 @@ from batchlaw.simulator.spec import resolve_precision
 ROOT = Path(__file__).resolve().parents[1]
 # (file, function) that may compare a value with "auto": the rule itself, and predict_table's vectorised
 # column reader, which marks "auto" rows for ``table._resolve_auto`` (that calls resolve_precision)
-ALLOWED = {("simulator/spec.py", "resolve_precision"), ("simulator/table.py", "normalise")}
+ALLOWED = {("simulator/spec.py", "resolve_precision"), ("simulator/table.py", "normalise"),
+           ("simulator/table.py", "_setting_columns")}
 
 
 def _auto_comparisons(path: Path):
