@@ -61,7 +61,8 @@ def prior_states(study: StudyConfig, basin: Any) -> list[SizeState]:
         lr_ref = float(lr_law.predict(*law_inputs(lr_law, n, d))) if lr_law is not None else math.nan
         cell = basin.at(n, float(d))
         k = study.prior.curvature_scale
-        full = Shape.of(cell, ratio_sd=study.prior.shape_sd, ridge_sd=study.prior.ridge_sd)
+        full = Shape.of(cell, ratio_sd=study.prior.shape_sd, ridge_sd=study.prior.ridge_sd,
+                        fit_window=study.prior.fit_window)
         path, factor = full.along(rule_slope(study))
         out.append(SizeState(model=name, num_params=n_all, non_embedding=n, tokens=float(d), seq_len=shape.seq_len,
                              ln_b=centre, ln_b_sd=study.prior.b_opt_sd, lr_ref=lr_ref, a=cell.a_below * k * factor,
@@ -116,10 +117,10 @@ def _update(study: StudyConfig, s: SizeState, o, done, m: Model) -> SizeState:
     batches = sorted({b for b, _, _ in done})
     if o.bracketed:
         centre, sd, status = float(np.median(o.draws)), float(np.std(o.draws)), "bracketed"
-    elif o.bound == "<=":
-        centre, sd, status = math.log(batches[0]) - step, s.ln_b_sd, "<="
+    elif o.bound == "<=":  # at or below the best batch (no batch below it separably worse)
+        centre, sd, status = math.log(o.b) - step / 2, s.ln_b_sd, "<="
     elif o.bound == ">=":
-        centre, sd, status = math.log(batches[-1]) + step, s.ln_b_sd, ">="
+        centre, sd, status = math.log(o.b) + step / 2, s.ln_b_sd, ">="
     else:
         centre, sd, status = math.log(o.b), max(s.ln_b_sd, (math.log(batches[-1]) - math.log(batches[0])) / 2), o.bound
     lr_scale = s.lr_scale

@@ -131,33 +131,39 @@ def _reach(noise_var: float, a: float) -> float:
     return math.sqrt(Z80 * math.sqrt(2 * noise_var) / a)
 
 
-def _bracket_prob(x, mu: float, sd: float, noise_var: float, a: float) -> float:
-    """Probability that a sweep at ``x`` brackets an optimum ~ N(mu, sd^2): the vertex lies more than
-    the noise's reach inside both ends."""
+def _bracket_prob(x, mu: float, sd: float, noise_var: float, a: float, ratio: float = 1.0) -> float:
+    """Probability that a sweep at ``x`` brackets an optimum ~ N(mu, sd^2): the vertex lies more than the
+    noise's reach inside both ends (the reach above the optimum is longer where the basin is flatter there)."""
     if len(x) < 3:
         return 0.0
-    d = _reach(noise_var, a)
-    lo, hi = min(x) + d, max(x) - d
+    lo, hi = min(x) + _reach(noise_var, a), max(x) - _reach(noise_var, a * ratio)
     if hi <= lo:
         return 0.0
     sd = max(sd, 1e-6)
     return float(norm.cdf((hi - mu) / sd) - norm.cdf((lo - mu) / sd))
 
 
-def lattice(center: float, spacing: float, lo: float, hi: float) -> list[int]:
-    """Whole batches on the lattice ``round(exp(center) * spacing^k)`` that lie in [exp(lo), exp(hi)]."""
+def lattice(center: float, spacing: float, lo: float, hi: float, *, multiple: int = 1, minimum: int = 1) -> list[int]:
+    """Whole batches on the lattice ``round(exp(center) * spacing^k)`` covering [exp(lo), exp(hi)]: from the last
+    lattice point at or below exp(lo) to the first at or above exp(hi); each a multiple of ``multiple`` and at
+    least ``minimum``."""
     step = math.log(spacing)
     k_lo, k_hi = math.floor((lo - center) / step), math.ceil((hi - center) / step)
-    out = sorted({max(1, _nice(math.exp(center + k * step))) for k in range(k_lo, k_hi + 1)})
-    return out
+    out = {_nice(math.exp(center + k * step), multiple) for k in range(k_lo, k_hi + 1)}
+    return sorted(b for b in out if b >= minimum)
 
 
-def _nice(b: float) -> int:
-    """A batch rounded to one of 2^i or 3 x 2^(i-1) (products of small factors split into any layout)."""
-    if b < 1.5:
-        return 1
-    cands = [2**i for i in range(0, 40)] + [3 * 2**i for i in range(0, 40)]
-    return int(min(cands, key=lambda c: abs(math.log(c / b))))
+def _nice(b: float, multiple: int = 1) -> int:
+    """A batch rounded to one of 2^i or 3 x 2^(i-1) that is a multiple of ``multiple`` (products of small factors
+    split into any layout)."""
+    cands = [c for c in [2**i for i in range(0, 40)] + [3 * 2**i for i in range(0, 40)] if c % multiple == 0]
+    return int(min(cands, key=lambda c: abs(math.log(c / max(b, 0.5)))))
+
+
+def _lattice(study: StudyConfig, center: float, spacing: float, lo: float, hi: float) -> list[int]:
+    """``lattice`` with the study's limits: multiples of its smallest micro batch, at least ``min_batch``."""
+    return lattice(center, spacing, lo, hi, multiple=min(study.design.micro_batch or (1,)),
+                   minimum=study.design.min_batch)
 
 
 # -- the size's belief and its LR ---------------------------------------------------------------------
@@ -203,7 +209,8 @@ def _var_of(sw: _Sweep, noise_var: float) -> tuple[float, float]:
         return math.inf, 0.0
     ux = np.unique(xs)
     r = np.array([sum(rr for xx, rr in zip(sw.x, sw.r) if xx == u) for u in ux])
-    p = 1.0 if sw.state.status == "bracketed" else _bracket_prob(ux, sw.state.ln_b, sw.state.ln_b_sd, noise_var, a)
+    p = 1.0 if sw.state.status == "bracketed" else _bracket_prob(ux, sw.state.ln_b, sw.state.ln_b_sd, noise_var, a,
+                                                                  ratio)
     v = fisher_var(ux, r / noise_var, sw.state.ln_b, a, ratio)
     return v, p
 
@@ -262,6 +269,8 @@ def _objective(study: StudyConfig, sweeps: list[_Sweep], m: Model) -> float:
 
 
 def _add(sw: _Sweep, study: StudyConfig, batch: int, why: str, m: Model, lr_factor: float = 1.0) -> None:
+    if batch < study.design.min_batch:
+        return  # below what the study may run: the size stays a bound there
     lr = float(f"{lr_for(study, sw.state, batch) * lr_factor:.3g}")  # 3 significant digits, as written in the plan
     seeds = [s for b, l, s in sw.state.done if b == batch and math.isclose(l, lr, rel_tol=1e-9)]
     seeds += [p.seed for p in sw.new if p.batch == batch and math.isclose(p.lr, lr, rel_tol=1e-9)]
@@ -290,18 +299,20 @@ def _mandatory(sw: _Sweep, study: StudyConfig, m: Model) -> None:
     extended, a flat basin widened, an LR sweep at a newly bracketed size."""
     st, step = sw.state, math.log(study.design.spacing)
     done = sorted({b for b, _, _ in st.done})
-    reach = _reach(m.run_var, st.a)
-    if st.status == "prior":
-        half = st.ln_b_sd + reach
-        for b in lattice(st.ln_b, study.design.spacing, st.ln_b - half, st.ln_b + half):
+    if st.status == "prior":  # the prior's 1-sigma range, plus the noise's reach on each side
+        lo = st.ln_b - st.ln_b_sd - _reach(m.run_var, st.a)
+        hi = st.ln_b + st.ln_b_sd + _reach(m.run_var, st.a * st.path_ratio)
+        for b in _lattice(study, st.ln_b, study.design.spacing, lo, hi):
             _add(sw, study, b, "initial sweep", m)
     elif st.status in ("<=", "=", "~"):
-        for b in lattice(math.log(done[0]), study.design.spacing, math.log(done[0]) - 2 * step,
-                         math.log(done[0]) - 0.5 * step)[-2:]:
+        below = [b for b in _lattice(study, math.log(done[0]), study.design.spacing, math.log(done[0]) - 2 * step,
+                                    math.log(done[0])) if b < done[0]]
+        for b in below[-2:]:
             _add(sw, study, b, "extend below: the optimum was at the low edge", m)
     if st.status in (">=", "=", "~"):
-        for b in lattice(math.log(done[-1]), study.design.spacing, math.log(done[-1]) + 0.5 * step,
-                         math.log(done[-1]) + 2 * step)[:2]:
+        above = [b for b in _lattice(study, math.log(done[-1]), study.design.spacing, math.log(done[-1]),
+                                    math.log(done[-1]) + 2 * step) if b > done[-1]]
+        for b in above[:2]:
             _add(sw, study, b, "extend above: the optimum was at the high edge", m)
     if st.status == "bracketed" and study.lr.rule != "fixed" and not st.lr_tested and study.lr.sweep_factors:
         near = min(done, key=lambda b: abs(math.log(b) - st.ln_b))
@@ -318,13 +329,13 @@ def _candidates(sw: _Sweep, study: StudyConfig) -> list[tuple[str, list[int]]]:
     if near and all(_runs_at(sw, b) < study.design.max_seeds for b in near):
         out.append(("another seed at the batches nearest the optimum", near))
     if len(have) < study.design.max_batches_per_size:
-        between = [b for b in lattice(st.ln_b, math.exp(step / 2), st.ln_b - step, st.ln_b + step) if b not in have]
+        between = [b for b in _lattice(study, st.ln_b, math.exp(step / 2), st.ln_b - step, st.ln_b + step) if b not in have]
         if between:
             out.append(("batches between the sweep's points near the optimum", between[:2]))
         if have:
-            below = lattice(math.log(have[0]), study.design.spacing, math.log(have[0]) - step * 1.5,
+            below = _lattice(study, math.log(have[0]), study.design.spacing, math.log(have[0]) - step * 1.5,
                             math.log(have[0]) - step * 0.5)
-            above = lattice(math.log(have[-1]), study.design.spacing, math.log(have[-1]) + step * 0.5,
+            above = _lattice(study, math.log(have[-1]), study.design.spacing, math.log(have[-1]) + step * 0.5,
                             math.log(have[-1]) + step * 1.5)
             if below and below[-1] not in have:
                 out.append(("one more batch below", [below[-1]]))
@@ -424,7 +435,8 @@ def plan_wave(study: StudyConfig, states: list[SizeState], m: Model, price, *, s
             raise ValueError(f"{_target_field(study)}: {budget_text} {what} at best (predicted); {needs}"
                              " (raise budget_gpu_hours, design.max_seeds or design.max_batches_per_size, or loosen"
                              " the target)")
-        notes.append(f"the remaining budget ({budget:,.0f} GPU-hours) buys {what} at best; {needs}")
+        left_text = f"the remaining budget ({budget:,.0f} GPU-hours) buys" if math.isfinite(budget) else "any budget buys"
+        notes.append(f"{left_text} {what} at best; {needs}")
     points = [p for sw in sweeps for p in sw.new]
     return Wave(points=points, sizes=[sw.state for sw in sweeps], cost_gpu_hours=cost, notes=notes,
                 target_met=False, predicted={"objective": obj})
@@ -441,18 +453,26 @@ def _what(study: StudyConfig, objective: float) -> str:
     if not math.isfinite(objective):
         return "no answer (too few sizes can be bracketed)"
     if study.target.exponent_half_width:
-        return f"an exponent to +-{study.target.exponent_half_width * math.sqrt(objective):.3f}"
-    return f"each B_opt within a factor {math.exp(math.log(study.target.b_opt_factor) * math.sqrt(objective)):.2f}"
+        hw = study.target.exponent_half_width * math.sqrt(objective)
+        return f"an exponent to +-{hw:.3f}" if hw < 10 else "no exponent (its sizes are unlikely to be bracketed)"
+    factor = math.log(study.target.b_opt_factor) * math.sqrt(objective)
+    return f"each B_opt within a factor {math.exp(factor):.2f}" if factor < math.log(100) else \
+        "no B_opt of every size (some are unlikely to be bracketed)"
 
 
 def _mc_objective(study: StudyConfig, pred: dict[str, Any]) -> float:
-    """The objective as the simulated analysis measured it (its median interval against the target)."""
+    """The objective as the simulated analysis measured it: its median interval against the target, divided by
+    the chance of getting an answer at all (a size bracketed; the exponent fitted)."""
     if study.target.exponent_half_width:
-        hw = pred["exponent"]["half_width_median"]
-        return (hw / study.target.exponent_half_width) ** 2 if math.isfinite(hw) else math.inf
-    factors = [v["factor_median"] for v in pred["sizes"].values()]
-    worst = max(factors) if factors and all(math.isfinite(f) for f in factors) else math.inf
-    return (math.log(worst) / math.log(study.target.b_opt_factor)) ** 2 if math.isfinite(worst) else math.inf
+        hw, p = pred["exponent"]["half_width_median"], pred["exponent"]["p_fitted"]
+        return (hw / study.target.exponent_half_width) ** 2 / max(p, 1e-3) if math.isfinite(hw) else math.inf
+    worst = 0.0
+    for v in pred["sizes"].values():
+        f, p = v["factor_median"], v["p_bracketed"]
+        if not math.isfinite(f):
+            return math.inf
+        worst = max(worst, (math.log(f) / math.log(study.target.b_opt_factor)) ** 2 / max(p, 1e-3))
+    return worst
 
 
 def design_wave(study: StudyConfig, states: list[SizeState], m: Model, price, *, spent: float = 0.0,

@@ -52,15 +52,17 @@ class Shape:
     """Uncertainty of ln(ratio) (and of ln(lr_ratio)): each bootstrap block draws its own shape."""
     ridge_sd: float = 0.0
     """Uncertainty of the ridge slope."""
+    fit_window: float = 0.05
+    """Nats above the floor within which the basin is quadratic and the curve is fitted (``locate``)."""
 
     @classmethod
-    def of(cls, basin: Any, *, ratio_sd: float = 0.0, ridge_sd: float = 0.0) -> "Shape":
+    def of(cls, basin: Any, *, ratio_sd: float = 0.0, ridge_sd: float = 0.0, fit_window: float = 0.05) -> "Shape":
         """The shape of a ``basin.Basin`` (or anything with its curvature and ridge fields); None: symmetric."""
         if basin is None:
-            return cls(ratio_sd=ratio_sd, ridge_sd=ridge_sd)
+            return cls(ratio_sd=ratio_sd, ridge_sd=ridge_sd, fit_window=fit_window)
         return cls(ratio=basin.a_above / basin.a_below, lr_ratio=basin.c_above / basin.c_below, ridge=basin.ridge,
                    ridge_above=getattr(basin, "ridge_above", None), c_over_a=basin.c_below / basin.a_below,
-                   ratio_sd=ratio_sd, ridge_sd=ridge_sd)
+                   ratio_sd=ratio_sd, ridge_sd=ridge_sd, fit_window=fit_window)
 
     def draw(self, rng: np.random.Generator, z=None) -> "Shape":
         """A shape drawn from this one's uncertainty (itself when it has none); ``z`` (three standard normals)
@@ -72,7 +74,7 @@ class Shape:
                      lr_ratio=self.lr_ratio * float(np.exp(z[1] * self.ratio_sd)),
                      ridge=self.ridge + float(z[2] * self.ridge_sd),
                      ridge_above=None if self.ridge_above is None else self.ridge_above + float(z[2] * self.ridge_sd),
-                     c_over_a=self.c_over_a)
+                     c_over_a=self.c_over_a, fit_window=self.fit_window)
 
     def along(self, slope: float) -> tuple["Shape", float]:
         """The 1-D basin seen along an LR path ``ln lr = const + slope * ln B`` through the optimum: (its shape,
@@ -84,7 +86,7 @@ class Shape:
             return float(_g(np.array(u), self.ratio)) + self.c_over_a * float(_g(np.array(v), self.lr_ratio))
 
         below, above = excess(-1.0), excess(1.0)
-        return Shape(ratio=above / below, ratio_sd=self.ratio_sd), below
+        return Shape(ratio=above / below, ratio_sd=self.ratio_sd, fit_window=self.fit_window), below
 
     def ridge_at(self, u):
         """ln lr_opt(B) - ln lr_opt(B_opt) at u = ln(B / B_opt): the ridge, kinked at the optimum."""
@@ -193,6 +195,13 @@ def _per_config(x, y, loss, var):
     return ub, mean[best], mvar[best], float(mean.min())
 
 
+def _near_floor(x, loss, ub, best, limit: float) -> np.ndarray:
+    """The runs the curve is fitted on: those within the window of the floor (None when fewer than three batches
+    are: the basin cannot be fitted without leaning on runs up the rim)."""
+    near = loss <= limit
+    return near if len(np.unique(x[near])) >= 3 else None
+
+
 def _bracket(ub, best, bvar) -> tuple[int, int | None, int | None]:
     i = int(np.argmin(best))
     worse = best - best[i] > Z80 * np.sqrt(bvar + bvar[i])
@@ -201,7 +210,7 @@ def _bracket(ub, best, bvar) -> tuple[int, int | None, int | None]:
 
 
 def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape: Shape | None = None,
-           bootstrap: int = 400, seed: int = 0, common_seed: int = 0) -> Optimum:
+           bootstrap: int = 400, seed: int = 0, common_seed: int = 0, fit_window: float | None = None) -> Optimum:
     """The optimum of one sweep (see the module docstring).
 
     Args:
@@ -214,6 +223,10 @@ def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape:
         shape: the basin's shape (None: a symmetric parabola, no ridge).
         bootstrap: replicates of the interval.
         seed: of the bootstrap's per-run noise.
+        fit_window: (None: the shape's) the basin is quadratic only near its floor (within about 0.05 nats at Step Law's scale:
+            docs/design.md), so the curve is fitted on the runs within this many nats of the best configuration's
+            mean loss (at least three batches); a run far up the rim (a step-starved large batch, 1-2 nats worse)
+            still brackets the optimum but never bends the fit or inflates the noise.
         common_seed: of what every sweep of a study shares (the seed noise's level, the basin's shape): sweeps
             located with the same ``common_seed`` draw the same values in replicate ``r``, so the laws across
             sizes can pair draw ``r`` of every size (``sizelaw``) and a shape error shared by all sizes moves
@@ -240,11 +253,18 @@ def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape:
         return Optimum(b=float(np.exp(ub[i])), lo=np.nan, hi=np.nan, bracketed=False, bound=bound, method="",
                        lr_varied=two_d, best_loss=best_loss)
     box = ((ub[jl], ub[jr]), (y.min() - 1.0, y.max() + 1.0))
+    near = _near_floor(x, loss, ub, best, best_loss + (shape.fit_window if fit_window is None else fit_window))
+    if near is None:  # bracketed, but too few runs near the floor to fit: the bracket is all the data say
+        return Optimum(b=float(np.exp(ub[i])), lo=float(np.exp(ub[jl])), hi=float(np.exp(ub[jr])), bracketed=True,
+                       bound="", method="bracket (fewer than 3 batches within the fit window of the floor)",
+                       lr_varied=two_d, best_loss=best_loss)
+    x, y, loss, se, var = x[near], y[near], loss[near], se[near], var[near]
+    two_d = any(len(np.unique(y[x == v])) > 1 for v in np.unique(x))
     slope = 0.0 if two_d or np.ptp(y) == 0 else float(np.polyfit(x, y, 1)[0])  # the LR rule's path in ln B
     if not two_d:
         shape = Shape(ratio=shape.along(slope)[0].ratio, ratio_sd=shape.ratio_sd, lr_ratio=shape.lr_ratio,
                       ridge=shape.ridge, ridge_above=shape.ridge_above, c_over_a=shape.c_over_a,
-                      ridge_sd=shape.ridge_sd)
+                      ridge_sd=shape.ridge_sd, fit_window=shape.fit_window)
     p, coef = (v[0] for v in _fit_many(x, y, loss[None, :], 1.0 / var[None, :], shape, two_d, box))
     fitted = _columns(x, y, p[None, :], shape, two_d)[0] @ coef
     n_par = 5 if two_d else 3
@@ -284,7 +304,7 @@ def curve_at(curve: tuple[float, ...], batches, lr=None) -> np.ndarray:
     return out
 
 
-def learn_noise(sweeps, prior: NoiseModel, shape: Shape | None = None) -> NoiseModel:
+def learn_noise(sweeps, prior: NoiseModel, shape: Shape | None = None, *, fit_window: float | None = None) -> NoiseModel:
     """The between-seed noise learned from a study on top of ``prior`` (``noisemodel``): the residuals of
     every bracketed sweep's basin fit, and the repeated seeds of the sweeps that could not be fitted.
 
@@ -296,7 +316,7 @@ def learn_noise(sweeps, prior: NoiseModel, shape: Shape | None = None) -> NoiseM
     ss, dof, keys, losses, ses = 0.0, 0.0, [], [], []
     for j, sweep in enumerate(sweeps):
         b, loss, lr, se = (np.asarray(v, float) for v in sweep[:4])
-        o = locate(b, loss, lrs=lr, loss_se=se, noise=prior, shape=shape, bootstrap=0)
+        o = locate(b, loss, lrs=lr, loss_se=se, noise=prior, shape=shape, bootstrap=0, fit_window=fit_window)
         if o.bracketed and o.resid_dof > 0:
             ss, dof = ss + o.resid_ss, dof + o.resid_dof
             continue

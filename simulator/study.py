@@ -81,6 +81,9 @@ class PriorConfig:
     """Multiplies the basin's curvatures (a study at another scale than the basin's data; 1 = as fitted)."""
     seed_sd: float = 0.0
     """Between-seed sd of a final loss, nats (0 = the basin's noise_sd)."""
+    fit_window: float = 0.05
+    """Nats above a sweep's floor within which the basin is quadratic (Step Law's data: 0.05, docs/design.md);
+    runs further up the rim bracket the optimum but are not fitted."""
     prior_dof: float = 4.0
     """Degrees of freedom the noise prior is worth."""
     step_se: float = 0.0
@@ -129,6 +132,8 @@ class DesignConfig:
     """Pipeline-parallel sizes it may use."""
     micro_batch: tuple[int, ...] = ()
     """Micro batches it may use (empty: the fastest that fits)."""
+    min_batch: int = 1
+    """The smallest global batch it may plan (the noise scale at DP = 1 needs two micro-batches)."""
     simulations: int = 48
     """Simulated studies behind each printed prediction."""
     seed: int = 0
@@ -205,6 +210,7 @@ def check_study(s: StudyConfig) -> None:
     _positive("prior.exponent_sd", p.exponent_sd, allow_zero=True)
     _positive("prior.scatter_sd", p.scatter_sd, allow_zero=True)
     _positive("prior.shape_sd", p.shape_sd, allow_zero=True)
+    _positive("prior.fit_window", p.fit_window)
     _positive("prior.ridge_sd", p.ridge_sd, allow_zero=True)
     _positive("prior.seed_sd", p.seed_sd, allow_zero=True)
     _positive("prior.prior_dof", p.prior_dof)

@@ -105,7 +105,7 @@ class StudyResult:
 
 
 def priors(study: str | None = None, basin: str | None = None, seed_sd: float | None = None):
-    """(basin, noise prior, shape_sd, ridge_sd) for an analysis: a study's priors, or the basin preset's with
+    """(basin, noise prior, shape_sd, ridge_sd, fit_window) for an analysis: a study's priors, or the basin preset's with
     its fitted noise_sd; ``basin`` and ``seed_sd`` override."""
     from batchlaw.simulator.basin import load_basin
     from batchlaw.simulator.noisemodel import NoiseModel
@@ -120,7 +120,7 @@ def priors(study: str | None = None, basin: str | None = None, seed_sd: float | 
               else f"noise_sd of basin {basin or p.basin!r}")
     if not sd > 0:
         raise ValueError(f"basin {basin or p.basin!r} has no noise_sd: give --seed-sd (the between-seed sd prior, nats)")
-    return b, NoiseModel(seed_sd=sd, prior_dof=p.prior_dof, source=source), p.shape_sd, p.ridge_sd
+    return b, NoiseModel(seed_sd=sd, prior_dof=p.prior_dof, source=source), p.shape_sd, p.ridge_sd, p.fit_window
 
 
 def _budget(r: RunSummary) -> float:
@@ -186,11 +186,12 @@ def _locate(rs: list[RunSummary], noise: NoiseModel, shape: Shape, bootstrap: in
     return locate(b, loss, lrs=lr, loss_se=se, noise=noise, shape=shape, bootstrap=bootstrap)
 
 
-def sweep_shape(rs: list[RunSummary], budget: float, basin: Any, shape_sd: float, ridge_sd: float) -> Shape:
+def sweep_shape(rs: list[RunSummary], budget: float, basin: Any, shape_sd: float, ridge_sd: float,
+                fit_window: float = 0.05) -> Shape:
     """The basin's shape at this sweep's size and budget (``basin.Basin.at`` with Step Law's N, the
     non-embedding parameters), with the shape uncertainty; a symmetric parabola without a basin."""
     if basin is None:
-        return Shape(ratio_sd=shape_sd, ridge_sd=ridge_sd)
+        return Shape(ratio_sd=shape_sd, ridge_sd=ridge_sd, fit_window=fit_window)
     from batchlaw.simulator.belief import non_embedding_params
 
     try:
@@ -198,7 +199,7 @@ def sweep_shape(rs: list[RunSummary], budget: float, basin: Any, shape_sd: float
     except ValueError:
         n = float(rs[0].num_params)
     cell = basin.at(max(n, 1.0), max(budget, 1.0) if budget > 0 else float(max(rs[0].tokens, 1)))
-    return Shape.of(cell, ratio_sd=shape_sd, ridge_sd=ridge_sd)
+    return Shape.of(cell, ratio_sd=shape_sd, ridge_sd=ridge_sd, fit_window=fit_window)
 
 
 def _arrays(rs: list[RunSummary]) -> tuple[list, list, list, list]:
@@ -240,7 +241,7 @@ def _per_model(sweeps: dict[tuple, list[RunSummary]], noise: NoiseModel, shapes:
 
 
 def analyse(runs: list[RunSummary], *, noise: NoiseModel | None = None, basin: Any = None,
-            shape_sd: float = 0.25, ridge_sd: float = 0.1, extrapolate_n: float | None = None, bootstrap: int = 500,
+            shape_sd: float = 0.25, ridge_sd: float = 0.1, fit_window: float = 0.05, extrapolate_n: float | None = None, bootstrap: int = 500,
             include_bounds: bool = False, min_sizes: int = 3, max_exponent_width: float = 1.0) -> StudyResult:
     """Optima per model, laws across models (only where the data carry one), extrapolation, overlays.
 
@@ -257,10 +258,10 @@ def analyse(runs: list[RunSummary], *, noise: NoiseModel | None = None, basin: A
         max_exponent_width: a law whose 80% exponent interval is wider is "not determined".
     """
     if noise is None:
-        basin, noise, shape_sd, ridge_sd = priors(basin=None) if basin is None else (basin, priors()[1], shape_sd,
-                                                                                       ridge_sd)
+        basin, noise, shape_sd, ridge_sd, fit_window = (priors() if basin is None else
+                                                         (basin, priors()[1], shape_sd, ridge_sd, fit_window))
     sweeps = _sweeps(runs)
-    shapes = {key: sweep_shape(rs, key[1], basin, shape_sd, ridge_sd) for key, rs in sweeps.items()}
+    shapes = {key: sweep_shape(rs, key[1], basin, shape_sd, ridge_sd, fit_window) for key, rs in sweeps.items()}
     noise = learn_noise(sweeps, noise, shapes)
     optima = _per_model(sweeps, noise, shapes, bootstrap)
     best = {(o.num_params, o.budget, o.seq_len): o for o in optima}

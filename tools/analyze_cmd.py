@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-sizes", type=int, default=3, help="model sizes a law across sizes needs (default 3)")
     parser.add_argument("--max-exponent-width", type=float, default=1.0,
                         help="a law whose 80%% exponent interval is wider is 'not determined' (default 1.0)")
+    parser.add_argument("--plans", nargs="+", default=[], metavar="PLAN.csv",
+                        help="the study's wave plans (batchlaw design --out), in order: predicted against measured")
     parser.add_argument("--study", help="the study (name or TOML) the runs belong to: its basin and noise priors")
     parser.add_argument("--basin", default=None, help="basin prior (a preset such as steplaw-basin, or a TOML);"
                         " default: the study's, else steplaw-basin")
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, min_sizes=3,
             max_exponent_width=1.0, skipped: list[str] | None = None, study: str | None = None,
-            basin: str | None = None, seed_sd: float | None = None) -> Path:
+            basin: str | None = None, seed_sd: float | None = None, plans=()) -> Path:
     """Run the whole analysis; returns the report path (callable without the CLI).
 
     Args:
@@ -47,6 +49,7 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
     from batchlaw.tools.analysis import analyse, priors
     from batchlaw.tools.logs import load_runs, summaries_table
     from batchlaw.tools.report import describe_pictures, probe_section, write_report
+    from batchlaw.tools.waves import waves_section
 
     if min_sizes < 2:
         raise ValueError(f"--min-sizes = {min_sizes}: a law across sizes needs at least 2 (3 recommended)")
@@ -60,12 +63,20 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
         table = read_csv(grid)
         if "pred_loss" not in table:
             raise ValueError(f"--grid {grid!r}: no pred_loss column; set prune.loss_law in the grid")
-    b, noise, shape_sd, ridge_sd = priors(study, basin, seed_sd)  # before anything is written
+    b, noise, shape_sd, ridge_sd, fit_window = priors(study, basin, seed_sd)  # before anything is written
     errors: list[str] | None = [] if skipped is not None else None
     runs = load_runs(logdir, errors=errors)
+    waves = []
+    if plans:  # read and checked before the report folder is made
+        from batchlaw.tools.waves import compare_waves
+
+        waves = compare_waves(runs, plans, {"noise": noise, "basin": b, "shape_sd": shape_sd, "ridge_sd": ridge_sd,
+                                            "fit_window": fit_window, "min_sizes": min_sizes,
+                                            "max_exponent_width": max_exponent_width})
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "runs.csv", summaries_table(runs))
-    result = analyse(runs, noise=noise, basin=b, shape_sd=shape_sd, ridge_sd=ridge_sd, extrapolate_n=extrapolate,
+    result = analyse(runs, noise=noise, basin=b, shape_sd=shape_sd, ridge_sd=ridge_sd, fit_window=fit_window,
+                     extrapolate_n=extrapolate,
                      include_bounds=include_bounds, min_sizes=min_sizes, max_exponent_width=max_exponent_width)
     pics = {"Loss against tokens per batch size": "loss_curves.png", "Noise scale over training": "noise_scale.png",
             "Final loss against batch": "final_loss_vs_batch.png", "Optimal batch against model size": "bopt_vs_n.png"}
@@ -74,13 +85,17 @@ def analyze(logdir, out, *, extrapolate=None, grid=None, include_bounds=False, m
     if result.optima:
         plots.plot_final_loss_vs_batch(result, runs, out / "final_loss_vs_batch.png")
         plots.plot_bopt_vs_n(result, runs, out / "bopt_vs_n.png")
+    if waves:
+        plots.plot_waves(waves, out / "waves.png")
+        pics["Design: predicted against measured, wave by wave"] = "waves.png"
     if table is not None:
         plots.plot_pareto(table, out / "pareto.png")
         pics["Simulator: loss against GPU-hours"] = "pareto.png"
     if errors:
         skipped.extend(errors)
     return write_report(out, runs, result, {k: v for k, v in pics.items() if (out / v).exists()},
-                        probe_section(logdir), skipped=errors or (), descriptions=describe_pictures(runs, result))
+                        probe_section(logdir) + waves_section(waves), skipped=errors or (),
+                        descriptions=describe_pictures(runs, result))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     path = analyze(args.logdir, args.out_dir, extrapolate=args.extrapolate, grid=args.grid,
                    include_bounds=args.include_bounds, min_sizes=args.min_sizes,
                    max_exponent_width=args.max_exponent_width, skipped=skipped, study=args.study,
-                   basin=args.basin, seed_sd=args.seed_sd)
+                   basin=args.basin, seed_sd=args.seed_sd, plans=args.plans)
     from batchlaw.tools.logs import print_skipped, skipped_status
 
     print_skipped(skipped)

@@ -60,13 +60,18 @@ def _belief(s) -> str:
     return f"{math.exp(s.ln_b):.0f} [{lo:.0f}, {hi:.0f}]"
 
 
-def print_wave(study, wave, m, *, spent: float, wave_no: int, naive, cost) -> None:
+def _hours(h: float) -> str:
+    """GPU-hours as a person reads them: 1,234 / 12.3 / 0.0123."""
+    return f"{h:,.0f}" if h >= 100 else f"{h:.3g}"
+
+
+def print_wave(study, wave, m, *, spent: float, done: int, naive, cost, table) -> None:
     """What the wave is, what it costs and what it is predicted to buy, beside the naive grid."""
     from collections import Counter
 
     pred = wave.predicted
-    what = "no runs yet" if wave_no == 1 else f"{spent:,.0f} GPU-hours spent so far"
-    print(f"study {study.name!r} on {study.system}: wave {wave_no} ({what})")
+    what = "the first wave: no runs yet" if not done else f"the next wave: {done} runs and {spent:,.0f} GPU-hours so far"
+    print(f"study {study.name!r} on {study.system}: {what}")
     rule = {"law": f"{study.lr.law}'s lr_opt(N, D) x {study.lr.scale:g} at every batch of a size",
             "scaled": f"{study.lr.reference_lr:g} at batch {study.lr.reference_batch}, {study.lr.scaling} in the batch",
             "fixed": f"fixed {study.lr.value:g}"}[study.lr.rule]
@@ -82,13 +87,17 @@ def print_wave(study, wave, m, *, spent: float, wave_no: int, naive, cost) -> No
         shown = ", ".join(f"{b}{'x' + str(n) if n > 1 else ''}@{lr}" for (b, lr), n in sorted(batches.items()))
         print(f"{s.model:10s} {s.num_params:14,d} {s.tokens:10.3g} {_belief(s):>20s} {s.status:>9s}"
               f" {per_model.get(s.model, 0):4d} {ps.get('p_bracketed', float('nan')):10.2f}"
-              f" {'x/' + format(ps.get('factor_median', float('nan')), '.2f'):>9s} {gpu_h:9,.0f}  {shown}")
+              f" {'x/' + format(ps.get('factor_median', float('nan')), '.2f'):>9s} {_hours(gpu_h):>9s}  {shown}")
     e = pred.get("exponent", {})
     target = study.target
     goal = (f"exponent of B_opt(N) to +-{target.exponent_half_width:g}" if target.exponent_half_width
             else f"each B_opt within x/{target.b_opt_factor:g}")
-    print(f"plan: {len(wave.points)} runs, {wave.cost_gpu_hours:,.0f} GPU-hours"
-          + (f" (budget {study.budget_gpu_hours:,.0f}, {spent:,.0f} spent)" if study.budget_gpu_hours else ""))
+    from batchlaw.simulator.grid import plan_line, plan_rows
+
+    if table:  # the line submit --dry-run prints for the same plan
+        print(plan_line(table, plan_rows(table)))
+    if study.budget_gpu_hours:
+        print(f"budget: {study.budget_gpu_hours:,.0f} GPU-hours, {_hours(spent)} spent before this wave")
     print(f"predicted ({pred.get('sims', 0)} simulated analyses): B_opt(N) exponent +-{e.get('half_width_median', float('nan')):.3f}"
           f" (median half-width of its 80% interval), determined in {e.get('p_determined', 0):.0%}; target: {goal}")
     if naive:
@@ -117,10 +126,12 @@ def _plan_table(study, wave, priced):
     return table
 
 
-def run(args: argparse.Namespace) -> int:
-    from batchlaw.simulator import config as _config
+def design(study_name: str, overrides=(), *, logdir: str | None = None, out: str | None = None):
+    """Plan (and print) the first wave of a study, or with ``logdir`` the next one; write the plan to ``out``.
+    Returns the wave, or None when the runs in ``logdir`` already meet the target."""
     from dataclasses import replace
 
+    from batchlaw.simulator import config as _config
     from batchlaw.simulator.belief import model_of, observed_states, prior_states
     from batchlaw.simulator.design import design_wave, target_met
     from batchlaw.simulator.design_predict import compare
@@ -129,19 +140,18 @@ def run(args: argparse.Namespace) -> int:
     from batchlaw.simulator.runconfig import load_run_config
     from batchlaw.simulator.study import load_study
 
-    study = load_study(args.study, args.overrides)
+    study = load_study(study_name, overrides)
     basin, m = model_of(study)
     states = prior_states(study, basin)
-    spent, notes, optima, wave_no = 0.0, [], {}, 1
-    if args.logdir:
-        obs, spent, notes = _runs(args.logdir, study, states)
+    spent, notes, optima, done = 0.0, [], {}, 0
+    if logdir:
+        obs, spent, notes = _runs(logdir, study, states)
         states, noise, optima = observed_states(study, basin, m, obs)
-        m = replace(m, noise=noise)
-        wave_no = 2 if obs else 1
+        m, done = replace(m, noise=noise), len(obs)
         met, why = target_met(study, states, optima)
         if met:
             print(f"target met: {why}; no more runs are needed")
-            return 0
+            return None
     cache: dict = {}
 
     def cost(model: str, batch: int) -> float:
@@ -151,12 +161,19 @@ def run(args: argparse.Namespace) -> int:
 
     wave = design_wave(study, states, m, cost, spent=spent)
     wave = replace(wave, notes=notes + wave.notes)
-    naive = compare(study, basin, m) if study.compare_grid and not args.logdir else None
-    print_wave(study, wave, m, spent=spent, wave_no=wave_no, naive=naive, cost=cost)
-    if args.out and wave.points:
-        table = _plan_table(study, wave, {k: cache[k] for k in {(p.model, p.batch) for p in wave.points}})
+    naive = compare(study, basin, m) if study.compare_grid and not logdir else None
+    table = _plan_table(study, wave, {k: cache[k] for k in {(p.model, p.batch) for p in wave.points}})
+    print_wave(study, wave, m, spent=spent, done=done, naive=naive, cost=cost, table=table)
+    if out and wave.points:
         base = load_run_config(study.base) if study.base else None
-        write_plan(args.out, table, base=base, meta={"study": _config.to_dict(study), "wave": wave_no})
-        print(f"wrote {args.out} ({len(wave.points)} runs) and {args.out.rsplit('.', 1)[0]}.resolved.json;"
-              f" launch it with: batchlaw submit {args.out} --time HH:MM:SS")
+        predicted = {k: v for k, v in wave.predicted.items() if k in ("sizes", "exponent", "sims")}
+        write_plan(out, table, base=base, meta={"study": _config.to_dict(study), "runs_before": done,
+                                                "predicted": predicted, "gpu_hours": wave.cost_gpu_hours})
+        print(f"wrote {out} ({len(wave.points)} runs) and {str(out).rsplit('.', 1)[0]}.resolved.json;"
+              f" launch it with: batchlaw submit {out} --time HH:MM:SS")
+    return wave
+
+
+def run(args: argparse.Namespace) -> int:
+    design(args.study, args.overrides, logdir=args.logdir, out=args.out)
     return 0

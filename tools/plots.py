@@ -279,3 +279,35 @@ def plot_pareto(table, path: Path):
            title="simulator: loss against cost")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_waves(waves, path: Path):
+    """Predicted against measured per wave (``tools.waves``): left, each size's 80% interval factor of B_opt
+    (open: predicted median, filled: measured; a cross where the measurement is not bracketed); right, the
+    B_opt(N) exponent's half-width."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    sizes = sorted({s for w in waves for s in (*w["predicted"].get("sizes", {}), *w["measured"].get("sizes", {}))})
+    colours = {s: f"C{i}" for i, s in enumerate(sizes)}
+    for j, s in enumerate(sizes):
+        for w in waves:
+            x = w["wave"] + (j - (len(sizes) - 1) / 2) * 0.08
+            p = w["predicted"].get("sizes", {}).get(s, {}).get("factor_median", np.nan)
+            m = w["measured"].get("sizes", {}).get(s, {})
+            ax.plot([x], [p], "o", mfc="none", color=colours[s])
+            if m.get("bracketed"):
+                ax.plot([x], [m["factor"]], "o", color=colours[s])
+            elif m:
+                ax.plot([x], [1.0], "x", color=colours[s])
+    ax.set(xlabel="wave", ylabel="80% interval of B_opt (x/ factor)", title="each size: predicted (open), measured")
+    ax.set_xticks([w["wave"] for w in waves])
+    handles = [Line2D([], [], ls="none", marker="o", color=colours[s], label=s) for s in sizes]
+    handles += [Line2D([], [], ls="none", marker="x", color="0.4", label="not bracketed (drawn at 1)")]
+    ax.legend(handles=handles, fontsize=7)
+    waves_x = [w["wave"] for w in waves]
+    bx.plot(waves_x, [w["predicted"].get("exponent", {}).get("half_width_median", np.nan) for w in waves], "o--",
+            mfc="none", color="k", label="predicted (median)")
+    bx.plot(waves_x, [w["measured"].get("half_width", np.nan) for w in waves], "o-", color="k", label="measured")
+    bx.set(xlabel="wave", ylabel="half-width of the exponent's 80% interval", title="B_opt(N) exponent")
+    bx.set_xticks(waves_x)
+    bx.legend(fontsize=7)
+    return _save(fig, path)

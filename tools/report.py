@@ -18,12 +18,13 @@ DEFINITIONS = """## Definitions and units
 - **Loss**: mean next-token cross-entropy of the training batch, in nats per token; a run's *final
   loss* is the mean over its last 20% of steps.
 - **Batch**: global batch in sequences (multiply by the sequence length for tokens).
-- **B_opt**: the batch of lowest final loss at a fixed token budget, from a parabola of final loss in
-  ln(batch) through the constant-batch runs of one model (Li et al. 2025, sec. 3). It is a number only
-  when *bracketed*: the best run has a worse run on each side, worse by more than the two runs' noise
-  (1.28 combined standard errors of their final losses). Otherwise it is a bound (`<= 4`: no smaller
-  batch is separably worse, so the optimum may lie lower; `~ 16`: no batch is separably worse on
-  either side, the sweep is flat within its noise), marked, and kept out of laws.
+- **B_opt**: the batch of lowest final loss at a fixed token budget, from the loss basin over ln(batch)
+  (and ln(LR) when a batch ran at several learning rates) fitted through the constant-batch runs of one
+  model at one budget (Li et al. 2025, sec. 3; its shape from the basin prior, docs/design.md). It is a
+  number only when *bracketed*: the best batch has a worse one on each side, worse by more than the noise of
+  the difference (1.28 sd, counting each run's within-run error and the between-seed noise). Otherwise it is
+  a bound (`<= 4`: no smaller batch is separably worse, so the optimum may lie lower; `~ 16`: no batch is
+  separably worse on either side, the sweep is flat within its noise), marked, and kept out of laws.
 - **B_simple**: the simple gradient noise scale tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8),
   from the unbiased two-batch estimates logged every step, averaged over the last 20% of steps.
 - **B_simple (end)** of a batch sweep: the median of B_simple over the sweep's constant-batch runs (the
@@ -31,11 +32,14 @@ DEFINITIONS = """## Definitions and units
 - **B_crit**: the critical batch. Here it is estimated by B_simple near the end of training
   (McCandlish et al. 2018, sec. 2.2), which can differ from the batch at which training actually
   stops being token-efficient; `batchlaw probe-cbs` measures that directly (Merrill et al. 2025).
-- **Intervals** (all 80%): B_opt, a parametric bootstrap of the parabola's vertex, each final loss
-  redrawn with its standard error from the per-step scatter of its last 20% of steps (this misses
-  run-to-run variation that a second seed would show); B_simple, a block
-  bootstrap of the ratio of means over the last 20% of steps; a law's exponent, a parametric
-  bootstrap redrawing each point from its own interval plus the fit's residual scatter.
+- **Noise**: a final loss differs from its configuration's by its within-run error (per-step scatter) and
+  a between-seed part; the between-seed sd is learned from the runs (basin-fit residuals, repeated seeds) on
+  top of a stated prior ({noise}).
+- **Intervals** (all 80%): B_opt, a parametric bootstrap of the basin's vertex in which each replicate draws
+  the between-seed noise from its posterior and the basin's shape from its uncertainty, and redraws every
+  run's loss with both noises; B_simple, a block bootstrap of the ratio of means over the last 20% of steps; a
+  law's exponent, a bootstrap redrawing the sizes together from their B_opt draws (shared draws paired), plus
+  the law's lack of fit when its residuals exceed the points' own uncertainty.
 - **Laws**: y = c x^a by least squares in log space; R^2 is in log space. A law needs at least
   {min_sizes} model sizes with usable points, and is "not determined" (printed, never extrapolated)
   when its exponent interval is wider than {max_width:g}. A law whose exponent interval includes 0
@@ -179,7 +183,8 @@ def write_report(out_dir: Path, runs, result, pictures: dict[str, str], extra_se
     """Write ``report.md`` into ``out_dir`` (pictures are file names relative to it) atomically."""
     s = result.settings or {}
     lines = ["# batchlaw study report", ""] + _summary(runs, result, list(skipped)) + [""]
-    lines += DEFINITIONS.format(min_sizes=s.get("min_sizes", 3), max_width=s.get("max_exponent_width", 1.0)).splitlines()
+    lines += DEFINITIONS.format(min_sizes=s.get("min_sizes", 3), max_width=s.get("max_exponent_width", 1.0),
+                                noise=s.get("noise", "prior only")).splitlines()
     lines += ["", "## Runs", ""] + _runs_table(runs)
     lines += ["", "## Optimal and critical batch per model size (sequences)", ""] + _optima_table(runs, result)
     lines += ["", "## Laws across model sizes", ""]

@@ -38,7 +38,8 @@ def test_coverage_of_80_percent_intervals_on_worlds_with_known_truth():
         b_opt = math.exp(rng.uniform(math.log(150), math.log(900)))
         ratio = 1.5 * math.exp(rng.normal(0, 0.25))
         loss = _basin(BATCHES, b_opt, ratio=ratio) + rng.normal(0, 0.01, len(BATCHES))
-        o = locate(BATCHES, loss, noise=noise, shape=shape, bootstrap=200, seed=k, common_seed=k)
+        # these worlds are quadratic everywhere (no rim), so every run is in the fit window
+        o = locate(BATCHES, loss, noise=noise, shape=shape, bootstrap=200, seed=k, common_seed=k, fit_window=1.0)
         if o.bracketed:
             n += 1
             hits += o.lo <= b_opt <= o.hi
@@ -62,6 +63,21 @@ def test_ignoring_the_seed_noise_undercovers():
     assert hits / n < 0.6, (hits, n)
 
 
+def test_a_run_up_the_rim_brackets_but_never_bends_the_fit():
+    """Issue 19, the demo: a step-starved batch 1.9 nats up the rim entered the quadratic, its residual taught the
+    noise model a between-seed sd of 0.92 nats, and every sweep then looked flat. Outside the fit window it only
+    brackets."""
+    b = np.array([4, 16, 64, 256.0])
+    loss = np.array([2.47, 2.46, 2.30, 4.20])  # b256: 16 steps, far up the rim
+    noise = NoiseModel(seed_sd=0.005, prior_dof=4, source="test")
+    o = locate(b, loss, noise=noise, shape=Shape(ratio=1.5), bootstrap=100)
+    assert o.bracketed and 16 < o.b < 256 and o.resid_ss < 0.01
+    learned = learn_noise([(b, loss, np.ones(4), np.zeros(4))], noise, Shape(ratio=1.5))
+    assert learned.seed_sd < 0.05
+    whole = locate(b, loss, noise=noise, shape=Shape(ratio=1.5), bootstrap=0, fit_window=10.0)
+    assert whole.resid_ss > 0.1  # what the rim does to a quadratic through it
+
+
 def test_bracketing_counts_the_seed_noise():
     loss = _basin(BATCHES, 300.0, a=0.004)  # a shallow basin: neighbours differ by ~0.002-0.02 nats
     sharp = locate(BATCHES, loss, loss_se=np.full(6, 1e-4), noise=NoiseModel(seed_sd=1e-4), bootstrap=0)
@@ -76,7 +92,8 @@ def test_the_noise_is_learned_from_repeated_seeds_and_residuals():
     for b_opt in (200.0, 400.0, 800.0):
         b = np.repeat(BATCHES, 3)
         sweeps.append((b, _basin(b, b_opt) + rng.normal(0, 0.01, len(b)), np.ones(len(b)), np.zeros(len(b))))
-    learned = learn_noise(sweeps, NoiseModel(seed_sd=0.003, prior_dof=4, source="test"), Shape(ratio=1.5))
+    learned = learn_noise(sweeps, NoiseModel(seed_sd=0.003, prior_dof=4, source="test"), Shape(ratio=1.5),
+                          fit_window=1.0)
     assert learned.data_dof == 3 * (18 - 3)
     assert 0.008 < learned.seed_sd < 0.012, learned.describe()
     ss, dof = pooled_repeats([1, 1, 1, 2, 2], [1.0, 1.02, 0.98, 2.0, 2.0], [0.0] * 5)

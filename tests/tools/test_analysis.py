@@ -7,7 +7,7 @@ import pytest
 
 from batchlaw.plugin.h5log import RunLogWriter
 from batchlaw.simulator.noisemodel import NoiseModel
-from batchlaw.simulator.optimum import locate
+from batchlaw.simulator.optimum import locate as _locate
 from batchlaw.tools.analysis import analyse
 from batchlaw.tools.cli import main
 from batchlaw.tools.logs import load_runs
@@ -16,6 +16,12 @@ SEQ = 64
 # The worlds these logs are written from have a symmetric basin in ln B and one LR: the analysis is told so
 # (no basin prior: a symmetric parabola) and that their final losses carry little seed noise.
 SYMMETRIC_WORLD_NOISE = NoiseModel(seed_sd=2e-3, prior_dof=50, source="test world")
+WIDE = 1.0  # these worlds are quadratic everywhere (no rim): every run lies in the fit window
+
+
+def locate(*args, **kwargs):
+    """The estimator on these rim-free worlds."""
+    return _locate(*args, **{"fit_window": WIDE, **kwargs})
 
 
 def _true_loss(n, b):
@@ -50,7 +56,7 @@ def logdir(tmp_path_factory):
 def test_optimal_batch_from_a_known_basin(logdir):
     runs = load_runs(logdir)
     assert len(runs) == 27 and all(r.status == "completed" for r in runs)
-    res = analyse(runs, noise=SYMMETRIC_WORLD_NOISE, extrapolate_n=1e9)
+    res = analyse(runs, noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE, extrapolate_n=1e9)
     assert len(res.optima) == 3
     for o in res.optima:
         assert o.b_opt == pytest.approx(0.5 * o.num_params**0.4, rel=0.15)
@@ -201,7 +207,7 @@ def test_runs_at_several_learning_rates_are_one_2d_sweep(tmp_path):
         for lr in (3e-4, 1e-3, 3e-3):
             _write_2d(tmp_path / f"b{b}_lr{lr:g}.h5", n, b, lr)
     basin = Basin(**TWO_D, noise_sd=2e-3)
-    res = analyse(load_runs(tmp_path), noise=SYMMETRIC_WORLD_NOISE, basin=basin, shape_sd=0.0, ridge_sd=0.0)
+    res = analyse(load_runs(tmp_path), noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE, basin=basin, shape_sd=0.0, ridge_sd=0.0)
     assert len(res.optima) == 1 and res.optima[0].n_runs == 27 and res.optima[0].lr_varied
     o = res.optima[0]
     assert o.b_opt == pytest.approx(0.5 * n**0.4, rel=0.1) and o.lr == pytest.approx(1e-3, rel=0.1)
@@ -230,7 +236,7 @@ def test_bad_extrapolation_and_a_damaged_probe_file_give_no_traceback(logdir, tm
 def test_b_opt_of_d_needs_several_token_budgets(logdir):
     """Session-5 audit: three sizes at one budget gave a 'B_opt(D)' through the tokens each run overshot by,
     2.6e193 x D^-36. The budgets are what was planned: one budget, no law."""
-    res = analyse(load_runs(logdir), noise=SYMMETRIC_WORLD_NOISE)
+    res = analyse(load_runs(logdir), noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE)
     assert res.b_opt_vs_n.fitted  # three sizes
     law = res.b_opt_vs_d
     assert not law.fitted and law.reason.startswith("1 token budget with a usable point, a law needs 3"), law.reason
@@ -255,7 +261,7 @@ def test_laws_take_each_size_once_over_its_learning_rates(tmp_path):
         for b in (4, 8, 16, 32, 64, 128, 256, 512, 1024):
             for lr in (5e-4, 2e-3):
                 _write_2d(tmp_path / f"n{int(n)}_b{b}_lr{lr:g}.h5", n, b, lr)
-    res = analyse(load_runs(tmp_path), noise=SYMMETRIC_WORLD_NOISE, basin=Basin(**TWO_D, noise_sd=2e-3))
+    res = analyse(load_runs(tmp_path), noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE, basin=Basin(**TWO_D, noise_sd=2e-3))
     assert len(res.optima) == 3 and res.b_opt_vs_n.n_points == 3
     assert res.b_opt_vs_n.exponent == pytest.approx(0.4, abs=0.05)
 
@@ -266,7 +272,7 @@ def test_a_config_an_older_batchlaw_wrote_keeps_its_budget(tmp_path):
     for b in (4, 8, 16, 32, 64, 128, 256, 512, 1024):
         _write(tmp_path / f"b{b}.h5", 4e5, b, steps=int(np.ceil(100000 / (b * SEQ))))
         _relog(tmp_path / f"b{b}.h5", ramp=None, retired_key=1)  # no longer a valid RunSpec
-    res = analyse(load_runs(tmp_path), noise=SYMMETRIC_WORLD_NOISE)
+    res = analyse(load_runs(tmp_path), noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE)
     assert len(res.optima) == 1 and res.optima[0].n_runs == 9 and res.optima[0].budget == 100000
 
 
@@ -276,5 +282,5 @@ def test_runs_without_a_planned_budget_share_one_when_their_tokens_differ_by_an_
         _relog(tmp_path / f"b{b}.h5", tokens=0, steps=1)
     _write(tmp_path / "long.h5", 4e5, 64, steps=400)  # another budget: 4 x the tokens
     _relog(tmp_path / "long.h5", tokens=0, steps=1)
-    res = analyse(load_runs(tmp_path), noise=SYMMETRIC_WORLD_NOISE)
+    res = analyse(load_runs(tmp_path), noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE)
     assert sorted(o.n_runs for o in res.optima) == [1, 9]

@@ -15,7 +15,7 @@ import pytest
 
 from batchlaw.plugin.h5log import RunLogWriter
 from batchlaw.simulator.noisemodel import NoiseModel
-from batchlaw.simulator.optimum import locate
+from batchlaw.simulator.optimum import locate as _locate
 from batchlaw.tools.analysis import analyse, fit_size_law
 from batchlaw.tools.cli import main
 from batchlaw.tools.logs import load_runs
@@ -24,6 +24,12 @@ SEQ = 64
 # The worlds these logs are written from have a symmetric basin in ln B and one LR: the analysis is told so
 # (no basin prior: a symmetric parabola) and that their final losses carry little seed noise.
 SYMMETRIC_WORLD_NOISE = NoiseModel(seed_sd=2e-3, prior_dof=50, source="test world")
+WIDE = 1.0  # these worlds are quadratic everywhere (no rim): every run lies in the fit window
+
+
+def locate(*args, **kwargs):
+    """The estimator on these rim-free worlds."""
+    return _locate(*args, **{"fit_window": WIDE, **kwargs})
 
 
 def _write(path, n, b, final, steps=60):
@@ -55,7 +61,7 @@ def test_edge_optimum_is_a_bound_and_no_law_is_printed(tmp_path):
     d.mkdir()
     for n in (1e5, 4e5, 1.6e6):  # the true optimum (batch 1) lies below every sweep
         _sweep(d, n, (4, 8, 16, 32), 1.0)
-    res = analyse(load_runs(d), noise=SYMMETRIC_WORLD_NOISE)
+    res = analyse(load_runs(d), noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE)
     assert all(not o.bracketed and o.bound == "<=" and o.b_opt == 4 for o in res.optima)
     assert not res.b_opt_vs_n.fitted and "3 of 3 sizes have no bracketed optimum (at the edge" in res.b_opt_vs_n.reason
     status, text = _report(d, tmp_path)
@@ -71,7 +77,7 @@ def test_one_model_size_prints_no_size_law(tmp_path):
     d = tmp_path / "logs"
     d.mkdir()
     _sweep(d, 2e5, (4, 8, 16, 32), 10.0)
-    res = analyse(load_runs(d), noise=SYMMETRIC_WORLD_NOISE, extrapolate_n=7e9)
+    res = analyse(load_runs(d), noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE, extrapolate_n=7e9)
     assert len(res.optima) == 1 and res.optima[0].bracketed
     for law in (res.b_opt_vs_n, res.b_opt_vs_d, res.b_crit_vs_n):
         what = "token budget" if law.variable == "D" else "size"
@@ -88,7 +94,7 @@ def test_two_bracketed_sizes_are_not_enough(tmp_path):
     _sweep(d, 1e5, (4, 8, 16, 32), 10.0)
     _sweep(d, 4e5, (4, 8, 16, 32), 14.0)
     _sweep(d, 1.6e6, (4, 8, 16, 32), 1.0)  # edge
-    res = analyse(load_runs(d), noise=SYMMETRIC_WORLD_NOISE)
+    res = analyse(load_runs(d), noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE)
     assert sum(o.bracketed for o in res.optima) == 2 and not res.b_opt_vs_n.fitted
     assert "2 sizes with a usable point" in res.b_opt_vs_n.reason and "1 of 3 sizes" in res.b_opt_vs_n.reason
 
@@ -112,8 +118,8 @@ def test_wide_exponent_interval_is_not_determined():
 
 
 def test_locate_optimum_brackets_and_bounds():
-    assert locate([4, 8, 16, 32], [1.3, 1.2, 1.1, 1.0], noise=SYMMETRIC_WORLD_NOISE).bound == ">="
-    o = locate([4, 8, 16, 32, 64], [1.3, 1.1, 1.0, 1.1, 1.3], noise=SYMMETRIC_WORLD_NOISE)
+    assert locate([4, 8, 16, 32], [1.3, 1.2, 1.1, 1.0], noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE).bound == ">="
+    o = locate([4, 8, 16, 32, 64], [1.3, 1.1, 1.0, 1.1, 1.3], noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE)
     assert o.bracketed and 8 <= o.lo <= o.b <= o.hi <= 32 and o.b == pytest.approx(16, rel=0.05)
 
 
@@ -241,7 +247,7 @@ def test_a_law_whose_exponent_interval_includes_zero_shows_no_size_dependence(tm
     for n in (1e5, 4e5, 1.6e6):
         _sweep(d, n, (4, 8, 16, 32), 10.0)
     runs = load_runs(d)
-    res = analyse(runs, noise=SYMMETRIC_WORLD_NOISE)
+    res = analyse(runs, noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE)
     lo, hi = res.b_crit_vs_n.exponent_ci
     assert res.b_crit_vs_n.determined and lo < 0 < hi  # the situation under test
     status, text = _report(d, tmp_path)
@@ -266,7 +272,7 @@ def test_the_loss_against_batch_picture_draws_each_final_loss_with_its_interval(
     d.mkdir()
     _sweep(d, 1e5, (4, 8, 16, 32), 10.0)
     runs = load_runs(d)
-    res = analyse(runs, noise=SYMMETRIC_WORLD_NOISE)
+    res = analyse(runs, noise=SYMMETRIC_WORLD_NOISE, fit_window=WIDE)
     noise = res.settings["noise_model"]
     fig = plots.plot_final_loss_vs_batch(res, runs, tmp_path / "f.png")
     drawn = {}
