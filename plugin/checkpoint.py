@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from batchlaw.plugin import _mcore
-from batchlaw.simulator.checks import complete_checkpoints
+from batchlaw.plugin.ckptfiles import complete_checkpoints
 
 __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="run TOML (configs/runs/*.toml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    from batchlaw.simulator.checks import check_prelaunch
+    from batchlaw.plugin.prelaunch import check_prelaunch
     from batchlaw.simulator.runconfig import load_run_config
 
     try:

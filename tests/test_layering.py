@@ -16,6 +16,9 @@ MODULES_WITHOUT_TORCH = [
     "batchlaw.tools",
     "batchlaw.tools.cli",
     "batchlaw.plugin.logschema",
+    "batchlaw.plugin.prelaunch",  # the pre-launch checks tools run (issue 20 item 4)
+    "batchlaw.plugin.ckptfiles",
+    "batchlaw.plugin.runmeta",
 ]
 
 

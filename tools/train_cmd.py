@@ -55,7 +55,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[str], str]:
     """(the rank command, the absolute path of the run's HDF5 log or "" when ``log.path`` is empty)."""
     from batchlaw.simulator.runconfig import find_run_config, load_run_config
     from batchlaw.simulator.spec import validate_run
-    from batchlaw.simulator.checks import check_prelaunch, cuda_visible
+    from batchlaw.plugin.prelaunch import check_prelaunch, cuda_visible
 
     if args.nproc < 1:
         raise ValueError(f"--nproc-per-node = {args.nproc}: must be >= 1")
