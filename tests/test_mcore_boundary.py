@@ -35,12 +35,9 @@ MEGATRON_NAMES = {
     # the schedule's and the microbatch calculator's arguments
     "forward_step_func", "data_iterator", "num_microbatches", "seq_length", "micro_batch_size",
     "rampup_batch_size", "step_batch_size_schedule", "parallel_state",
-    # batchlaw's own name for megatron's ramp triple; the lead moves it into _mcore.py (issue 20 item 2)
-    "to_megatron_rampup",
 }
 SINCE = {"step_batch_size_schedule": (0, 18)}  # megatron-core version that introduced the name
-OURS = {"to_megatron_rampup"}  # not a megatron name, named after one
-ALLOWED = {("simulator/ramp.py", "to_megatron_rampup")}  # until the lead moves the converter (issue 20 item 2)
+ALLOWED: set[tuple[str, str]] = set()  # (file, name) pairs let through; none since the ramp converters moved
 
 
 def _megatron_imports(path: Path) -> list[str]:
@@ -105,9 +102,9 @@ def test_name_check_catches_each_form(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("def f(model, data_iterator):\n    model.module.zero_grad_buffer()\n"
                    "    getattr(p, 'shared_embedding', False)\n    g(num_microbatches=2)\n"
-                   "def to_megatron_rampup():\n    pass\n")
+                   "def zero_grad_buffer():\n    pass\n")
     assert _names(src) & MEGATRON_NAMES == {"data_iterator", "module", "zero_grad_buffer", "shared_embedding",
-                                            "num_microbatches", "to_megatron_rampup"}
+                                            "num_microbatches"}
 
 
 def test_every_listed_name_is_the_adapters_and_megatrons():
@@ -122,6 +119,6 @@ def test_every_listed_name_is_the_adapters_and_megatrons():
     installed = tuple(int(x) for x in re.findall(r"\d+", version("megatron-core"))[:2])
     root = Path(list(spec.submodule_search_locations)[0])
     source = "\n".join(p.read_text(errors="replace") for p in root.rglob("*.py"))
-    absent = sorted(n for n in MEGATRON_NAMES - OURS
+    absent = sorted(n for n in MEGATRON_NAMES
                     if installed >= SINCE.get(n, (0, 0)) and not re.search(rf"\b{n}\b", source))
     assert absent == []
