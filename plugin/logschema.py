@@ -70,7 +70,7 @@ EVENT_COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
 ATTRS: dict[str, str] = {
     "schema_version": "int, SCHEMA_VERSION of the writer",
     "config": "JSON, the resolved run configuration",
-    "git_sha": "str, commit of the batchlaw checkout ('unknown' outside git)",
+    "git_sha": "str, commit of the batchlaw checkout, '-dirty' appended when tracked files differ ('unknown' outside git)",
     "config_history": "JSON list, present when a resume changed the config: [{until_step, config}] of the earlier launches",
     "cwd": "str, the folder the ranks started in: relative paths of the config (checkpoint.dir, data.path) are relative to it",
     "versions": "JSON, versions of batchlaw, torch, megatron-core, h5py, numpy, python",

@@ -331,6 +331,17 @@ class Trainer:
             self._checkpoint(sinks)
         return row
 
+    def write_marker(self, status: str) -> None:
+        """Rank 0, after ``run``: ``log.done_marker`` (COMPLETED) when the step budget is done, INTERRUPTED
+        beside it when the run checkpointed and stopped on request (signal, stop file,
+        ``train.exit_after_steps``), so that the job script requeues instead of failing."""
+        if status not in ("completed", "interrupted") or not self.cfg.log.done_marker:
+            return
+        marker = Path(self.cfg.log.done_marker)
+        marker = marker if status == "completed" else marker.with_name("INTERRUPTED")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{status}\n")
+
     def run(self) -> str:
         """Train to the end of the budget or until a stop request; returns the final status."""
         resume_step = self._resume()

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-__all__ = ["StopFlag"]
+__all__ = ["StopFlag", "any_rank"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -59,7 +59,13 @@ class StopFlag:
         """
         if self.stop_file is not None and self.stop_file.exists():
             self.raised = True
-        flag = torch.tensor([1.0 if self.raised else 0.0], device=device)
-        if dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
-        return bool(flag.item())
+        return any_rank(self.raised, group, device)
+
+
+def any_rank(flag: bool, group=None, device: str | torch.device = "cpu") -> bool:
+    """True on every rank of ``group`` if ``flag`` is True on any of them (one scalar MAX all-reduce;
+    ``device`` must suit the group's backend: a CPU tensor goes through gloo)."""
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return bool(t.item())

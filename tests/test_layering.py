@@ -19,6 +19,7 @@ MODULES_WITHOUT_TORCH = [
     "batchlaw.plugin.prelaunch",  # the pre-launch checks tools run (issue 20 item 4)
     "batchlaw.plugin.ckptfiles",
     "batchlaw.plugin.runmeta",
+    "batchlaw.plugin.lease",  # submit and the sbatch script read leases (issue 21)
 ]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from batchlaw.plugin.launch import job_port
-from batchlaw.tools.submit import SubmitSettings, render_sbatch
+from batchlaw.tools.submit import SubmitSettings, job_environment, render_sbatch
 
 REPO = Path(__file__).resolve().parents[2]
 SCONTROL = '#!/usr/bin/env bash\ncase "$1" in show) echo n1 ;; requeue) echo "$2" >> "$BOX/requeued" ;; esac\n'
@@ -29,6 +29,7 @@ def _box(tmp_path, srun: str, env_file: str = "") -> tuple[Path, dict[str, str]]
         (tmp_path / "bin" / name).write_text(text)
         (tmp_path / "bin" / name).chmod(0o755)
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.toml").write_text('[model]\nname = "tiny"\n[train]\nglobal_batch = 8\nsteps = 2\n')
     s = SubmitSettings(runs_dir=tmp_path, base_config=None, time="00:05:00", nproc_per_node=1)
     script = tmp_path / "train.sbatch"
     script.write_text(render_sbatch(s, nodes=1))
@@ -57,6 +58,26 @@ def test_a_signal_during_the_cluster_file_requeues_at_once(tmp_path, sig):
     assert "before training started; requeueing job 7" in out.stdout
     assert not (tmp_path / "srun-started").exists()  # nothing was launched
     assert (tmp_path / "run" / "STOP").is_file() and not (tmp_path / "run" / "pip-freeze.txt").exists()
+
+
+@pytest.mark.parametrize("sig", ["USR1", "TERM"])
+def test_a_signal_while_bash_env_is_sourced_requeues_at_once(tmp_path, sig):
+    """Issue 21: bash sources BASH_ENV (Lmod's module setup on many clusters, seconds on a busy file
+    system) before the script's first line, so a signal then killed the batch shell before its trap
+    existed: status 138 / 143, no requeue. ``batchlaw submit`` hands it to the job as
+    BATCHLAW_BASH_ENV, which the script sources after the trap."""
+    script, env = _box(tmp_path, 'touch "$BOX/srun-started"\n')
+    # signals the first shell that sources it (the children of the batch shell source it too)
+    (tmp_path / "bashenv.sh").write_text(f'[ -e "$BOX/signalled" ] || {{ touch "$BOX/signalled"; kill -{sig} $$; }}\n')
+    (tmp_path / "runs.txt").write_text(f"{tmp_path / 'run'}\n")
+    s = SubmitSettings(runs_dir=tmp_path, base_config=None, time="00:05:00", nproc_per_node=1,
+                       python=sys.executable)
+    env = job_environment(s, tmp_path / "runs.txt", base={**env, "BASH_ENV": str(tmp_path / "bashenv.sh")})
+    env |= {"SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "0"}
+    out = _run(script, env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "requeued").read_text() == "7_0\n" and not (tmp_path / "srun-started").exists()
+    assert "before training started; requeueing job 7_0" in out.stdout
 
 
 def test_a_step_that_ends_while_the_trap_runs_keeps_its_real_status(tmp_path):
