@@ -41,8 +41,8 @@ STEP_COLUMNS: dict[str, tuple[str, str]] = {
     "mfu": ("f8", "model FLOPs utilisation of this step (NaN on CPU)"),
     "mem_gib": ("f8", "peak accelerator memory of this step, GiB (NaN on CPU)"),
     "loss_scale": ("f8", "fp16 dynamic loss scale used by this step's backward (1 for bf16/fp32)"),
-    "skipped": ("i8", "1 if the update was skipped (fp16 overflow: norms and noise-scale columns NaN, or a"
-                      " non-finite loss or bf16/fp32 gradient that stopped the run), else 0"),
+    "skipped": ("i8", "1 if the update was skipped because the loss or the gradients were not finite (fp16"
+                      " overflow, or any precision; norms and noise-scale columns NaN), else 0"),
 }
 
 # Columns every writer must fill each step (the rest may be NaN when not applicable).

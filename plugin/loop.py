@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from batchlaw.plugin import _mcore, runmeta
-from batchlaw.plugin.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from batchlaw.plugin.checkpoint import load_checkpoint, resume_point, save_checkpoint
 from batchlaw.plugin.data import TokenWindows, micro_batches
 from batchlaw.plugin.gns import GnsTracker, SplitStep, gns_mode
 from batchlaw.plugin.metrics import HDF5Sink, NullSink, SinkContainer, StdoutSink, TensorBoardSink, is_metrics_rank
@@ -32,9 +32,14 @@ from batchlaw.simulator.ramp import AdaptiveRamp
 from batchlaw.simulator.runconfig import RunSpec
 from batchlaw.simulator.spec import resolve_precision, validate_run
 
-__all__ = ["Trainer"]
+__all__ = ["MAX_SKIPS_IN_A_ROW", "Trainer"]
 
 log = logging.getLogger(__name__)
+
+MAX_SKIPS_IN_A_ROW = 32
+"""Consecutive steps skipped for a non-finite loss or gradients after which the run stops as failed.
+fp16 skips while its loss scaler searches: megatron's hysteresis of 2 plus one halving per overflow
+takes about 19 skips from an initial 2^32 down to a scale of 2^14."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,7 @@ class Trainer:
         self.stop = StopFlag(cfg.checkpoint.stop_file)
         self._mask = (torch.tril(torch.ones(1, 1, shape.seq_len, shape.seq_len)) < 0.5).to(self.device)
         self._saved_step = -1
-        self.nonfinite = False
-        self.bad_grads = False
+        self.skips_in_a_row = 0
 
     # setup helpers -----------------------------------------------------------------------------
     def _total_samples(self) -> int:
@@ -190,12 +194,12 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One optimizer step; returns its metrics row (every rank computes it; one rank logs it).
 
-        fp16 overflow (inf/NaN in the unscaled gradients): megatron skips the update and lowers the
-        scale; the row says ``skipped = 1`` with NaN norms and noise-scale columns, and training goes
-        on. A non-finite loss (agreed over all ranks before the update) leaves the model as it was and
-        sets ``self.nonfinite``: ``run`` then checkpoints that state and ends as ``failed``. So do
-        bf16/fp32 gradients with an inf/NaN and a finite loss (``self.bad_grads``): no scaler checks
-        them, and megatron would clip with a NaN norm and write NaN weights.
+        A step whose loss or gradients are not finite never updates the weights, in any precision: fp16
+        through megatron's loss scaler (it also lowers the scale), bf16/fp32 through a check of every
+        rank's reduced gradient buffers and the loss, agreed over all ranks before the update (no scaler
+        checks them there, and megatron would clip with a NaN norm and write NaN weights). The row says
+        ``skipped = 1`` with NaN norms and noise-scale columns; the counters move on (the batch is
+        consumed, as megatron's fp16 skip does) and ``self.skips_in_a_row`` counts the streak.
         """
         batch = self.ramp(self.consumed)
         mbs = micro_batches(self.data, consumed=self.consumed, global_batch=batch, dp_rank=self.g.dp_rank,
@@ -217,17 +221,21 @@ class Trainer:
         else:
             losses = self._run_schedule(mbs)
         loss = self._mean_loss(losses)
-        self.nonfinite = self._any_rank(not math.isfinite(loss) and self.g.last_stage)
-        self.bad_grads = (not self.nonfinite and not self.loss_scaled
-                          and self._any_rank(not _mcore.grads_finite(self.models)))
-        self.nonfinite = self.nonfinite or self.bad_grads
-        applied, grad_norm = (False, math.nan) if self.nonfinite else _mcore.optimizer_step(self.optimizer)
+        if self.loss_scaled:  # fp16: megatron's scaler finds inf/NaN in the unscaled gradients itself
+            applied, grad_norm = _mcore.optimizer_step(self.optimizer)
+        elif self._any_rank((self.g.last_stage and not math.isfinite(loss)) or not _mcore.grads_finite(self.models)):
+            applied, grad_norm = False, math.nan
+        else:
+            applied, grad_norm = _mcore.optimizer_step(self.optimizer)
         if not self.on_cpu:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        step, consumed, seq = self.step + 1, self.consumed + batch, self.cfg.model.seq_len
-        if not self.nonfinite:  # a failed step is logged, but the counters stay at the last good state
-            self.step, self.consumed = step, consumed
+        self.skips_in_a_row = 0 if applied else self.skips_in_a_row + 1
+        self.step, self.consumed, seq = self.step + 1, self.consumed + batch, self.cfg.model.seq_len
+        step, consumed = self.step, self.consumed
+        if not applied and not self.loss_scaled and dist.get_rank() == 0:
+            log.warning("step %d: loss %s, gradients not all finite: update skipped (%d in a row; the run stops as"
+                        " failed at %d)", step, f"{loss:.4g}", self.skips_in_a_row, MAX_SKIPS_IN_A_ROW)
         row = {"step": step, "consumed_samples": consumed, "tokens": consumed * seq,
                "global_batch_size": batch, "num_micro_batches": len(mbs), "lr": lr, "step_time_s": dt,
                "tokens_per_s": batch * seq / dt, "loss": loss, "grad_norm": grad_norm, "skipped": int(not applied),
@@ -271,7 +279,7 @@ class Trainer:
 
     def _resume(self) -> int | None:
         ck = self.cfg.checkpoint
-        path = latest_checkpoint(ck.dir) if ck.dir and ck.resume else None
+        path = resume_point(ck.dir) if ck.dir and ck.resume else None
         if path is None:
             return None
         state = load_checkpoint(path, models=self.models, optimizer=self.optimizer, layout=self.layout,
@@ -288,6 +296,11 @@ class Trainer:
         log, so a kill at any moment followed by a resume (which truncates the log to the checkpoint)
         loses no logged step and duplicates none."""
         ck = self.cfg.checkpoint
+        if ck.dir and self.skips_in_a_row and self._saved_step != self.step:
+            if dist.get_rank() == 0:
+                log.warning("step %d: not checkpointed after %d skipped steps in a row; the newest checkpoint stays"
+                            " the one a resume picks", self.step, self.skips_in_a_row)
+            self._saved_step = self.step
         if ck.dir and self._saved_step != self.step:
             sinks.flush()
             save_checkpoint(ck.dir, step=self.step, models=self.models, optimizer=self.optimizer,
@@ -314,9 +327,6 @@ class Trainer:
     def advance(self, sinks) -> dict[str, float]:
         """One step and its bookkeeping: smoothing, adaptive ramp, metrics, validation, periodic checkpoint."""
         row = self.train_step()
-        if self.nonfinite:
-            sinks.log_step(row)
-            return row
         b_simple = self.ema.update(row.get("gns_g2", math.nan), row.get("gns_trace", math.nan))
         if isinstance(self.ramp, AdaptiveRamp):
             decision = self.ramp.observe(self.step, b_simple)
@@ -351,12 +361,12 @@ class Trainer:
         exit_after = self.cfg.train.exit_after_steps
         try:
             while not self._done():
-                row = self.advance(sinks)
-                if self.nonfinite:
-                    what = "gradients are" if self.bad_grads else f"loss {row['loss']} is"
-                    log.error("step %d: %s not finite; checkpointing step %d and stopping as failed",
-                              row["step"], what, self.step)
-                    self._checkpoint(sinks)
+                self.advance(sinks)
+                if self.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
+                    if dist.get_rank() == 0:
+                        log.error("step %d: %d steps in a row skipped (non-finite loss or gradients); stopping as"
+                                  " failed, no checkpoint written: the newest one stays the one a resume picks",
+                                  self.step, self.skips_in_a_row)
                     return status
                 interval = exit_after and self.step - first_step >= exit_after and not self._done()
                 if self.stop.agreed(device=self.device) or interval:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     status, lease = "failed", None
     try:
         from batchlaw.plugin import _mcore
-        from batchlaw.plugin.checkpoint import ResumeError
+        from batchlaw.plugin.checkpoint import CheckpointsDamaged, ResumeError
         from batchlaw.plugin.loop import Trainer
 
         try:
@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             status = trainer.run()
-        except ResumeError as exc:  # found when the checkpoint is opened: one line, as the checks above
-            print(f"batchlaw train: error: {exc}", file=sys.stderr)
-            return 2
+        except (ResumeError, CheckpointsDamaged) as exc:  # found when the checkpoints are opened: one line
+            if dist.get_rank() == 0 or isinstance(exc, ResumeError):
+                print(f"batchlaw train: error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, ResumeError) else 1
         if dist.get_rank() == 0:
             trainer.write_marker(status)
         return 1 if status == "failed" else 0
