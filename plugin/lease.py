@@ -240,13 +240,15 @@ class RunLease:
 
 
 def acquire_on_rank0(paths: list[Path], rank: int) -> tuple[RunLease | None, str]:
-    """(the lease, '') on rank 0 when it took the run, (None, the one-line reason) when it could not;
-    (None, '') on every other rank (the trainer then agrees over all ranks)."""
+    """(the lease, '') on rank 0 when it took the run, (None, the one-line reason, also printed as the
+    trainer's error line) when it could not; (None, '') on every other rank (the trainer then agrees
+    over all ranks)."""
     if rank != 0:
         return None, ""
     try:
         return RunLease.acquire(paths), ""
     except (LeaseHeld, ValueError) as exc:
+        print(f"batchlaw train: error: {exc}", file=sys.stderr)
         return None, str(exc)
 
 

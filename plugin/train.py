@@ -15,6 +15,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from batchlaw.plugin.signals import any_rank, catch_early
+
+    early = catch_early()  # a stop requested while this rank starts up is kept, not lost
     parser = argparse.ArgumentParser(prog="python -m batchlaw.plugin.train", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="run TOML (configs/runs/*.toml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"batchlaw train: error: {exc}", file=sys.stderr)
         return 2
-    from batchlaw.plugin.launch import setup_env
+    from batchlaw.plugin.launch import init_args, setup_env
 
     try:
         setup_env()  # rank, world, master from torchrun, srun (one task per GPU) or mpirun
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
     # GPU: NCCL for CUDA tensors, gloo for the few host scalars (stop flag, noise-scale sums).
-    dist.init_process_group("gloo" if on_cpu else "cpu:gloo,cuda:nccl")
+    dist.init_process_group("gloo" if on_cpu else "cpu:gloo,cuda:nccl", **init_args())
     status, lease = "failed", None
     try:
         from batchlaw.plugin import _mcore
@@ -62,18 +65,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batchlaw train: error: {exc}", file=sys.stderr)
             return 2
         from batchlaw.plugin.lease import acquire_on_rank0, lease_paths
-        from batchlaw.plugin.signals import any_rank
 
         lease, refused = acquire_on_rank0(lease_paths(cfg.checkpoint.dir, cfg.log.path), dist.get_rank())
-        if refused:
-            print(f"batchlaw train: error: {refused}", file=sys.stderr)
-        if any_rank(bool(refused)):  # every rank stops: one trainer per run
+        if any_rank(bool(refused)):  # every rank stops (rank 0 said why): one trainer per run
             return 1
         try:
             trainer = Trainer(cfg, on_cpu=on_cpu)
         except ValueError as exc:
             print(f"batchlaw train: error: {exc}", file=sys.stderr)
             return 2
+        trainer.stop.raised = trainer.stop.raised or bool(early)
         try:
             status = trainer.run()
         except (ResumeError, CheckpointsDamaged) as exc:  # found when the checkpoints are opened: one line

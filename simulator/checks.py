@@ -139,9 +139,16 @@ def check_framework(field: str, name: str) -> None:
 
 
 def check_train(t: Any) -> None:
-    """TrainConfig: finite, positive learning rates with min_lr <= lr, AdamW ranges, counts >= 0."""
+    """TrainConfig: finite, positive learning rates with min_lr <= lr, AdamW ranges, counts >= 0, and
+    one bound on the run's length (steps or tokens, not both)."""
     _int_at_least("train.global_batch", t.global_batch, 1)
     _int_at_least("train.steps", t.steps, 0, " (0 = derive from train.tokens)")
+    if t.steps > 0:
+        from batchlaw.simulator.ramp import parse_count
+
+        if parse_count(str(t.tokens), "train.tokens"):  # issue 21: steps won silently over the token budget
+            _fail("train.steps", t.steps, f"train.tokens = {t.tokens!r} bounds the run too; give one of them"
+                  " (--set train.tokens=0 to count steps, or train.steps=0 to train on the token budget)")
     if not isinstance(t.seed, int) or not 0 <= t.seed < MAX_SEED:
         _fail("train.seed", t.seed, "must be an integer in [0, 2^32)")
     _finite("train.lr", t.lr, lo=0.0, lo_open=True)
