@@ -53,7 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # package -> batchlaw packages (or single modules) it may import, as docs/architecture.md draws them
 ALLOWED = {"simulator": ("batchlaw.simulator",),
            "plugin": ("batchlaw.simulator", "batchlaw.plugin"),
-           "tools": ("batchlaw.simulator", "batchlaw.tools", "batchlaw.plugin.logschema", "batchlaw.plugin.launch")}
+           "tools": ("batchlaw.simulator", "batchlaw.tools", "batchlaw.plugin.logschema", "batchlaw.plugin.launch",
+                     "batchlaw.plugin.prelaunch", "batchlaw.plugin.lease", "batchlaw.plugin.ckptfiles")}
 
 
 def _imports(path: Path) -> set[str]:
