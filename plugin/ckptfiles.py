@@ -94,8 +94,9 @@ def _crc_of(path: Path) -> str:
 def problem(path: Path, rank: int) -> str:
     """What is wrong with checkpoint ``path`` as seen by ``rank`` ('' when nothing): ``meta.json``
     unreadable, a rank file missing or of another size than recorded, or this rank's own file with
-    another CRC-32 (each rank reads only its own file in full). A checkpoint written before files were
-    recorded is checked for this rank's file only."""
+    another CRC-32 (each rank reads only its own file in full). A rank the checkpoint has no file for
+    (another world size) is not damage: loading it says which layout to resume with. A checkpoint
+    written before files were recorded is checked for this rank's file only."""
     try:
         meta = json.loads((path / META).read_text())
         files = meta.get("files")
@@ -104,16 +105,21 @@ def problem(path: Path, rank: int) -> str:
     except (OSError, ValueError, AttributeError) as exc:
         return f"{META} is unreadable ({type(exc).__name__})"
     if files is None:  # written before the manifest existed: presence only
+        world = (meta.get("layout") or {}).get("world_size")
+        if isinstance(world, int) and rank >= world:
+            return ""  # another world size: loading names the layout mismatch
         return "" if (path / rank_file(rank)).is_file() else f"{rank_file(rank)} is missing"
-    if not isinstance(files, dict) or rank_file(rank) not in files:
-        return f"{META} lists no {rank_file(rank)}"
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        return f"{META} is unreadable (files)"
     for name, want in sorted(files.items()):
         f = path / name
         if not f.is_file():
             return f"{name} is missing"
         if f.stat().st_size != want.get("bytes"):
             return f"{name} has {f.stat().st_size} bytes, {want.get('bytes')} were written"
-    own = files[rank_file(rank)]
+    own = files.get(rank_file(rank))
+    if own is None:  # written by a smaller world: a layout mismatch, which loading names (not damage)
+        return ""
     crc = _crc_of(path / rank_file(rank))
     if crc != own.get("crc32"):
         return f"{rank_file(rank)} has CRC-32 {crc}, {own.get('crc32')} was written"

@@ -102,8 +102,15 @@ def _ramp_message(c: Cols, i: int) -> str:
     return "ramp: " + _ramp_errors({k: np.asarray(v)[i:i + 1] for k, v in c.items()})[0]
 
 
+def _whole(x: float) -> bool:
+    return bool(np.isfinite(x)) and x >= 1 and x == int(x)
+
+
 def _divisors(n: float, limit: int = 64) -> str:
-    """'1, 2, 4' : the divisors of ``n`` up to ``limit`` (the values of a parallel size that would work)."""
+    """'1, 2, 4' : the divisors of ``n`` up to ``limit`` (the values of a parallel size that would work);
+    '?' when ``n`` is not a positive whole number (a bad size has its own message)."""
+    if not _whole(n):
+        return "?"
     n = int(n)
     found = [d for d in range(1, min(n, limit) + 1) if n % d == 0]
     return ", ".join(map(str, found)) + (", ..." if n > limit and any(n % d == 0 for d in range(limit + 1, n + 1))
@@ -112,11 +119,15 @@ def _divisors(n: float, limit: int = 64) -> str:
 
 def _multiples(value: float, step: float) -> str:
     """'96 or 104': the multiples of ``step`` next to ``value`` (the batch sizes that would work)."""
+    if not (_whole(step) and np.isfinite(value)):
+        return "?"
     below = int(value // step * step)
     return " or ".join(f"{v:g}" for v in (below, below + step) if v > 0)
 
 
 def _tp_hint(c: Cols, i: int) -> str:
+    if not (_whole(c["heads"][i]) and _whole(c["query_groups"][i])):
+        return ""
     g = np.gcd(int(c["heads"][i]), int(c["query_groups"][i]))
     return f"; tp can be {_divisors(g)} (the common divisors of the head and query-group counts)"
 

@@ -102,7 +102,8 @@ def test_the_local_launcher_needs_no_free_port(tmp_path):
         code = ("import sys, batchlaw.plugin.launch as L\n"
                 f"L.free_port = lambda *a, **k: {busy.getsockname()[1]}\n"
                 "from batchlaw.tools.cli import main\nsys.exit(main(sys.argv[1:]))\n")
-        out = subprocess.run([sys.executable, "-c", code, "train", str(TINY), "--nproc", "2", "--set", "train.steps=2",
+        out = subprocess.run([sys.executable, "-c", code, "train", str(TINY), "--nproc-per-node", "2",
+                              "--set", "train.steps=2",
                               "--set", "log.stdout_every=1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "step      2 " in out.stdout
