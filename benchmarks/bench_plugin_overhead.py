@@ -38,7 +38,7 @@ def _log_medians(path: Path, first: int) -> dict[str, float]:
 
 def launch(config: str, nproc: int, steps: int, on: bool, workdir: Path, sets: list[str], ramp_on: str,
            first: int = 5) -> tuple[list[float], dict[str, float]]:
-    sets = [f"train.steps={steps}", "log.stdout_every=1", "checkpoint.dir=", *sets]
+    sets = [f"train.steps={steps}", "train.tokens=0", "log.stdout_every=1", "checkpoint.dir=", *sets]
     sets += (["log.gns=true", f"log.path={workdir / 'log.h5'}", "log.flush_every=10", f"train.ramp={ramp_on}"] if on
              else ["log.gns=false", "log.path=", "train.ramp="])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import warnings
 from typing import Any, Callable
 
@@ -180,9 +181,6 @@ def kernels(models, optimizer) -> dict[str, str]:
 # configs and construction ----------------------------------------------------------------------
 def transformer_config(model, parallel, *, dtype: torch.dtype, on_cpu: bool) -> TransformerConfig:
     """TransformerConfig for a batchlaw ``ModelShape`` and ``Parallelism`` (Megatron's names stay here)."""
-    if parallel.sequence_parallel and on_cpu:
-        raise ValueError("parallel.sequence_parallel = true needs Transformer Engine or NVIDIA apex on a GPU"
-                         " (pip install transformer-engine[pytorch]); torch's LayerNorm is refused by megatron")
     recompute = {"none": {}, "selective": {"recompute_granularity": "selective"},
                  "full": {"recompute_granularity": "full", "recompute_method": "uniform",
                           "recompute_num_layers": 1}}[parallel.recompute]
@@ -265,8 +263,7 @@ def build_optimizer(cfg: TransformerConfig, models: list, train, *, precision: s
 # per step --------------------------------------------------------------------------------------
 def zero_grads(models: list, optimizer) -> None:
     """Zero the DDP grad buffers and the optimizer's main grads."""
-    for m in models:
-        m.zero_grad_buffer()
+    zero_grad_buffers(models)
     optimizer.zero_grad()
 
 
@@ -296,14 +293,39 @@ def optimizer_step(optimizer) -> tuple[bool, float]:
     return True, float(norm)
 
 
-def forward_backward(*, forward_step_func: Callable, data_iterators: list, models: list, num_microbatches: int,
-                     seq_length: int, micro_batch_size: int, forward_only: bool = False) -> list[dict]:
-    """megatron's schedule for this layout (no pipelining, 1F1B, or interleaved 1F1B at vpp > 1)."""
+def forward_backward(*, step_fn: Callable, batches: list, models: list, num_micro_batches: int, seq_len: int,
+                     micro_batch: int, forward_only: bool = False) -> list[dict]:
+    """megatron's schedule for this layout (no pipelining, 1F1B, or interleaved 1F1B at vpp > 1).
+
+    ``step_fn(data_iterator, model) -> (output, loss_func)`` is megatron's forward-step contract;
+    ``batches`` holds one iterator of micro-batches per model chunk.
+    """
     fb = get_forward_backward_func()
     single = len(models) == 1
-    return fb(forward_step_func=forward_step_func, data_iterator=data_iterators[0] if single else data_iterators,
-              model=models[0] if single else models, num_microbatches=num_microbatches, seq_length=seq_length,
-              micro_batch_size=micro_batch_size, forward_only=forward_only)
+    return fb(forward_step_func=step_fn, data_iterator=batches[0] if single else batches,
+              model=models[0] if single else models, num_microbatches=num_micro_batches, seq_length=seq_len,
+              micro_batch_size=micro_batch, forward_only=forward_only)
+
+
+def zero_grad_buffers(models: list) -> None:
+    """Zero the DDP gradient buffers only (the optimizer's main grads stay)."""
+    for m in models:
+        m.zero_grad_buffer()
+
+
+def unwrapped_params(models: list) -> list:
+    """The parameters of the model chunks inside their DDP wrappers."""
+    return [p for m in models for p in m.module.parameters()]
+
+
+def is_shared_embedding(param) -> bool:
+    """True for a tied embedding / output-layer weight (megatron marks both copies ``shared_embedding``)."""
+    return bool(getattr(param, "shared_embedding", False))
+
+
+def grad_of(param):
+    """The fp32 gradient of ``param``: its view into the DDP gradient buffer."""
+    return param.main_grad
 
 
 def grads_finite(models: list) -> bool:
@@ -360,6 +382,40 @@ def install_grad_sync_hooks(models: list, before_sync: Callable[[list], None]) -
 def param_counts_once(param) -> bool:
     """True if ``param`` is counted in a norm: not a TP duplicate and not a shared (tied) copy."""
     return bool(param_is_not_tensor_parallel_duplicate(param) and param_is_not_shared(param))
+
+
+# parameters: what megatron records on them and how it names them ------------------------------
+_LAYER = re.compile(r"decoder\.layers\.(\d+)\.")
+
+
+def tp_partition_dim(param) -> int | None:
+    """The dimension along which ``param`` is split over the TP ranks (None when it is replicated)."""
+    if not getattr(param, "tensor_model_parallel", False):
+        return None
+    return int(param.partition_dim)
+
+
+def global_param_name(chunk, name: str) -> str:
+    """The name of ``chunk``'s parameter ``name`` in the whole model: layer indices counted over all
+    pipeline stages, and the tied output layer named as the embedding it copies."""
+    if name == "output_layer.weight" and getattr(chunk, "share_embeddings_and_output_weights", False):
+        return "embedding.word_embeddings.weight"
+    m = _LAYER.search(name)
+    if not m:
+        return name
+    layer = chunk.decoder.layers[int(m.group(1))]
+    return name[:m.start(1)] + str(layer.layer_number - 1) + name[m.end(1):]
+
+
+def is_gated_fc1(name: str) -> bool:
+    """True for the first MLP projection of a gated (SwiGLU) layer, stored as [gate_shard; up_shard]
+    on each TP rank."""
+    return name.endswith(("mlp.linear_fc1.weight", "mlp.linear_fc1.bias"))
+
+
+def is_output_projection(name: str) -> bool:
+    """True for the projections that write into the residual stream (attention out, MLP out)."""
+    return name.endswith(("linear_proj.weight", "linear_fc2.weight"))
 
 
 # checkpoints -----------------------------------------------------------------------------------

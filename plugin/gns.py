@@ -15,11 +15,11 @@ Where the numbers come from in megatron-core:
   ``start_grad_sync`` *before* it scales ``grad_data`` by 1/dp and launches the collective; the
   wrapper does no collective itself (safe with ``overlap_grad_reduce``, where it runs inside a
   backward hook). The reductions over the model-parallel and DP groups happen in ``end_step``.
-- DP = 1 (PP = 1): the trainer runs the step as two halves of its micro-batches (or one micro-batch
-  at a time when their number is odd) and reads the squared norm of each part's gradient;
-  B_small = the part's batch.
+- DP = 1: ``SplitStep`` runs the step's micro-batches as two parts and reads the squared norm of
+  each part's gradient; B_small = the harmonic mean of the parts' batches (``gns_mode`` says when
+  this is possible).
 - |G_big|^2 = (the optimizer's grad norm)^2: fully reduced, each parameter counted once, loss scale
-  removed, correct with the distributed optimizer (which leaves only a shard of main_grad reduced).
+  removed, correct with the distributed optimizer (which leaves only a shard of the gradient reduced).
 - Squared norms count each parameter once (not a TP duplicate, not a shared tied copy) and are
   summed over the model-parallel group (TP x PP). With tied embeddings and PP > 1 the first stage's
   embedding gradient lacks the output layer's part until megatron all-reduces it after the DP sync;
@@ -30,7 +30,7 @@ All sequences have the same length, so the batch sizes count sequences (no harmo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -38,7 +38,7 @@ import torch.distributed as dist
 from batchlaw.plugin import _mcore
 from batchlaw.simulator.noise import two_batch_estimates
 
-__all__ = ["GnsTracker", "two_batch_estimates"]
+__all__ = ["GnsTracker", "SplitStep", "gns_mode", "two_batch_estimates"]
 
 
 class GnsTracker:
@@ -63,16 +63,16 @@ class GnsTracker:
     # hooks -------------------------------------------------------------------------------------
     def _split(self, params) -> tuple[list, list]:
         """(parameters counted in the local norm, tied-embedding copies to reduce first)."""
-        tied = [p for p in params if self.embedding_group is not None and getattr(p, "shared_embedding", False)]
+        tied = [p for p in params if self.embedding_group is not None and _mcore.is_shared_embedding(p)]
         counted = [p for p in params if _mcore.param_counts_once(p) and not any(p is t for t in tied)]
         return counted, tied
 
     def _account(self, counted, tied) -> None:
         """Add the local squared norm as a tensor: no host sync inside a backward hook."""
         for p in tied:
-            self._embedding_copies.append((p.main_grad.detach().clone(), _mcore.param_counts_once(p)))
+            self._embedding_copies.append((_mcore.grad_of(p).detach().clone(), _mcore.param_counts_once(p)))
         if counted:
-            norms = torch._foreach_norm([p.main_grad.detach() for p in counted])
+            norms = torch._foreach_norm([_mcore.grad_of(p).detach() for p in counted])
             self._local_sq = self._local_sq + torch.stack(norms).double().square().sum()
 
     def install(self) -> None:
@@ -132,3 +132,80 @@ class GnsTracker:
         g2, trace = two_batch_estimates(small_sq, big_sq, b_small, b_big)
         return {"gns_b_small": float(b_small), "gns_b_big": float(b_big), "gns_small_sq": small_sq,
                 "gns_big_sq": big_sq, "gns_g2": g2, "gns_trace": trace, "grad_norm": float(grad_norm)}
+
+
+def gns_mode(*, measuring: bool, dp_size: int, pp_size: int, num_chunks: int, tied_and_pp: bool,
+             num_micro_batches: int) -> str:
+    """How this step measures the noise scale: 'hooks' (DP >= 2: the DP ranks' local gradients),
+    'split' (DP = 1, >= 2 micro-batches: ``SplitStep``) or 'none' (no second batch size)."""
+    if not measuring:
+        return "none"
+    if dp_size > 1:
+        return "hooks"
+    if num_micro_batches < 2 or tied_and_pp:
+        return "none"  # tied embeddings at PP > 1: local_sq_now would count the reduced copy twice
+    first, second = num_micro_batches // 2, num_micro_batches - num_micro_batches // 2
+    if num_chunks > 1 and (first % pp_size or second % pp_size):
+        return "none"  # interleaved 1F1B needs each part's micro-batches to be a multiple of PP
+    return "split"
+
+
+class SplitStep:
+    """DP = 1: the noise scale's small batch is a part of this rank's micro-batches.
+
+    The step's n micro-batches run as two parts of m = n // 2 and n - m, and each part's squared
+    gradient norm is read. The schedule divides every micro-batch loss by n, so a part's mean
+    gradient is (n / m) times its share of the buffer. E|g_b|^2 = |G|^2 + tr(Sigma) / b (McCandlish
+    et al. 2018, eq. A.1), so the mean of the two squared norms is unbiased for b_small = the
+    harmonic mean of the parts. PP = 1: one schedule call, split between micro-batches by
+    ``before_micro_batch`` (which the trainer's forward step calls); PP > 1: one call per part (1F1B
+    interleaves the parts' backward passes), the parts' buffers summed afterwards.
+
+    Args:
+        tracker: the rank's ``GnsTracker`` (reads the squared norms, reduced over TP x PP).
+        models: the DDP-wrapped model chunks.
+        pp_size: pipeline-parallel size; micro_batch: sequences per micro-batch.
+    """
+
+    def __init__(self, tracker: GnsTracker, models, *, pp_size: int, micro_batch: int):
+        self.tracker, self.models, self.pp_size, self.micro_batch = tracker, list(models), pp_size, micro_batch
+        self._split_at, self._index, self._half_sq = 0, 0, float("nan")
+        self._kept: list[torch.Tensor] = []
+
+    def before_micro_batch(self) -> None:
+        """Called before each micro-batch's forward: between the two parts (PP = 1), measure the first
+        part's gradient, set it aside, and let the second part accumulate into zeroed buffers."""
+        if self._split_at and self._index == self._split_at:
+            self._half_sq = self.tracker.local_sq_now()
+            buffers = _mcore.grad_buffers(self.models)
+            if not self._kept:
+                self._kept = [torch.empty_like(b) for b in buffers]
+            for kept, buf in zip(self._kept, buffers):
+                kept.copy_(buf)
+                buf.zero_()
+        self._index += 1
+
+    def run(self, mbs: list, schedule: Callable[[list], list]) -> tuple[list, float, float]:
+        """Run ``schedule`` over ``mbs`` in two parts; returns (losses, |G_small|^2 with the loss scale
+        still in it, b_small in sequences)."""
+        n, m, mb = len(mbs), len(mbs) // 2, self.micro_batch
+        self._index = 0
+        if self.pp_size == 1:
+            self._split_at = m
+            try:
+                losses = schedule(mbs)
+            finally:
+                self._split_at = 0
+            first, second = self._half_sq * (n / m) ** 2, self.tracker.local_sq_now() * (n / (n - m)) ** 2
+            for kept, buf in zip(self._kept, _mcore.grad_buffers(self.models)):
+                buf.add_(kept)
+        else:
+            losses = schedule(mbs[:m])
+            first = self.tracker.local_sq_now()
+            kept = [b.mul(m / n) for b in _mcore.grad_buffers(self.models)]
+            _mcore.zero_grad_buffers(self.models)
+            losses += schedule(mbs[m:])
+            second = self.tracker.local_sq_now()
+            for k, buf in zip(kept, _mcore.grad_buffers(self.models)):
+                buf.mul_((n - m) / n).add_(k)
+        return losses, 0.5 * (first + second), 2.0 / (1.0 / (m * mb) + 1.0 / ((n - m) * mb))

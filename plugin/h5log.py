@@ -63,7 +63,8 @@ class RunLogWriter:
     Args:
         path: the ``.h5`` file.
         attrs: file attributes (``config`` and other dict values are stored as JSON).
-        flush_every: rows buffered before they are written and flushed.
+        flush_every: rows buffered before they are written and flushed (>= 1; the user's value is
+            checked once, where ``log.flush_every`` is read: ``LogConfig``).
         resume_step: None for a new run (an existing file is an error unless ``overwrite``);
             an integer k to continue an existing file after a restart from step k.
         overwrite: replace an existing file for a new run.
@@ -71,8 +72,7 @@ class RunLogWriter:
 
     def __init__(self, path: str | Path, *, attrs: Mapping[str, Any] | None = None, flush_every: int = 10,
                  resume_step: int | None = None, overwrite: bool = False):
-        if flush_every < 1:
-            raise ValueError(f"log.flush_every = {flush_every}: must be >= 1")
+        assert flush_every >= 1, flush_every  # LogConfig refuses log.flush_every < 1 (simulator/checks.py check_log)
         self.path = Path(path)
         self.flush_every = flush_every
         self._rows: list[dict[str, float]] = []

@@ -31,13 +31,16 @@ same port in between. Only if every probed port is taken does the kernel pick on
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["Placement", "detect", "first_host", "free_port", "job_port", "setup_env"]
+__all__ = ["INIT_FILE", "Placement", "detect", "first_host", "free_port", "init_args", "job_port", "port_lock",
+           "setup_env"]
 
 _MPIRUN_MARKERS = ("OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")  # set by mpirun itself (Open MPI, Hydra)
 _PMI_MARKERS = ("PMI_SIZE", "PMIX_RANK")  # also set by srun --mpi=...: SLURM's own variables win there
@@ -136,13 +139,36 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_port(seed: int | None = None) -> int:
+def port_lock(lock_dir: str | Path, port: int) -> Path:
+    """The lock file by which a batch shell holds ``port`` until its launcher has bound it."""
+    return Path(lock_dir) / f"batchlaw-port-{port}.lock"
+
+
+def _held(lock_dir: str | Path | None, port: int) -> bool:
+    """True if another process holds ``port``'s lock file (chosen, not yet bound by its launcher)."""
+    if lock_dir is None:
+        return False
+    try:
+        fd = os.open(port_lock(lock_dir, port), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def free_port(seed: int | None = None, lock_dir: str | Path | None = None) -> int:
     """A port free on this host now: the first bindable of :func:`job_port` (``seed``, default this
-    process id) and the next 63 ports, wrapping within 10000-29999; else one the kernel picks."""
+    process id) and the next 63 ports, wrapping within 10000-29999, skipping ports whose lock file in
+    ``lock_dir`` another job holds; else one the kernel picks."""
     start = job_port(os.getpid() if seed is None else seed) - PORT_BASE
     for k in range(_PROBES):
         port = PORT_BASE + (start + k) % PORT_SPAN
-        if _bindable(port):
+        if not _held(lock_dir, port) and _bindable(port):
             return port
     with socket.socket() as s:
         s.bind(("", 0))
@@ -160,6 +186,19 @@ def setup_env(env: dict[str, str] | None = None) -> Placement:
     return p
 
 
+INIT_FILE = "BATCHLAW_INIT_FILE"
+"""Set by ``batchlaw train``: a file for a ``FileStore`` rendezvous on this machine, so no port is needed."""
+
+
+def init_args(env: Mapping[str, str] | None = None) -> dict[str, object]:
+    """Keyword arguments of ``init_process_group`` beyond the backend: a ``file://`` rendezvous when the
+    local launcher named a file (``INIT_FILE``; no port, so no port race), else {} (``env://``)."""
+    env = os.environ if env is None else env
+    if not env.get(INIT_FILE):
+        return {}
+    return {"init_method": f"file://{env[INIT_FILE]}", "rank": _int(env, "RANK"), "world_size": _int(env, "WORLD_SIZE")}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m batchlaw.plugin.launch --port-for JOB_ID``: print :func:`free_port` of JOB_ID (the
     sbatch script's rendezvous port on the head node)."""
@@ -168,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batchlaw.plugin.launch", description=main.__doc__)
     parser.add_argument("--port-for", dest="port", metavar="JOB_ID", required=True,
                         help="the SLURM job id (a non-negative integer)")
+    parser.add_argument("--locks", default=None, metavar="DIR",
+                        help="skip ports whose lock file DIR/batchlaw-port-PORT.lock another job holds")
     args = parser.parse_args(argv)
     if not re.fullmatch(r"\d+", args.port):
         parser.error(f"--port-for = {args.port!r}: expected a non-negative integer job id")
-    print(free_port(int(args.port)))
+    print(free_port(int(args.port), args.locks))
     return 0
 
 

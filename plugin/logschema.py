@@ -41,8 +41,8 @@ STEP_COLUMNS: dict[str, tuple[str, str]] = {
     "mfu": ("f8", "model FLOPs utilisation of this step (NaN on CPU)"),
     "mem_gib": ("f8", "peak accelerator memory of this step, GiB (NaN on CPU)"),
     "loss_scale": ("f8", "fp16 dynamic loss scale used by this step's backward (1 for bf16/fp32)"),
-    "skipped": ("i8", "1 if the update was skipped (fp16 overflow: norms and noise-scale columns NaN, or a"
-                      " non-finite loss or bf16/fp32 gradient that stopped the run), else 0"),
+    "skipped": ("i8", "1 if the update was skipped because the loss or the gradients were not finite (fp16"
+                      " overflow, or any precision; norms and noise-scale columns NaN), else 0"),
 }
 
 # Columns every writer must fill each step (the rest may be NaN when not applicable).
@@ -70,7 +70,7 @@ EVENT_COLUMNS: dict[str, dict[str, tuple[str, str]]] = {
 ATTRS: dict[str, str] = {
     "schema_version": "int, SCHEMA_VERSION of the writer",
     "config": "JSON, the resolved run configuration",
-    "git_sha": "str, commit of the batchlaw checkout ('unknown' outside git)",
+    "git_sha": "str, commit of the batchlaw checkout, '-dirty' appended when tracked files differ ('unknown' outside git)",
     "config_history": "JSON list, present when a resume changed the config: [{until_step, config}] of the earlier launches",
     "cwd": "str, the folder the ranks started in: relative paths of the config (checkpoint.dir, data.path) are relative to it",
     "versions": "JSON, versions of batchlaw, torch, megatron-core, h5py, numpy, python",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from batchlaw.plugin import _mcore
-from batchlaw.plugin.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from batchlaw.plugin import _mcore, runmeta
+from batchlaw.plugin.checkpoint import load_checkpoint, resume_point, save_checkpoint
 from batchlaw.plugin.data import TokenWindows, micro_batches
-from batchlaw.plugin.gns import GnsTracker
+from batchlaw.plugin.gns import GnsTracker, SplitStep, gns_mode
 from batchlaw.plugin.metrics import HDF5Sink, NullSink, SinkContainer, StdoutSink, TensorBoardSink, is_metrics_rank
 from batchlaw.plugin.model import build_model
 from batchlaw.plugin.optim import LrSchedule
@@ -33,9 +32,14 @@ from batchlaw.simulator.ramp import AdaptiveRamp
 from batchlaw.simulator.runconfig import RunSpec
 from batchlaw.simulator.spec import resolve_precision, validate_run
 
-__all__ = ["Trainer"]
+__all__ = ["MAX_SKIPS_IN_A_ROW", "Trainer"]
 
 log = logging.getLogger(__name__)
+
+MAX_SKIPS_IN_A_ROW = 32
+"""Consecutive steps skipped for a non-finite loss or gradients after which the run stops as failed.
+fp16 skips while its loss scaler searches: megatron's hysteresis of 2 plus one halving per overflow
+takes about 19 skips from an initial 2^32 down to a scale of 2^14."""
 
 
 @dataclass(frozen=True)
@@ -60,44 +64,12 @@ class _Groups:
         return self.pp_rank == self.pp_size - 1
 
 
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _versions() -> dict[str, str]:
-    """What made this log (the ``versions`` attribute of docs/hdf5_schema.md): batchlaw as installed
-    (a wheel has no git SHA), torch, megatron-core, h5py, numpy and Python."""
-    import platform
-    from importlib import metadata
-
-    import h5py
-    import numpy
-
-    try:
-        ours = metadata.version("batchlaw")
-    except metadata.PackageNotFoundError:
-        ours = "unknown"
-    return {"batchlaw": ours, "torch": torch.__version__, "megatron_core": _mcore.VERSION, "h5py": h5py.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version()}
-
-
 def _peak_flops() -> float:
-    """Dense 16-bit peak FLOP/s of this GPU from configs/systems (NaN when unknown or on CPU)."""
+    """Dense 16-bit peak FLOP/s of this rank's GPU (NaN on CPU or for a GPU without a profile)."""
     if not torch.cuda.is_available():
         return math.nan
-    from batchlaw.simulator.system import load_system
-
-    name = torch.cuda.get_device_name().upper()
-    for key, system in (("H200", "h200"), ("H100", "h100-sxm"), ("A100-SXM4-80GB", "a100-80gb"),
-                        ("A100", "a100-40gb")):
-        if key in name:
-            return load_system(system).peak_tflops * 1e12
-    return math.nan
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return runmeta.peak_flops(torch.cuda.get_device_name(), props.total_memory / 2**30)
 
 
 class Trainer:
@@ -134,6 +106,8 @@ class Trainer:
                                  cfg.data.valid_fraction)
         self._gns_tracker = GnsTracker(self.models, dp_group=self.g.dp, mp_group=self.g.mp,
                                        embedding_group=self.g.embedding)
+        self._split = SplitStep(self._gns_tracker, self.models, pp_size=self.g.pp_size,
+                                micro_batch=par.micro_batch)
         self.tracker, self._hooks_installed = None, False
         self.enable_gns(cfg.log.gns)
         self.ema = EmaNoiseScale()
@@ -144,11 +118,8 @@ class Trainer:
         self.peak_flops = _peak_flops() * world
         self.stop = StopFlag(cfg.checkpoint.stop_file)
         self._mask = (torch.tril(torch.ones(1, 1, shape.seq_len, shape.seq_len)) < 0.5).to(self.device)
-        self._split_at, self._mb_index, self._half_sq = 0, 0, math.nan
-        self._kept: list[torch.Tensor] = []
         self._saved_step = -1
-        self.nonfinite = False
-        self.bad_grads = False
+        self.skips_in_a_row = 0
 
     # setup helpers -----------------------------------------------------------------------------
     def _total_samples(self) -> int:
@@ -160,7 +131,7 @@ class Trainer:
         return self.cfg.total_samples()
 
     def _count_params(self) -> int:
-        n = sum(p.numel() for m in self.models for p in m.module.parameters() if _mcore.param_counts_once(p))
+        n = sum(p.numel() for p in _mcore.unwrapped_params(self.models) if _mcore.param_counts_once(p))
         t = torch.tensor([n], dtype=torch.int64, device=self.device)
         dist.all_reduce(t, group=self.g.mp)
         return int(t.item())
@@ -177,8 +148,8 @@ class Trainer:
 
             config = _config.to_dict(self.cfg)  # reads back to the same RunSpec (runconfig.spec_from_dict)
             layout = {**self.layout, "device": "cpu" if self.on_cpu else "cuda"}
-            attrs = {"config": config, "git_sha": _git_sha(), "layout": layout, "cwd": str(Path.cwd()),
-                     "versions": _versions(),
+            attrs = {"config": config, "git_sha": runmeta.git_sha(), "layout": layout, "cwd": str(Path.cwd()),
+                     "versions": runmeta.versions(),
                      "kernels": self.kernels,
                      "model_name": self.cfg.model.name, "num_params": self.num_params,
                      "seq_len": self.cfg.model.seq_len, "ramp": self.cfg.train.ramp.text}
@@ -192,11 +163,9 @@ class Trainer:
         return SinkContainer(sinks)
 
     # one step ----------------------------------------------------------------------------------
-    def _forward_step(self, data_iterator, model):
-        if self._split_at and self._mb_index == self._split_at:
-            self._keep_first_part()
-        self._mb_index += 1
-        mb = next(data_iterator)
+    def _forward_step(self, batches, model):
+        self._split.before_micro_batch()
+        mb = next(batches)
         out = model(mb.tokens.to(self.device), mb.position_ids.to(self.device), self._mask,
                     labels=mb.labels.to(self.device))
 
@@ -208,11 +177,9 @@ class Trainer:
 
     def _run_schedule(self, mbs, forward_only: bool = False) -> list[dict]:
         cfg = self.cfg
-        self._mb_index = 0
-        return _mcore.forward_backward(forward_step_func=self._forward_step,
-                                       data_iterators=[iter(mbs) for _ in self.models], models=self.models,
-                                       num_microbatches=len(mbs), seq_length=cfg.model.seq_len,
-                                       micro_batch_size=cfg.parallel.micro_batch, forward_only=forward_only)
+        return _mcore.forward_backward(step_fn=self._forward_step, batches=[iter(mbs) for _ in self.models],
+                                       models=self.models, num_micro_batches=len(mbs), seq_len=cfg.model.seq_len,
+                                       micro_batch=cfg.parallel.micro_batch, forward_only=forward_only)
 
     def evaluate(self) -> float:
         """Mean validation loss over ``train.eval_batches`` micro-batches per DP rank (same samples
@@ -224,71 +191,15 @@ class Trainer:
             losses = self._run_schedule(mbs, forward_only=True)
         return self._mean_loss(losses)
 
-    # DP = 1: the noise scale's small batch is a part of this rank's micro-batches -------------------
-    def _keep_first_part(self) -> None:
-        """Between the two parts (PP = 1): measure the first part's gradient, set it aside, and let
-        the second part accumulate into zeroed buffers."""
-        self._half_sq = self.tracker.local_sq_now()
-        buffers = _mcore.grad_buffers(self.models)
-        if not self._kept:
-            self._kept = [torch.empty_like(b) for b in buffers]
-        for kept, buf in zip(self._kept, buffers):
-            kept.copy_(buf)
-            buf.zero_()
-
-    def _split_step(self, mbs) -> tuple[list[dict], float, float]:
-        """Run the step's micro-batches as two parts of m and n - m and read each part's squared norm.
-
-        The schedule divides every micro-batch loss by n, so a part's mean gradient is (n / m) times
-        its share of the buffer. E|g_b|^2 = |G|^2 + tr(Sigma) / b (McCandlish et al. 2018, eq. A.1),
-        so the mean of the two squared norms is unbiased for b_small = the harmonic mean of the parts.
-        PP = 1: one schedule call, split inside ``_forward_step``; PP > 1: one call per part (1F1B
-        interleaves the parts' backward passes), the parts' buffers summed afterwards.
-        Returns (losses, |G_small|^2 (loss scale included), b_small in sequences).
-        """
-        n, m, mb = len(mbs), len(mbs) // 2, self.cfg.parallel.micro_batch
-        if self.g.pp_size == 1:
-            self._split_at = m
-            try:
-                losses = self._run_schedule(mbs)
-            finally:
-                self._split_at = 0
-            first, second = self._half_sq * (n / m) ** 2, self.tracker.local_sq_now() * (n / (n - m)) ** 2
-            for kept, buf in zip(self._kept, _mcore.grad_buffers(self.models)):
-                buf.add_(kept)
-        else:
-            losses = self._run_schedule(mbs[:m])
-            first = self.tracker.local_sq_now()
-            kept = [b.mul(m / n) for b in _mcore.grad_buffers(self.models)]
-            for model in self.models:
-                model.zero_grad_buffer()
-            losses += self._run_schedule(mbs[m:])
-            second = self.tracker.local_sq_now()
-            for k, buf in zip(kept, _mcore.grad_buffers(self.models)):
-                buf.mul_((n - m) / n).add_(k)
-        return losses, 0.5 * (first + second), 2.0 / (1.0 / (m * mb) + 1.0 / ((n - m) * mb))
-
-    def _gns_mode(self, num_mbs: int) -> str:
-        """'hooks' (DP >= 2), 'split' (DP = 1, >= 2 micro-batches) or 'none' (no second batch size)."""
-        if self.tracker is None:
-            return "none"
-        if self.dp_size > 1:
-            return "hooks"
-        if num_mbs < 2 or (self.g.pp_size > 1 and self.g.embedding is not None):
-            return "none"  # tied embeddings at PP > 1: local_sq_now would count the reduced copy twice
-        if len(self.models) > 1 and (num_mbs // 2 % self.g.pp_size or (num_mbs - num_mbs // 2) % self.g.pp_size):
-            return "none"  # interleaved 1F1B needs each part's micro-batches to be a multiple of PP
-        return "split"
-
     def train_step(self) -> dict[str, float]:
         """One optimizer step; returns its metrics row (every rank computes it; one rank logs it).
 
-        fp16 overflow (inf/NaN in the unscaled gradients): megatron skips the update and lowers the
-        scale; the row says ``skipped = 1`` with NaN norms and noise-scale columns, and training goes
-        on. A non-finite loss (agreed over all ranks before the update) leaves the model as it was and
-        sets ``self.nonfinite``: ``run`` then checkpoints that state and ends as ``failed``. So do
-        bf16/fp32 gradients with an inf/NaN and a finite loss (``self.bad_grads``): no scaler checks
-        them, and megatron would clip with a NaN norm and write NaN weights.
+        A step whose loss or gradients are not finite never updates the weights, in any precision: fp16
+        through megatron's loss scaler (it also lowers the scale), bf16/fp32 through a check of every
+        rank's reduced gradient buffers and the loss, agreed over all ranks before the update (no scaler
+        checks them there, and megatron would clip with a NaN norm and write NaN weights). The row says
+        ``skipped = 1`` with NaN norms and noise-scale columns; the counters move on (the batch is
+        consumed, as megatron's fp16 skip does) and ``self.skips_in_a_row`` counts the streak.
         """
         batch = self.ramp(self.consumed)
         mbs = micro_batches(self.data, consumed=self.consumed, global_batch=batch, dp_rank=self.g.dp_rank,
@@ -298,27 +209,33 @@ class Trainer:
         loss_scale = _mcore.loss_scale(self.optimizer)  # the scale this step's backward uses
         t0 = time.perf_counter()
         _mcore.zero_grads(self.models, self.optimizer)
-        mode = self._gns_mode(len(mbs))
+        mode = gns_mode(measuring=self.tracker is not None, dp_size=self.dp_size, pp_size=self.g.pp_size,
+                        num_chunks=len(self.models), tied_and_pp=self.g.pp_size > 1 and self.g.embedding is not None,
+                        num_micro_batches=len(mbs))
         if self.tracker:
             self.tracker.begin_step()
         small_sq, b_small = None, batch // self.dp_size
         if mode == "split":
-            losses, small_sq, b_small = self._split_step(mbs)
+            losses, small_sq, b_small = self._split.run(mbs, self._run_schedule)
             small_sq /= loss_scale ** 2
         else:
             losses = self._run_schedule(mbs)
         loss = self._mean_loss(losses)
-        self.nonfinite = self._any_rank(not math.isfinite(loss) and self.g.last_stage)
-        self.bad_grads = (not self.nonfinite and not self.loss_scaled
-                          and self._any_rank(not _mcore.grads_finite(self.models)))
-        self.nonfinite = self.nonfinite or self.bad_grads
-        applied, grad_norm = (False, math.nan) if self.nonfinite else _mcore.optimizer_step(self.optimizer)
+        if self.loss_scaled:  # fp16: megatron's scaler finds inf/NaN in the unscaled gradients itself
+            applied, grad_norm = _mcore.optimizer_step(self.optimizer)
+        elif self._any_rank((self.g.last_stage and not math.isfinite(loss)) or not _mcore.grads_finite(self.models)):
+            applied, grad_norm = False, math.nan
+        else:
+            applied, grad_norm = _mcore.optimizer_step(self.optimizer)
         if not self.on_cpu:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        step, consumed, seq = self.step + 1, self.consumed + batch, self.cfg.model.seq_len
-        if not self.nonfinite:  # a failed step is logged, but the counters stay at the last good state
-            self.step, self.consumed = step, consumed
+        self.skips_in_a_row = 0 if applied else self.skips_in_a_row + 1
+        self.step, self.consumed, seq = self.step + 1, self.consumed + batch, self.cfg.model.seq_len
+        step, consumed = self.step, self.consumed
+        if not applied and not self.loss_scaled and dist.get_rank() == 0:
+            log.warning("step %d: loss %s, gradients not all finite: update skipped (%d in a row; the run stops as"
+                        " failed at %d)", step, f"{loss:.4g}", self.skips_in_a_row, MAX_SKIPS_IN_A_ROW)
         row = {"step": step, "consumed_samples": consumed, "tokens": consumed * seq,
                "global_batch_size": batch, "num_micro_batches": len(mbs), "lr": lr, "step_time_s": dt,
                "tokens_per_s": batch * seq / dt, "loss": loss, "grad_norm": grad_norm, "skipped": int(not applied),
@@ -362,7 +279,7 @@ class Trainer:
 
     def _resume(self) -> int | None:
         ck = self.cfg.checkpoint
-        path = latest_checkpoint(ck.dir) if ck.dir and ck.resume else None
+        path = resume_point(ck.dir) if ck.dir and ck.resume else None
         if path is None:
             return None
         state = load_checkpoint(path, models=self.models, optimizer=self.optimizer, layout=self.layout,
@@ -379,6 +296,11 @@ class Trainer:
         log, so a kill at any moment followed by a resume (which truncates the log to the checkpoint)
         loses no logged step and duplicates none."""
         ck = self.cfg.checkpoint
+        if ck.dir and self.skips_in_a_row and self._saved_step != self.step:
+            if dist.get_rank() == 0:
+                log.warning("step %d: not checkpointed after %d skipped steps in a row; the newest checkpoint stays"
+                            " the one a resume picks", self.step, self.skips_in_a_row)
+            self._saved_step = self.step
         if ck.dir and self._saved_step != self.step:
             sinks.flush()
             save_checkpoint(ck.dir, step=self.step, models=self.models, optimizer=self.optimizer,
@@ -393,7 +315,7 @@ class Trainer:
 
     def enable_gns(self, on: bool) -> None:
         """Switch the noise-scale measurement on or off (the bucket hooks are installed only where the
-        estimator reads them: DP > 1, or PP > 1; DP = PP = 1 reads the buffers in ``_split_step``)."""
+        estimator reads them: DP > 1, or PP > 1; DP = PP = 1 reads the buffers in ``SplitStep``)."""
         hooks = on and (self.dp_size > 1 or self.g.pp_size > 1)
         if hooks and not self._hooks_installed:
             self._gns_tracker.install()
@@ -405,9 +327,6 @@ class Trainer:
     def advance(self, sinks) -> dict[str, float]:
         """One step and its bookkeeping: smoothing, adaptive ramp, metrics, validation, periodic checkpoint."""
         row = self.train_step()
-        if self.nonfinite:
-            sinks.log_step(row)
-            return row
         b_simple = self.ema.update(row.get("gns_g2", math.nan), row.get("gns_trace", math.nan))
         if isinstance(self.ramp, AdaptiveRamp):
             decision = self.ramp.observe(self.step, b_simple)
@@ -422,6 +341,17 @@ class Trainer:
             self._checkpoint(sinks)
         return row
 
+    def write_marker(self, status: str) -> None:
+        """Rank 0, after ``run``: ``log.done_marker`` (COMPLETED) when the step budget is done, INTERRUPTED
+        beside it when the run checkpointed and stopped on request (signal, stop file,
+        ``train.exit_after_steps``), so that the job script requeues instead of failing."""
+        if status not in ("completed", "interrupted") or not self.cfg.log.done_marker:
+            return
+        marker = Path(self.cfg.log.done_marker)
+        marker = marker if status == "completed" else marker.with_name("INTERRUPTED")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{status}\n")
+
     def run(self) -> str:
         """Train to the end of the budget or until a stop request; returns the final status."""
         resume_step = self._resume()
@@ -431,12 +361,12 @@ class Trainer:
         exit_after = self.cfg.train.exit_after_steps
         try:
             while not self._done():
-                row = self.advance(sinks)
-                if self.nonfinite:
-                    what = "gradients are" if self.bad_grads else f"loss {row['loss']} is"
-                    log.error("step %d: %s not finite; checkpointing step %d and stopping as failed",
-                              row["step"], what, self.step)
-                    self._checkpoint(sinks)
+                self.advance(sinks)
+                if self.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
+                    if dist.get_rank() == 0:
+                        log.error("step %d: %d steps in a row skipped (non-finite loss or gradients); stopping as"
+                                  " failed, no checkpoint written: the newest one stays the one a resume picks",
+                                  self.step, self.skips_in_a_row)
                     return status
                 interval = exit_after and self.step - first_step >= exit_after and not self._done()
                 if self.stop.agreed(device=self.device) or interval:

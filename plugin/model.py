@@ -11,7 +11,6 @@ Init: N(0, 0.02) for matrices, N(0, 0.02 / sqrt(2 L)) for output projections (GP
 from __future__ import annotations
 
 import math
-import re
 import zlib
 
 import torch
@@ -21,17 +20,15 @@ from batchlaw.simulator.spec import ModelShape, Parallelism
 
 __all__ = ["build_model", "reinit_layout_independent"]
 
-_LAYER = re.compile(r"decoder\.layers\.(\d+)\.")
-
 
 def _full_shape_and_slicer(param: torch.Tensor, name: str, tp: int, tp_rank: int, gated: bool):
     """Full (TP=1) shape of ``param`` and a function that cuts this rank's shard from it."""
-    if not getattr(param, "tensor_model_parallel", False) or tp == 1:
+    dim = _mcore.tp_partition_dim(param)
+    if dim is None or tp == 1:
         return tuple(param.shape), lambda full: full
-    dim = param.partition_dim
     shape = list(param.shape)
     shape[dim] *= tp
-    if gated and name.endswith("mlp.linear_fc1.weight") or gated and name.endswith("mlp.linear_fc1.bias"):
+    if gated and _mcore.is_gated_fc1(name):
         def cut(full):  # megatron stores [gate_shard; up_shard] per rank
             gate, up = full.chunk(2, dim=dim)
             return torch.cat([gate.chunk(tp, dim=dim)[tp_rank], up.chunk(tp, dim=dim)[tp_rank]], dim=dim)
@@ -39,29 +36,19 @@ def _full_shape_and_slicer(param: torch.Tensor, name: str, tp: int, tp_rank: int
     return tuple(shape), lambda full: full.chunk(tp, dim=dim)[tp_rank]
 
 
-def _global_name(module, name: str) -> str:
-    if name == "output_layer.weight" and getattr(module, "share_embeddings_and_output_weights", False):
-        return "embedding.word_embeddings.weight"  # tied: the last stage's copy of the embedding
-    m = _LAYER.search(name)
-    if not m:
-        return name
-    layer = module.decoder.layers[int(m.group(1))]
-    return name[:m.start(1)] + str(layer.layer_number - 1) + name[m.end(1):]
-
-
 @torch.no_grad()
-def reinit_layout_independent(module, shape: ModelShape, seed: int, tp: int, tp_rank: int) -> None:
+def reinit_layout_independent(chunk, shape: ModelShape, seed: int, tp: int, tp_rank: int) -> None:
     """Re-draw every parameter from (seed, global name) on the full shape and keep this TP shard."""
     out_std = 0.02 / math.sqrt(2.0 * shape.layers)
-    for name, param in module.named_parameters():
-        gname = _global_name(module, name)
+    for name, param in chunk.named_parameters():
+        gname = _mcore.global_param_name(chunk, name)
         full_shape, cut = _full_shape_and_slicer(param, name, tp, tp_rank, shape.activation == "swiglu")
         if name.endswith("bias"):
             full = torch.zeros(full_shape)
         elif param.dim() == 1:
             full = torch.ones(full_shape)
         else:
-            std = out_std if name.endswith(("linear_proj.weight", "linear_fc2.weight")) else 0.02
+            std = out_std if _mcore.is_output_projection(name) else 0.02
             gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(gname.encode()))
             full = torch.randn(full_shape, generator=gen) * std
         param.copy_(cut(full).to(param.dtype).view_as(param))

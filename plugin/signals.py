@@ -14,12 +14,21 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-
-__all__ = ["StopFlag"]
+__all__ = ["StopFlag", "any_rank", "catch_early"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def catch_early() -> list[int]:
+    """Record SIGTERM / SIGUSR1 from now on (until ``StopFlag`` installs its handlers) in the returned
+    list, then unblock them. ``batchlaw train`` starts its ranks with both blocked, so a signal sent while
+    a rank starts up (imports, process group) waits here instead of killing it (issue 21: Ctrl-C in the
+    first seconds of a multi-rank launch ended with status 143 and no "stopped" line). Stdlib only."""
+    early: list[int] = []
+    for sig in _SIGNALS:
+        signal.signal(sig, lambda signum, frame: early.append(signum))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_SIGNALS))
+    return early
 
 
 class StopFlag:
@@ -52,14 +61,23 @@ class StopFlag:
             signal.signal(sig, previous)
         self._previous = {}
 
-    def agreed(self, group=None, device: str | torch.device = "cpu") -> bool:
+    def agreed(self, group=None, device="cpu") -> bool:
         """True on every rank of ``group`` if a stop was requested on any of them (collective).
 
         ``device`` must suit the group's backend ("cuda" under NCCL).
         """
         if self.stop_file is not None and self.stop_file.exists():
             self.raised = True
-        flag = torch.tensor([1.0 if self.raised else 0.0], device=device)
-        if dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
-        return bool(flag.item())
+        return any_rank(self.raised, group, device)
+
+
+def any_rank(flag: bool, group=None, device="cpu") -> bool:
+    """True on every rank of ``group`` if ``flag`` is True on any of them (one scalar MAX all-reduce;
+    ``device`` must suit the group's backend: a CPU tensor goes through gloo)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return bool(t.item())

@@ -2,7 +2,8 @@
 
 Parse, build, run, always close. NCCL on GPUs; gloo and the CPU patches when CUDA is unavailable.
 Exit status 0 on completion and on a signal-triggered checkpoint (the job may be requeued), 1 when
-the run failed (a non-finite loss: the last good state is checkpointed first).
+the run failed (non-finite steps) or another trainer holds the run (``plugin/lease.py``), 2 for a
+config the checks refuse.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from batchlaw.plugin.signals import any_rank, catch_early
+
+    early = catch_early()  # a stop requested while this rank starts up is kept, not lost
     parser = argparse.ArgumentParser(prog="python -m batchlaw.plugin.train", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="run TOML (configs/runs/*.toml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    from batchlaw.simulator.checks import check_prelaunch
+    from batchlaw.plugin.prelaunch import check_prelaunch
     from batchlaw.simulator.runconfig import load_run_config
 
     try:
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"batchlaw train: error: {exc}", file=sys.stderr)
         return 2
-    from batchlaw.plugin.launch import setup_env
+    from batchlaw.plugin.launch import init_args, setup_env
 
     try:
         setup_env()  # rank, world, master from torchrun, srun (one task per GPU) or mpirun
@@ -49,33 +52,41 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
     # GPU: NCCL for CUDA tensors, gloo for the few host scalars (stop flag, noise-scale sums).
-    dist.init_process_group("gloo" if on_cpu else "cpu:gloo,cuda:nccl")
-    status = "failed"
+    dist.init_process_group("gloo" if on_cpu else "cpu:gloo,cuda:nccl", **init_args())
+    status, lease = "failed", None
     try:
         from batchlaw.plugin import _mcore
-        from batchlaw.plugin.checkpoint import ResumeError
+        from batchlaw.plugin.checkpoint import CheckpointsDamaged, ResumeError
         from batchlaw.plugin.loop import Trainer
 
         try:
             check_prelaunch(cfg, on_cpu=on_cpu)
+        except ValueError as exc:
+            print(f"batchlaw train: error: {exc}", file=sys.stderr)
+            return 2
+        from batchlaw.plugin.lease import acquire_on_rank0, lease_paths
+
+        lease, refused = acquire_on_rank0(lease_paths(cfg.checkpoint.dir, cfg.log.path), dist.get_rank())
+        if any_rank(bool(refused)):  # every rank stops (rank 0 said why): one trainer per run
+            return 1
+        try:
             trainer = Trainer(cfg, on_cpu=on_cpu)
         except ValueError as exc:
             print(f"batchlaw train: error: {exc}", file=sys.stderr)
             return 2
+        trainer.stop.raised = trainer.stop.raised or bool(early)
         try:
             status = trainer.run()
-        except ResumeError as exc:  # found when the checkpoint is opened: one line, as the checks above
-            print(f"batchlaw train: error: {exc}", file=sys.stderr)
-            return 2
-        if status in ("completed", "interrupted") and cfg.log.done_marker and dist.get_rank() == 0:
-            # COMPLETED: the step budget is done; INTERRUPTED beside it: checkpointed and stopped on request
-            # (signal, stop file, train.exit_after_steps), so the job script requeues instead of failing
-            marker = Path(cfg.log.done_marker)
-            marker = marker if status == "completed" else marker.with_name("INTERRUPTED")
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(f"{status}\n")
+        except (ResumeError, CheckpointsDamaged) as exc:  # found when the checkpoints are opened: one line
+            if dist.get_rank() == 0 or isinstance(exc, ResumeError):
+                print(f"batchlaw train: error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, ResumeError) else 1
+        if dist.get_rank() == 0:
+            trainer.write_marker(status)
         return 1 if status == "failed" else 0
     finally:
+        if lease is not None:
+            lease.release()
         if dist.is_initialized():
             try:
                 _mcore.destroy_parallel()

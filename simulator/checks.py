@@ -2,10 +2,10 @@
 
 The config dataclasses call these from their ``__post_init__`` (one line each), so no object with a
 value the trainer would reject can exist; ``check_grid_size`` runs before a grid is allocated;
-``bad_sizes`` makes rows of a runs table with impossible values infeasible, with a reason;
-``check_prelaunch`` adds what needs the run's world (the device, the file system) and is called by
-``batchlaw train`` before torchrun starts and by every rank before it builds anything. Each failure
-is a ``ValueError`` with ONE line naming the field, the value and what is allowed (issue 13).
+``bad_sizes`` makes rows of a runs table with impossible values infeasible, with a reason. What needs
+the run's world (the device, the file system, existing logs and checkpoints) is checked before launch
+by ``plugin/prelaunch.py``, never here. Each failure is a ``ValueError`` with ONE line naming the
+field, the value and what is allowed (issue 13).
 
 Torch-free; imports of other simulator modules are local (the dataclasses import this module).
 """
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import re
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -24,8 +22,8 @@ import numpy as np
 __all__ = [
     "MAX_GRID_POINTS", "MAX_SEED", "MAX_SEQ_LEN", "MAX_STEPS", "MAX_TOKENS",
     "bad_size_message", "bad_sizes", "check_checkpoint", "check_data", "check_grid", "check_grid_size", "check_log",
-    "check_model", "check_model_name", "check_parallel", "check_prelaunch", "check_run", "check_run_data", "check_system",
-    "check_system_spec", "check_system_tables", "check_text", "check_train", "complete_checkpoints", "cuda_visible",
+    "check_model", "check_model_name", "check_parallel", "check_run", "check_run_data", "check_system",
+    "check_system_spec", "check_system_tables", "check_text", "check_train",
 ]
 
 MAX_SEED = 2**32
@@ -141,9 +139,16 @@ def check_framework(field: str, name: str) -> None:
 
 
 def check_train(t: Any) -> None:
-    """TrainConfig: finite, positive learning rates with min_lr <= lr, AdamW ranges, counts >= 0."""
+    """TrainConfig: finite, positive learning rates with min_lr <= lr, AdamW ranges, counts >= 0, and
+    one bound on the run's length (steps or tokens, not both)."""
     _int_at_least("train.global_batch", t.global_batch, 1)
     _int_at_least("train.steps", t.steps, 0, " (0 = derive from train.tokens)")
+    if t.steps > 0:
+        from batchlaw.simulator.ramp import parse_count
+
+        if parse_count(str(t.tokens), "train.tokens"):  # issue 21: steps won silently over the token budget
+            _fail("train.steps", t.steps, f"train.tokens = {t.tokens!r} bounds the run too; give one of them"
+                  " (--set train.tokens=0 to count steps, or train.steps=0 to train on the token budget)")
     if not isinstance(t.seed, int) or not 0 <= t.seed < MAX_SEED:
         _fail("train.seed", t.seed, "must be an integer in [0, 2^32)")
     _finite("train.lr", t.lr, lo=0.0, lo_open=True)
@@ -287,84 +292,3 @@ def bad_size_message(c: Mapping[str, np.ndarray], i: int) -> str:
         if not (math.isfinite(v) and v >= 1 and v == math.floor(v)) and not (name == "micro_batch" and math.isnan(v)):
             return f"{name} = {v:g}: must be a positive integer"
     return ""
-
-
-def cuda_visible() -> bool:
-    """Whether the ranks will see a CUDA device, decided without importing torch."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None and env.strip() in ("", "-1"):
-        return False
-    return any(Path("/dev").glob("nvidia[0-9]*"))
-
-
-def _creatable(field: str, value: str, *, is_dir: bool) -> None:
-    """``value`` exists with the right kind, or its nearest existing ancestor is a writable directory."""
-    p = Path(value)
-    if p.exists():
-        if is_dir and not p.is_dir():
-            _fail(field, value, "exists and is not a directory")
-        if not is_dir and p.is_dir():
-            _fail(field, value, "is a directory; a file path is expected")
-    parent = p if is_dir else p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        _fail(field, value, f"cannot be created: {str(parent)!r} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        _fail(field, value, f"cannot be created: {str(parent)!r} is not writable")
-
-
-def check_prelaunch(cfg: Any, *, on_cpu: bool) -> None:
-    """What needs the run's world: the device and the file system. Called by ``batchlaw train`` before
-    torchrun starts and by every rank before it builds anything, so both refuse the same configs."""
-    if cfg.parallel.sequence_parallel and on_cpu:
-        _fail("parallel.sequence_parallel", True, "needs Transformer Engine or NVIDIA apex on a GPU; set it"
-              " to false on CPU")
-    if cfg.data.kind == "indexed":
-        missing = [s for s in (".bin", ".idx") if not Path(cfg.data.path + s).is_file()]
-        if missing:
-            _fail("data.path", cfg.data.path, f"no indexed dataset there ({cfg.data.path}{missing[0]} is missing);"
-                  " build one with batchlaw data build")
-    for field, value, is_dir in (("checkpoint.dir", cfg.checkpoint.dir, True), ("log.path", cfg.log.path, False),
-                                 ("log.tensorboard", cfg.log.tensorboard, True),
-                                 ("log.done_marker", cfg.log.done_marker, False),
-                                 ("checkpoint.stop_file", cfg.checkpoint.stop_file, False)):
-        if value:
-            _creatable(field, value, is_dir=is_dir)
-    if cfg.log.tensorboard:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:
-            _fail("log.tensorboard", cfg.log.tensorboard, "needs TensorBoard: pip install tensorboard")
-    if cfg.log.path and Path(cfg.log.path).is_file() and not _resumable(cfg) \
-            and _log_status(Path(cfg.log.path)) == "completed":
-        _fail("log.path", cfg.log.path, "holds a completed run and this launch has no checkpoint to resume, so it"
-              " would start the log over; remove it or choose another log.path")
-
-
-def complete_checkpoints(root: str | Path) -> list[Path]:
-    """The published checkpoints under ``root``, oldest first: ``step_*`` folders with their ``meta.json``,
-    not the ``.tmp`` ones a save is still writing (plugin/checkpoint.py's layout; torch-free, so the
-    pre-launch check, the trainer and probe-cbs apply one rule)."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")
-                  and (p / "meta.json").is_file())
-
-
-def _resumable(cfg: Any) -> bool:
-    """Whether the run would resume from a checkpoint (the trainer's rule: resume on and a complete one)."""
-    return bool(cfg.checkpoint.resume and cfg.checkpoint.dir and complete_checkpoints(cfg.checkpoint.dir))
-
-
-def _log_status(path: Path) -> str:
-    """The ``status`` attribute of a run log ('' when it cannot be read: the writer decides then)."""
-    try:
-        import h5py
-
-        with h5py.File(path, "r", locking=False, swmr=True) as f:
-            status = f.attrs.get("status", "")
-        return status.decode() if isinstance(status, bytes) else str(status)
-    except (OSError, ValueError, KeyError):
-        return ""

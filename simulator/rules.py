@@ -102,28 +102,66 @@ def _ramp_message(c: Cols, i: int) -> str:
     return "ramp: " + _ramp_errors({k: np.asarray(v)[i:i + 1] for k, v in c.items()})[0]
 
 
+def _whole(x: float) -> bool:
+    return bool(np.isfinite(x)) and x >= 1 and x == int(x)
+
+
+def _divisors(n: float, limit: int = 64) -> str:
+    """'1, 2, 4' : the divisors of ``n`` up to ``limit`` (the values of a parallel size that would work);
+    '?' when ``n`` is not a positive whole number (a bad size has its own message)."""
+    if not _whole(n):
+        return "?"
+    n = int(n)
+    found = [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+    return ", ".join(map(str, found)) + (", ..." if n > limit and any(n % d == 0 for d in range(limit + 1, n + 1))
+                                           else "")
+
+
+def _multiples(value: float, step: float) -> str:
+    """'96 or 104': the multiples of ``step`` next to ``value`` (the batch sizes that would work)."""
+    if not (_whole(step) and np.isfinite(value)):
+        return "?"
+    below = int(value // step * step)
+    return " or ".join(f"{v:g}" for v in (below, below + step) if v > 0)
+
+
+def _tp_hint(c: Cols, i: int) -> str:
+    if not (_whole(c["heads"][i]) and _whole(c["query_groups"][i])):
+        return ""
+    g = np.gcd(int(c["heads"][i]), int(c["query_groups"][i]))
+    return f"; tp can be {_divisors(g)} (the common divisors of the head and query-group counts)"
+
+
 RULES: tuple[Rule, ...] = (
     Rule("world_size", lambda c: (c["dp"] < 1) | (c["dp"] != np.floor(c["dp"])),
-         lambda c, i: f"world size {_world(c)[i]:g} is not divisible by tp x pp = {c['tp'][i] * c['pp'][i]:g}"),
+         lambda c, i: f"world size {_world(c)[i]:g} is not divisible by tp x pp = {c['tp'][i] * c['pp'][i]:g};"
+                      f" tp x pp can be {_divisors(_world(c)[i])} (its divisors)"),
     Rule("heads_tp", lambda c: _indivisible(c["heads"], c["tp"]),
-         lambda c, i: f"heads {c['heads'][i]:g} not divisible by tp {c['tp'][i]:g}"),
+         lambda c, i: f"heads {c['heads'][i]:g} not divisible by tp {c['tp'][i]:g}" + _tp_hint(c, i)),
     Rule("groups_tp", lambda c: _indivisible(c["query_groups"], c["tp"]),
-         lambda c, i: f"query groups {c['query_groups'][i]:g} not divisible by tp {c['tp'][i]:g}"),
+         lambda c, i: f"query groups {c['query_groups'][i]:g} not divisible by tp {c['tp'][i]:g}" + _tp_hint(c, i)),
     Rule("layers_pp", lambda c: _indivisible(c["layers"], c["pp"] * c["vpp"]),
-         lambda c, i: f"layers {c['layers'][i]:g} not divisible by pp x vpp = {c['pp'][i] * c['vpp'][i]:g}"),
+         lambda c, i: f"layers {c['layers'][i]:g} not divisible by pp x vpp = {c['pp'][i] * c['vpp'][i]:g};"
+                      f" pp x vpp can be {_divisors(c['layers'][i])} (divisors of layers)"),
     Rule("vpp_pp", lambda c: (c["vpp"] > 1) & (c["pp"] < 2),
          lambda c, i: f"vpp {c['vpp'][i]:g} needs pp >= 2"),
     # Megatron-LM splits the sequence over the TP ranks under sequence parallelism
     # (Korthikanti et al. 2022, sec. 4.2.2), so s must divide by t.
     Rule("sp_seq_len", lambda c: np.asarray(c["sequence_parallel"], dtype=bool) & (c["tp"] > 1)
          & _indivisible(c["seq_len"], c["tp"]),
-         lambda c, i: f"seq_len {c['seq_len'][i]:g} not divisible by tp {c['tp'][i]:g} (sequence parallel)"),
+         lambda c, i: f"seq_len {c['seq_len'][i]:g} not divisible by tp {c['tp'][i]:g} (sequence parallel);"
+                      f" tp can be {_divisors(c['seq_len'][i])} (divisors of seq_len)"),
     Rule("batch_granularity", lambda c: _has_mb(c) & _indivisible(c["global_batch"], _per_step(c)),
          lambda c, i: f"global batch {c['global_batch'][i]:g} not divisible by micro_batch x dp ="
-                      f" {c['micro_batch'][i] * c['dp'][i]:g}"),
+                      f" {c['micro_batch'][i] * c['dp'][i]:g}; global batch can be"
+                      f" {_multiples(c['global_batch'][i], _per_step(c)[i])}"
+                      + (f", or micro_batch {_divisors(c['global_batch'][i] / c['dp'][i])} (divisors of the"
+                         f" {c['global_batch'][i] / c['dp'][i]:g} sequences per DP rank)"
+                         if c["global_batch"][i] % c["dp"][i] == 0 else "")),
     Rule("interleave_micro", lambda c: _has_mb(c) & (c["vpp"] > 1) & _indivisible(c["global_batch"] / _per_step(c), c["pp"]),
          lambda c, i: f"interleaved schedule needs micro-batches {c['global_batch'][i] / _per_step(c)[i]:g}"
-                      f" divisible by pp {c['pp'][i]:g}"),
+                      f" divisible by pp {c['pp'][i]:g}; a batch size of"
+                      f" {_multiples(c['global_batch'][i], _per_step(c)[i] * c['pp'][i])} would do"),
     Rule("ramp", _ramp_violated, _ramp_message),
     Rule("trainer_vpp", lambda c: np.full(len(c["vpp"]), not TRAINER_SUPPORTS_VPP) & (c["vpp"] > 1),
          lambda c, i: f"vpp {c['vpp'][i]:g}: the batchlaw trainer runs vpp = 1 for now (rules.TRAINER_SUPPORTS_VPP)",

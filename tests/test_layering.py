@@ -16,6 +16,10 @@ MODULES_WITHOUT_TORCH = [
     "batchlaw.tools",
     "batchlaw.tools.cli",
     "batchlaw.plugin.logschema",
+    "batchlaw.plugin.prelaunch",  # the pre-launch checks tools run (issue 20 item 4)
+    "batchlaw.plugin.ckptfiles",
+    "batchlaw.plugin.runmeta",
+    "batchlaw.plugin.lease",  # submit and the sbatch script read leases (issue 21)
 ]
 
 
@@ -49,7 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # package -> batchlaw packages (or single modules) it may import, as docs/architecture.md draws them
 ALLOWED = {"simulator": ("batchlaw.simulator",),
            "plugin": ("batchlaw.simulator", "batchlaw.plugin"),
-           "tools": ("batchlaw.simulator", "batchlaw.tools", "batchlaw.plugin.logschema", "batchlaw.plugin.launch")}
+           "tools": ("batchlaw.simulator", "batchlaw.tools", "batchlaw.plugin.logschema", "batchlaw.plugin.launch",
+                     "batchlaw.plugin.prelaunch", "batchlaw.plugin.lease", "batchlaw.plugin.ckptfiles")}
 
 
 def _imports(path: Path) -> set[str]:

@@ -13,7 +13,8 @@ _EOD_TOKENS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")  # GPT-2/Qwe
 
 
 class _HFTokenizer:
-    def __init__(self, path: str):
+    def __init__(self, path: str, replace_invalid: bool = False):
+        self.replace_invalid, self.replaced = replace_invalid, 0
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:
@@ -32,8 +33,17 @@ class _HFTokenizer:
         self.eod = eod
 
     def encode(self, data: bytes):
+        """Token ids of a file's bytes; invalid UTF-8 is an error unless ``replace_invalid`` (then each
+        bad byte run becomes U+FFFD and ``replaced`` counts the files where that happened)."""
         import numpy as np
-        return np.array(self._tok.encode(data.decode("utf-8", "replace")).ids, dtype=np.int64)
+
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            if not self.replace_invalid:
+                raise
+            text, self.replaced = data.decode("utf-8", "replace"), self.replaced + 1
+        return np.array(self._tok.encode(text).ids, dtype=np.int64)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--out", required=True, help="output prefix")
     b.add_argument("--tokenizer", default="byte", help="'byte' or a tokenizers JSON file")
     b.add_argument("--max-bytes", type=int, default=4_000_000, help="cap of the demo corpus")
+    b.add_argument("--force", action="store_true", help="replace an existing PREFIX.bin / PREFIX.idx")
+    b.add_argument("--replace-invalid-utf8", action="store_true",
+                   help="tokenizers JSON only: read bytes that are not UTF-8 as U+FFFD (counted) instead of refusing")
 
 
 def _check_prefix(out: str) -> None:
@@ -64,7 +77,14 @@ def run(args: argparse.Namespace) -> int:
         if not Path(f).is_file():
             raise ValueError(f"--input {str(f)!r}: no such file")
     _check_prefix(args.out)
-    tok = ByteTokenizer() if args.tokenizer == "byte" else _HFTokenizer(args.tokenizer)
+    existing = [f"{args.out}{s}" for s in (".bin", ".idx") if Path(f"{args.out}{s}").exists()]
+    if existing and not args.force:
+        raise ValueError(f"--out = {args.out!r}: {existing[0]} exists; --force replaces it (the old dataset is gone"
+                         " then), or choose another prefix")
+    if not any(Path(f).stat().st_size for f in files):
+        raise ValueError(f"--input: {'the file is' if len(files) == 1 else f'all {len(files)} files are'} empty;"
+                         " nothing to build")
+    tok = ByteTokenizer() if args.tokenizer == "byte" else _HFTokenizer(args.tokenizer, args.replace_invalid_utf8)
     dtype = "uint16" if args.tokenizer == "byte" else "int32"
     import signal
 
@@ -73,10 +93,14 @@ def run(args: argparse.Namespace) -> int:
     def _stop(signum, frame):  # SIGTERM (timeout, scancel) cleans up like Ctrl-C: no .tmp left behind
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _stop)
+    previous, counts = signal.signal(signal.SIGTERM, _stop), {}
     try:
-        docs, tokens = write_indexed_dataset(args.out, tokenize_files(files, tok), dtype=np.dtype(dtype).type)
+        docs, tokens = write_indexed_dataset(args.out, tokenize_files(files, tok, counts), dtype=np.dtype(dtype).type)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(f"wrote {args.out}.bin/.idx: {docs} documents, {tokens} tokens from {len(files)} files")
+    notes = [f"replaced the existing {args.out}.bin/.idx"] if existing else []
+    notes += [f"skipped {counts['empty']} empty files"] if counts.get("empty") else []
+    notes += [f"{tok.replaced} files had bytes that are not UTF-8, read as U+FFFD"] if getattr(tok, "replaced", 0) else []
+    print(f"wrote {args.out}.bin/.idx: {docs} documents, {tokens} tokens from {len(files)} files"
+          + "".join(f"; {n}" for n in notes))
     return 0

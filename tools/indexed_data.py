@@ -92,8 +92,19 @@ def demo_corpus_files(max_bytes: int = 4_000_000) -> list[Path]:
     return files
 
 
-def tokenize_files(paths: Sequence[Path], tokenizer) -> Iterable[np.ndarray]:
-    """One document per file, each followed by the end-of-document token."""
+def tokenize_files(paths: Sequence[Path], tokenizer, counts: dict[str, int] | None = None) -> Iterable[np.ndarray]:
+    """One document per non-empty file, each followed by the end-of-document token. Empty files make
+    no document (they would be a lone end-of-document token); ``counts["empty"]`` says how many."""
+    counts = {} if counts is None else counts
     for path in paths:
-        ids = tokenizer.encode(Path(path).read_bytes())
+        data = Path(path).read_bytes()
+        if not data:
+            counts["empty"] = counts.get("empty", 0) + 1
+            continue
+        try:
+            ids = tokenizer.encode(data)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"--input {str(path)!r}: not UTF-8 at byte {exc.start} ({exc.reason}); convert it (e.g."
+                             " iconv -f LATIN1 -t UTF-8) or pass --replace-invalid-utf8 to build it with U+FFFD"
+                             " in place of the bad bytes") from None
         yield np.append(ids, np.asarray(tokenizer.eod, dtype=np.asarray(ids).dtype))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batchlaw.simulator.checks import complete_checkpoints
+from batchlaw.plugin.ckptfiles import complete_checkpoints
 from batchlaw.tools.probe import MAX_FACTOR, ProbeSettings, plan_branches, user_window_samples
 from batchlaw.tools.probe_plan import NoisePrior, plan_noise, step_scatter
 

@@ -30,8 +30,9 @@ from batchlaw.simulator.grid import plan_rows
 from batchlaw.simulator.resources import template
 from batchlaw.simulator.plan import PLAN_COLUMNS, check_row, has_token_budget, spec_from_row
 from batchlaw.simulator.runconfig import find_run_config, in_run_dir
+from batchlaw.tools import runstate
 
-__all__ = ["SubmitSettings", "plan_runs", "render_sbatch", "runs_table", "submit", "write_runs"]
+__all__ = ["SubmitSettings", "job_environment", "missing_data", "plan_runs", "render_sbatch", "runs_table", "submit", "write_runs"]
 
 TEMPLATE = template("train.sbatch")  # shipped inside the package (importlib.resources)
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
@@ -56,6 +57,7 @@ class SubmitSettings:
     python: str = ""
     overrides: tuple[str, ...] = ()
     all_layouts: bool = False
+    force: bool = False
 
 
 _atomic_write = _config.write_text_atomic
@@ -198,28 +200,45 @@ def plan_runs(table: dict[str, np.ndarray], s: SubmitSettings) -> list[dict[str,
         run_dir = (s.runs_dir / name).resolve()
         spec = in_run_dir(spec, run_dir)
         spec.validate()  # the trainer's pre-launch check, at the planned world size
-        if spec.data.kind == "indexed" and not Path(f"{spec.data.path}.idx").is_file():
-            raise ValueError(f"data.path = {spec.data.path!r}: no {spec.data.path}.idx (batchlaw data build)")
         runs.append({"name": name, "dir": run_dir, "config": spec, "nodes": spec.system.nodes, "row": i,
                      "done": (run_dir / "COMPLETED").is_file()})
     return runs
 
 
+def missing_data(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per indexed dataset the planned runs read that is not there (yet): the real submit
+    refuses with it, ``--dry-run`` prints it as a note (the data need only exist when the jobs start)."""
+    from batchlaw.plugin.prelaunch import check_indexed_data
+
+    lines = []
+    for path in dict.fromkeys(r["config"].data.path for r in runs if r["config"].data.kind == "indexed"):
+        try:
+            check_indexed_data(path)
+        except ValueError as exc:
+            lines.append(str(exc))
+    return lines
+
+
 def runs_table(runs: list[dict[str, Any]], table: dict[str, np.ndarray]) -> str:
     """The planned runs, one line each (what ``--dry-run`` prints)."""
-    lines = [f"{'run':34s} {'nodes':>5s} {'tp,pp,mb':>9s} {'ramp':>14s} {'precision':>9s} {'GPU-h':>8s} done"]
+    lines = [f"{'run':34s} {'nodes':>5s} {'tp,pp,mb':>9s} {'ramp':>14s} {'precision':>9s} {'GPU-h':>8s} state"]
     for r in runs:
         c = r["config"]
         gpu_h = float(table["gpu_hours"][r["row"]]) if "gpu_hours" in table else float("nan")
         lay = f"{c.parallel.tp},{c.parallel.pp},{c.parallel.micro_batch}"
         lines.append(f"{r['name']:34s} {r['nodes']:5d} {lay:>9s} {c.train.ramp.shape if not c.train.ramp.is_constant else '-':>14s}"
-                     f" {c.train.precision:>9s} {gpu_h:8.0f} {'yes' if r['done'] else 'no'}")
+                     f" {c.train.precision:>9s} {gpu_h:8.0f} {r.get('state') or ('completed' if r['done'] else '-')}")
     return "\n".join(lines)
+
+
+def _todo(runs: list[dict[str, Any]], nodes: int) -> list[dict[str, Any]]:
+    """The runs of one node count to submit: not completed, running or queued."""
+    return [r for r in runs if r["nodes"] == nodes and not r["done"] and not r.get("state")]
 
 
 def write_runs(runs: list[dict[str, Any]], s: SubmitSettings, nodes: int, script: str) -> tuple[Path, Path]:
     """Write each run's ``run.toml`` (the RunSpec), the run list and the script of one node count."""
-    todo = [r for r in runs if r["nodes"] == nodes and not r["done"]]
+    todo = _todo(runs, nodes)
     for r in todo:
         _atomic_write(r["dir"] / "run.toml", _config.to_toml(r["config"]))
     list_file = s.runs_dir.resolve() / f"runs-{nodes}n.txt"
@@ -227,6 +246,21 @@ def write_runs(runs: list[dict[str, Any]], s: SubmitSettings, nodes: int, script
     script_file = s.runs_dir.resolve() / f"train-{nodes}n.sbatch"
     _atomic_write(script_file, script)
     return list_file, script_file
+
+
+def job_environment(s: SubmitSettings, list_file: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment sbatch hands the job: this one, the script's settings, and ``BASH_ENV`` moved
+    to ``BATCHLAW_BASH_ENV`` (bash would source it before the script's first line, so a signal during
+    it, seconds with Lmod, would kill the shell before its trap is set; the script sources it after)."""
+    env = dict(os.environ if base is None else base)
+    env.update({"BATCHLAW_RUN_LIST": str(list_file), "BATCHLAW_NPROC_PER_NODE": str(s.nproc_per_node)})
+    if s.python:
+        env["BATCHLAW_PYTHON"] = s.python
+    if s.env_file:
+        env["BATCHLAW_ENV"] = str(Path(s.env_file).resolve())
+    if env.get("BASH_ENV"):
+        env["BATCHLAW_BASH_ENV"] = env.pop("BASH_ENV")
+    return env
 
 
 def submit(table: dict[str, np.ndarray], s: SubmitSettings, *, dry_run: bool) -> list[dict[str, Any]]:
@@ -237,24 +271,30 @@ def submit(table: dict[str, np.ndarray], s: SubmitSettings, *, dry_run: bool) ->
         raise ValueError(f"--env {s.env_file!r}: no such file")
     runs = plan_runs(table, s)
     scripts = {nodes: render_sbatch(s, nodes) for nodes in {r["nodes"] for r in runs}}  # all checks first
+    notes = runstate.annotate(runs)
+    missing = missing_data([r for r in runs if not r["state"]])
+    if missing and not dry_run:
+        raise ValueError(missing[0])
+    changed = runstate.changed_started_runs(runs, _config.to_toml)
+    if changed and not s.force:
+        r, diff = changed[0]
+        raise ValueError(f"{r['dir'] / 'run.toml'}: the run has started and its run.toml differs from the plan"
+                         f" ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}){f' (and {len(changed) - 1} more runs)' if len(changed) > 1 else ''};"
+                         " --force writes the planned one, or change the grid to match")
     results = []
     for nodes, script in sorted(scripts.items()):
-        todo = [r for r in runs if r["nodes"] == nodes and not r["done"]]
-        skipped = [r for r in runs if r["nodes"] == nodes and r["done"]]
+        todo = _todo(runs, nodes)
+        skipped = [r for r in runs if r["nodes"] == nodes and r["state"]]
         entry = {"nodes": nodes, "runs": [r["name"] for r in todo], "skipped": [r["name"] for r in skipped],
-                 "script": script, "planned": [r for r in runs if r["nodes"] == nodes]}
+                 "states": {k: sum(r["state"] == k for r in skipped) for k in ("completed", "running", "queued")},
+                 "script": script, "planned": [r for r in runs if r["nodes"] == nodes], "notes": notes}
         if not todo:
             results.append({**entry, "job_id": None, "command": None})
             continue
         list_file = s.runs_dir.resolve() / f"runs-{nodes}n.txt"
         script_file = s.runs_dir.resolve() / f"train-{nodes}n.sbatch"
         cmd = ["sbatch", "--parsable", f"--array=0-{len(todo) - 1}", str(script_file)]
-        env = {**os.environ, "BATCHLAW_RUN_LIST": str(list_file),
-               "BATCHLAW_NPROC_PER_NODE": str(s.nproc_per_node)}
-        if s.python:
-            env["BATCHLAW_PYTHON"] = s.python
-        if s.env_file:
-            env["BATCHLAW_ENV"] = str(Path(s.env_file).resolve())
+        env = job_environment(s, list_file)
         shown = " ".join(shlex.quote(f"{k}={env[k]}") for k in ("BATCHLAW_RUN_LIST", "BATCHLAW_NPROC_PER_NODE",
                                                                  "BATCHLAW_PYTHON", "BATCHLAW_ENV")
                          if k in env) + " " + shlex.join(cmd)
@@ -266,5 +306,7 @@ def submit(table: dict[str, np.ndarray], s: SubmitSettings, *, dry_run: bool) ->
                 said = (out.stderr.strip() or out.stdout.strip() or f"exit {out.returncode}").splitlines()
                 raise ValueError(f"sbatch failed: {said[-1]}")  # one line: sbatch's last word is its reason
             job_id = out.stdout.strip().split(";")[0]
+            for i, r in enumerate(todo):  # the task each run is: the next submit sees it queued
+                runstate.record_submitted(r["dir"], f"{job_id}_{i}")
         results.append({**entry, "job_id": job_id, "command": shown})
     return results

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write nothing; print the plan, the table of runs and the rendered script(s)")
     parser.add_argument("--show-configs", action="store_true",
                         help="also print each run's run.toml (its RunSpec) as it would be written")
+    parser.add_argument("--force", action="store_true",
+                        help="resubmit runs that have started even where their run.toml differs from the plan"
+                             " (it is rewritten); completed, running and queued runs are never resubmitted")
 
 
 def load_plan(source: str, system: str | None = None, base_config: str | None = None):
@@ -84,7 +87,7 @@ def _gpu_request(table, nproc: int, requested: int | None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from batchlaw.simulator.grid import plan_line, plan_rows
-    from batchlaw.tools.submit import SubmitSettings, runs_table, submit
+    from batchlaw.tools.submit import SubmitSettings, missing_data, runs_table, submit
 
     table, base = load_plan(args.source, args.system, args.base_config)
     nproc = args.nproc_per_node
@@ -95,12 +98,17 @@ def run(args: argparse.Namespace) -> int:
                        time=args.time, cpus_per_task=args.cpus_per_task, nproc_per_node=nproc,
                        gpus_per_node=gpus, partition=args.partition, account=args.account,
                        env_file=args.env, python=args.python, signal_lead_s=args.signal_lead,
-                       overrides=tuple(args.overrides), all_layouts=args.all_layouts)
+                       overrides=tuple(args.overrides), all_layouts=args.all_layouts, force=args.force)
     results = submit(table, s, dry_run=args.dry_run)
     print(plan_line(table, plan_rows(table, all_layouts=args.all_layouts), all_layouts=args.all_layouts))
     planned = [r for e in results for r in e["planned"]]
+    for note in results[0]["notes"] if results else []:
+        print(f"note: {note}")
     if args.dry_run:
         print(runs_table(planned, table))
+        for line in missing_data([r for r in planned if not r["state"]]):
+            print(f"note: {line} (the data need only exist when the jobs start; submit without --dry-run"
+                  " refuses until then)")
     if args.show_configs:
         from batchlaw.simulator.config import to_toml
 
@@ -110,9 +118,11 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"--- train-{r['nodes']}n.sbatch (rendered; not written) ---\n{r['script']}---")
         what = "would submit" if args.dry_run else f"submitted job {r['job_id']}"
+        states = ", ".join(f"{n} {k}" for k, n in r["states"].items() if n) or "0"
         if r["command"]:
-            print(f"{what}: {len(r['runs'])} runs on {r['nodes']} node(s) as an array; skipped {len(r['skipped'])}"
-                  f" completed\n  {r['command']}")
+            print(f"{what}: {len(r['runs'])} runs on {r['nodes']} node(s) as an array; skipped {states}"
+                  f"\n  {r['command']}")
         else:
-            print(f"nothing to submit on {r['nodes']} node(s): all {len(r['skipped'])} runs completed")
+            print(f"nothing to submit on {r['nodes']} node(s): all {len(r['skipped'])} runs are completed, running"
+                  f" or queued ({states})")
     return 0

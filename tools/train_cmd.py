@@ -1,7 +1,8 @@
 """``batchlaw train RUN [--nproc-per-node N] [--set k=v ...]``: a local run on one machine.
 
-The launcher starts the N ranks itself (``python -m batchlaw.plugin.train RUN.toml ...`` with
-torch's ``env://`` variables RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and owns them,
+The launcher starts the N ranks itself (``python -m batchlaw.plugin.train RUN.toml ...`` with RANK,
+WORLD_SIZE, LOCAL_RANK and a ``FileStore`` rendezvous file in a fresh temporary folder, so no TCP
+port is chosen, and none can be taken by another process before rank 0 binds it) and owns them,
 which torchrun does not (it puts its ranks in sessions of their own, so killing its group leaves
 them training):
 
@@ -23,9 +24,11 @@ import argparse
 import ctypes
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 _FORWARD = {signal.SIGTERM: signal.SIGTERM, signal.SIGUSR1: signal.SIGUSR1,
@@ -55,7 +58,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[str], str]:
     """(the rank command, the absolute path of the run's HDF5 log or "" when ``log.path`` is empty)."""
     from batchlaw.simulator.runconfig import find_run_config, load_run_config
     from batchlaw.simulator.spec import validate_run
-    from batchlaw.simulator.checks import check_prelaunch, cuda_visible
+    from batchlaw.plugin.prelaunch import check_prelaunch, cuda_visible
 
     if args.nproc < 1:
         raise ValueError(f"--nproc-per-node = {args.nproc}: must be >= 1")
@@ -83,26 +86,32 @@ def local_system(cfg, nproc: int) -> list[str]:
 
 
 def _rank_setup(launcher_pid: int, prctl) -> None:
-    """Runs in each rank between fork and exec: SIGTERM when the launcher dies; SIGINT ignored."""
+    """Runs in each rank between fork and exec: SIGTERM when the launcher dies; SIGINT ignored; SIGTERM
+    and SIGUSR1 blocked (kept pending across exec) until the rank has its handler (``signals.catch_early``,
+    the first thing ``plugin/train.py`` does), so a stop sent while the rank starts up is not lost."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
     prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() != launcher_pid:  # the launcher died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _start(cmd: list[str], nproc: int) -> list[subprocess.Popen]:
-    from batchlaw.plugin.launch import free_port  # stdlib only, like plugin.logschema: no torch here
+def _start(cmd: list[str], nproc: int, rendezvous: str) -> list[subprocess.Popen]:
+    """Start the ranks; they meet through a ``FileStore`` on ``rendezvous`` (a file that must not exist
+    yet), so no TCP port is chosen and none can be taken by another process in between (issue 21)."""
+    from batchlaw.plugin.launch import INIT_FILE  # stdlib only, like plugin.logschema: no torch here
 
-    port, me = free_port(), os.getpid()
+    me = os.getpid()
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork (Linux only)
     procs = []
     for rank in range(nproc):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
-               "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+               "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", INIT_FILE: rendezvous}
+        env.pop("MASTER_PORT", None)
         env.setdefault("OMP_NUM_THREADS", "1")
         procs.append(subprocess.Popen(cmd, env=env, preexec_fn=lambda: _rank_setup(me, prctl)))
     pids = " ".join(str(p.pid) for p in procs)
-    print(f"batchlaw train: {nproc} rank(s), pids {pids}, master 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    print(f"batchlaw train: {nproc} rank(s), pids {pids}, rendezvous {rendezvous}", file=sys.stderr, flush=True)
     return procs
 
 
@@ -133,6 +142,11 @@ def _supervise(procs: list[subprocess.Popen], received: list[int]) -> int:
             _signal_all(procs, signal.SIGKILL)
         time.sleep(0.05)
     bad = [p.returncode for p in procs if p.returncode != 0]
+    if received and bad and all(rc == -_FORWARD[received[0]] for rc in bad):  # ended by what we forwarded
+        sig = signal.Signals(received[0])
+        print(f"batchlaw train: stopped on {sig.name} before every rank could checkpoint; run the same command"
+              " to resume from the last checkpoint (if any)", file=sys.stderr, flush=True)
+        return 128 + int(sig)
     if failed_rc or bad:
         rc = failed_rc or bad[0]
         return 128 - rc if rc < 0 else rc
@@ -153,8 +167,9 @@ def run(args: argparse.Namespace) -> int:
     received: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in _FORWARD}
     procs: list[subprocess.Popen] = []
+    meeting = tempfile.mkdtemp(prefix="batchlaw-rendezvous-")
     try:
-        procs = _start(cmd, args.nproc)
+        procs = _start(cmd, args.nproc, os.path.join(meeting, "store"))
         rc = _supervise(procs, received)
         if log:
             print(f"batchlaw train: no HDF5 log was written ({log})" if not os.path.exists(log) else
@@ -162,5 +177,8 @@ def run(args: argparse.Namespace) -> int:
         return rc
     finally:
         _signal_all(procs, signal.SIGKILL)  # only reached with ranks alive on an error in the launcher
+        for p in procs:
+            p.wait()
+        shutil.rmtree(meeting, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -75,6 +75,40 @@ def test_usr1_and_term_are_forwarded_checkpoint_and_resume(tmp_path, sig):
         assert f.attrs["status"] == "completed"
 
 
+def test_ctrl_c_while_the_ranks_start_up_stops_them_with_one_line(tmp_path):
+    """Issue 21: SIGINT in the first seconds of a multi-rank launch ended with status 143 and no
+    "stopped" line: the forwarded SIGTERM killed ranks that had no handler yet. The ranks now start
+    with SIGTERM/SIGUSR1 blocked until their first statement installs one, so the stop waits for them:
+    they checkpoint after the first step and the launcher exits 130 with its one line."""
+    launcher = _launch(tmp_path, "a")
+    ranks = _started(tmp_path, "a", step=0)  # the ranks exist; they are importing torch and megatron-core
+    launcher.send_signal(signal.SIGINT)
+    assert launcher.wait(timeout=180) == 128 + signal.SIGINT
+    err = (tmp_path / "a.err").read_text()
+    assert "Traceback" not in err and "stopped on SIGINT after a checkpoint" in err, err[-3000:]
+    assert not any(_alive(p) for p in ranks) and _checkpoints(tmp_path)
+
+
+def test_the_local_launcher_needs_no_free_port(tmp_path):
+    """Issue 21: the launcher probed a free port, released it, and rank 0 bound it seconds later; any
+    process that bound it in between failed the launch. The ranks now meet through a FileStore in a
+    fresh temporary folder: even with the probe patched to return a port that is taken (what the race
+    looks like), the run trains."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code = ("import sys, batchlaw.plugin.launch as L\n"
+                f"L.free_port = lambda *a, **k: {busy.getsockname()[1]}\n"
+                "from batchlaw.tools.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+        out = subprocess.run([sys.executable, "-c", code, "train", str(TINY), "--nproc-per-node", "2",
+                              "--set", "train.steps=2",
+                              "--set", "log.stdout_every=1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "step      2 " in out.stdout
+
+
 def test_kill9_to_the_launchers_group_stops_every_rank(tmp_path):
     launcher = _launch(tmp_path, "a")
     ranks = _started(tmp_path, "a", step=0)

@@ -1,5 +1,5 @@
 """Tier (b), CPU + gloo, real megatron-core: the rank entry point runs the same pre-launch check as
-``batchlaw train`` (simulator/checks.py ``check_prelaunch``), so a config started without the
+``batchlaw train`` (plugin/prelaunch.py ``check_prelaunch``), so a config started without the
 launcher (an sbatch script, torchrun by hand) is refused by the rank with one line and exit status
 2 before any model is built, never with a traceback of ours (issue 13, "Validation"). The rank runs
 as a one-process world here: torchrun adds its own ChildFailedError report to any non-zero exit."""

@@ -89,6 +89,23 @@ def test_layout_rules_are_the_simulators():
         validate_run(cfg.model, load_run_config(TINY, ["parallel.pp=3"]).parallel, world_size=3, global_batch=6)
 
 
+@pytest.mark.parametrize("sets, world, batch, message", [
+    # issue 21: the messages named the broken rule but not the values that would work
+    (["parallel.tp=3"], 3, 6, "heads 4 not divisible by tp 3; tp can be 1, 2, 4 (the common divisors of the head and"
+                              " query-group counts)"),
+    (["parallel.pp=3"], 3, 6, "layers 4 not divisible by pp x vpp = 3; pp x vpp can be 1, 2, 4 (divisors of layers)"),
+    (["parallel.micro_batch=2"], 3, 8, "global batch 8 not divisible by micro_batch x dp = 6; global batch can be 6 or 12"),
+    (["parallel.micro_batch=4"], 1, 10, "global batch can be 8 or 12, or micro_batch 1, 2, 5, 10 (divisors of the 10"
+                                        " sequences per DP rank)"),
+    (["parallel.tp=2"], 3, 6, "world size 3 is not divisible by tp x pp = 2; tp x pp can be 1, 3 (its divisors)"),
+])
+def test_layout_errors_list_the_values_that_would_work(sets, world, batch, message):
+    cfg = load_run_config(TINY, sets)
+    with pytest.raises(Infeasible) as err:
+        validate_run(cfg.model, cfg.parallel, world_size=world, global_batch=batch)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
 def test_batchlaw_train_checks_the_ramp_before_launch(capsys):
     from batchlaw.tools.cli import main
 

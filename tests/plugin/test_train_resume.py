@@ -139,6 +139,7 @@ def test_layout_mismatch_on_resume_is_refused(megatron, tmp_path):
     # session-5 audit: one line per rank, not a traceback of ours (the refusal comes when the checkpoint is
     # opened; torchrun adds its own ChildFailedError report to any non-zero exit)
     assert "in load_checkpoint" not in out.stderr and out.stderr.count("batchlaw train: error: checkpoint") == 2
+    assert not list((tmp_path / "ckpt").glob("*.damaged"))  # another world size is not damage
     shape = torchrun(1, tmp_path, "train.steps=4", "checkpoint.dir=ckpt", "log.path=", "model.ffn_hidden=96",
                      check=False)
     assert shape.returncode != 0 and "holds another model shape" in shape.stderr

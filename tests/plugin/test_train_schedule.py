@@ -1,15 +1,14 @@
 """Tier (b), CPU + real megatron-core, in process (no process group): the LR schedule counted in
-samples and the sequence-parallel refusal on CPU (the version switch is in test_adapter.py)."""
+samples (the version switch is in test_adapter.py; the sequence-parallel refusal on CPU in
+test_prelaunch_checks.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("megatron.core")
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 
 from batchlaw.plugin.optim import LrSchedule  # noqa: E402
-from batchlaw.simulator.spec import Parallelism, load_model  # noqa: E402
 
 
 def test_warmup_and_cosine_in_samples():
@@ -48,11 +47,3 @@ def test_lr_rescaled_with_the_ramp_batch():
 def test_bad_decay_is_a_value_error():
     with pytest.raises(ValueError, match="train.decay = 'exp'"):
         LrSchedule(peak_lr=1.0, decay="exp")
-
-
-def test_sequence_parallel_refused_on_cpu_with_install_hint():
-    from batchlaw.plugin._mcore import transformer_config
-
-    par = Parallelism(tp=2, sequence_parallel=True)
-    with pytest.raises(ValueError, match=r"sequence_parallel = true needs .*pip install transformer-engine"):
-        transformer_config(load_model("tiny"), par, dtype=torch.float32, on_cpu=True)

@@ -69,6 +69,13 @@ def test_step_count_limit_states_the_cost():
     text = _refused(["train.steps=0", "train.tokens=1000T"], "train.tokens", "steps")
 
 
+def test_steps_and_tokens_together_are_refused():
+    """Issue 21: train.steps and train.tokens together were accepted and steps won silently."""
+    text = _refused(["train.tokens=1M"], "train.steps", "train.tokens = ")
+    assert "--set train.tokens=0" in text and "train.steps=0" in text
+    assert load_run_config(RUN, ["train.tokens=1M", "train.steps=0"]).train.steps == 0  # either bound alone
+
+
 def test_limits_are_inclusive_of_sane_runs():
     cfg = load_run_config(RUN, ["train.seed=4294967295", "train.min_lr=0.003", "train.adam_beta2=0.0",
                                 "checkpoint.keep=1", "train.clip_grad=0", "train.steps=10000000"])

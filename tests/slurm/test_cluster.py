@@ -6,6 +6,7 @@ at once; a 3-task array on shared nodes (a rendezvous port per task) survives US
 shell and to the step, requeueing only the signalled task, and leaves out the run that already
 completed."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -143,3 +144,44 @@ def test_array_on_shared_nodes_survives_usr1_to_batch_shell_and_to_step(tmp_path
         assert ("requeueing job" in out(i)) == (i in signalled)
     assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
     assert not (root / "tiny-b32-tp1-pp1" / "log.h5").exists()
+
+
+def test_one_writer_per_run_and_submit_knows_what_is_in_flight(tmp_path, capsys):
+    """Issue 21. Submitting twice in a row submitted every run again; the second submit now launches
+    nothing and says why. A second SLURM job on a run that a trainer holds (job A, suspended after step
+    15 so that it still holds the run however fast it trains) ends at once, exit 1, with one line naming
+    A, and touches nothing. kill -9 of A's processes leaves the lease to the
+    kernel; the next submit (the run is no longer in flight, and not completed) resumes it from A's
+    last checkpoint, and the log holds every step once."""
+    sets = ("train.steps=60", "log.stdout_every=1", "log.flush_every=1", "checkpoint.every=10")
+    _submit(tmp_path, ["tiny,8,1,1,1,true"], *sets, nproc=1)
+    first = capsys.readouterr().out
+    job = first.split("submitted job ")[1].split(":")[0]
+    _submit(tmp_path, ["tiny,8,1,1,1,true"], *sets, nproc=1)
+    again = capsys.readouterr().out
+    assert "submitted job" not in again and "nothing to submit on 1 node(s): all 1 runs are completed, running or" \
+        " queued (1 " in again, again
+    runs, run = tmp_path / "runs", tmp_path / "runs" / "tiny-b8-tp1-pp1"
+    out_a = lambda: "".join(p.read_text() for p in runs.glob(f"slurm-{job}_*.out"))
+    _wait(lambda: "step     15 " in out_a(), what="job A at step 15")
+    # A is suspended (SIGSTOP to its processes; it keeps the lease), so that B's start-up cannot outlast A
+    subprocess.run(["scontrol", "suspend", f"{job}_0"], check=True)
+    env = {**os.environ, "BATCHLAW_RUN_DIR": str(run), "BATCHLAW_PYTHON": sys.executable,
+           "BATCHLAW_ENV": str(REPO / "slurm" / "env" / "local.sh"), "BATCHLAW_NPROC_PER_NODE": "1"}
+    env.pop("BATCHLAW_RUN_LIST", None)
+    b = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path / 'b.out'}", str(runs / "train-1n.sbatch")],
+                       env=env, capture_output=True, text=True, check=True).stdout.strip()
+    _wait(lambda: _job_state(b) in ("FAILED", "COMPLETED"), timeout=180, what="job B to end")
+    lines = [line for line in (tmp_path / "b.out").read_text().splitlines() if line.strip()]
+    assert _job_state(b) == "FAILED" and len(lines) == 1, lines
+    assert "is held by" in lines[0] and f"SLURM job {job}_0" in lines[0]
+    assert _job_state(f"{job}_0") == "SUSPENDED" and "step     60 " not in out_a()  # A holds the run
+    subprocess.run(["scancel", "--signal=KILL", f"{job}_0"], check=True)  # kill -9 of the holder's processes
+    subprocess.run(["scontrol", "resume", f"{job}_0"], capture_output=True)  # if SLURM has not ended it already
+    _wait(lambda: _job_state(f"{job}_0") in ("FAILED", "CANCELLED", "COMPLETED"), timeout=120, what="job A gone")
+    assert not (run / "COMPLETED").exists()
+    _submit(tmp_path, ["tiny,8,1,1,1,true"], *sets, nproc=1)
+    third = capsys.readouterr().out
+    assert "submitted job" in third and "1 runs on 1 node(s)" in third, third
+    _wait(lambda: (run / "COMPLETED").is_file(), timeout=300, what="the resumed run to complete")
+    _steps_once(run / "log.h5", 60, 1)

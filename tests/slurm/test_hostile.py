@@ -65,7 +65,7 @@ def _sandbox(tmp_path):
     _exe(box / "stubs" / "sbatch", SBATCH)
     pybin = box / f"py {EVIL}"
     pybin.mkdir()
-    (pybin / "python").symlink_to(sys.executable)
+    _exe(pybin / "python", f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a symlink would lose the venv
     env_file = box / f"env {EVIL}.sh"
     env_file.write_text("export BATCHLAW_ENV_SOURCED=1\n")
     return box, pybin / "python", env_file

@@ -26,7 +26,7 @@ def test_train_says_where_it_writes_its_log(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     log = tmp_path / "runs" / "tiny" / "log.h5"
     fake = [sys.executable, "-c", f"import os; os.makedirs({str(log.parent)!r}); open({str(log)!r}, 'w').close()"]
-    monkeypatch.setattr(train_cmd, "_start", lambda cmd, nproc: [subprocess.Popen(fake)])
+    monkeypatch.setattr(train_cmd, "_start", lambda cmd, nproc, *rendezvous: [subprocess.Popen(fake)])
     assert main(["train", "tiny-cpu", "--set", "log.path=runs/tiny/log.h5", "--set", "checkpoint.dir="]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"batchlaw train: HDF5 log -> {log}"

@@ -1,4 +1,4 @@
-"""Tier (a), pure (h5py, no torch): ``checks.check_prelaunch`` refuses, before anything starts, a launch that
+"""Tier (a), pure (h5py, no torch): ``plugin.prelaunch.check_prelaunch`` refuses, before anything starts, a launch that
 would start a completed run's log over, and TensorBoard logging without TensorBoard (session-5 audit: the log
 was silently overwritten; the rank died with a traceback after the log was created)."""
 
@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from batchlaw.plugin.h5log import RunLogWriter
-from batchlaw.simulator.checks import check_prelaunch
+from batchlaw.plugin.prelaunch import check_prelaunch
 from batchlaw.simulator.runconfig import load_run_config
 
 
@@ -39,3 +39,24 @@ def test_tensorboard_logging_names_the_install(tmp_path, monkeypatch):
     cfg = load_run_config("tiny-cpu", [f"log.tensorboard={tmp_path / 'tb'}", f"log.path={tmp_path / 'log.h5'}"])
     with pytest.raises(ValueError, match="^log.tensorboard = .*needs TensorBoard: pip install tensorboard"):
         check_prelaunch(cfg, on_cpu=True)
+
+
+def test_sequence_parallel_on_cpu_is_refused_once_with_the_install(tmp_path):
+    cfg = load_run_config("tiny-cpu", ["parallel.tp=2", "parallel.sequence_parallel=true", "checkpoint.dir="])
+    with pytest.raises(ValueError, match=r"^parallel.sequence_parallel = True: needs .*pip install transformer-engine"):
+        check_prelaunch(cfg, on_cpu=True)
+    check_prelaunch(cfg, on_cpu=False)  # on a GPU the layer spec decides
+
+
+@pytest.mark.parametrize("present", [(), (".idx",), (".bin",)])
+def test_an_incomplete_indexed_dataset_says_how_to_proceed(tmp_path, present):
+    # issue 20: submit checked only PREFIX.idx, the trainer both files; one check now, with the ways on
+    for suffix in present:
+        (tmp_path / f"corpus{suffix}").write_bytes(b"x")
+    cfg = load_run_config("tiny-cpu", ["data.kind=indexed", f"data.path={tmp_path / 'corpus'}", "checkpoint.dir="])
+    with pytest.raises(ValueError) as err:
+        check_prelaunch(cfg, on_cpu=True)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("data.path = ") and "is missing" in text
+    for way in ("batchlaw data build", "--set data.path=PREFIX", "--set data.kind=synthetic"):
+        assert way in text
