@@ -115,8 +115,10 @@ def _sweep(runs):
 def _update(study: StudyConfig, s: SizeState, o, done, m: Model) -> SizeState:
     step = math.log(study.design.spacing)
     batches = sorted({b for b, _, _ in done})
-    if o.bracketed:
+    if o.bracketed and o.draws is not None:
         centre, sd, status = float(np.median(o.draws)), float(np.std(o.draws)), "bracketed"
+    elif o.bracketed:  # the bracket alone (too few runs near the floor to fit): its 80% range
+        centre, sd, status = math.log(o.b), (math.log(o.hi) - math.log(o.lo)) / (2 * 1.2816), "bracketed"
     elif o.bound == "<=":  # at or below the best batch (no batch below it separably worse)
         centre, sd, status = math.log(o.b) - step / 2, s.ln_b_sd, "<="
     elif o.bound == ">=":

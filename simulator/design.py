@@ -148,7 +148,7 @@ def lattice(center: float, spacing: float, lo: float, hi: float, *, multiple: in
     lattice point at or below exp(lo) to the first at or above exp(hi); each a multiple of ``multiple`` and at
     least ``minimum``."""
     step = math.log(spacing)
-    k_lo, k_hi = math.floor((lo - center) / step), math.ceil((hi - center) / step)
+    k_lo, k_hi = math.floor((lo - center) / step + 1e-9), math.ceil((hi - center) / step - 1e-9)
     out = {_nice(math.exp(center + k * step), multiple) for k in range(k_lo, k_hi + 1)}
     return sorted(b for b in out if b >= minimum)
 
@@ -211,8 +211,12 @@ def _var_of(sw: _Sweep, noise_var: float) -> tuple[float, float]:
     r = np.array([sum(rr for xx, rr in zip(sw.x, sw.r) if xx == u) for u in ux])
     p = 1.0 if sw.state.status == "bracketed" else _bracket_prob(ux, sw.state.ln_b, sw.state.ln_b_sd, noise_var, a,
                                                                   ratio)
-    v = fisher_var(ux, r / noise_var, sw.state.ln_b, a, ratio)
-    return v, p
+    # only runs near the floor are fitted (``optimum.locate``'s fit window): the others bracket but inform nothing
+    u = ux - sw.state.ln_b
+    near = a * np.where(u < 0, 1.0, ratio) * u * u <= sw.state.shape.fit_window
+    v = fisher_var(ux[near], r[near] / noise_var, sw.state.ln_b, a, ratio)
+    # fewer than three batches near the floor: nothing to fit yet, the belief's own uncertainty stands
+    return (v if math.isfinite(v) else max(sw.state.ln_b_sd, 0.1) ** 2 * 4), p
 
 
 def _exponent_var(sweeps: list[_Sweep], noise_var: float, scatter_sd: float = 0.0) -> float:
@@ -260,12 +264,21 @@ def _objective(study: StudyConfig, sweeps: list[_Sweep], m: Model) -> float:
     if study.target.exponent_half_width:
         var = _exponent_var(sweeps, m.run_var, study.prior.scatter_sd)
         return m.inflation * var / (study.target.exponent_half_width / Z80) ** 2
+    return m.inflation * max(_per_size(study, sweeps, m), default=0.0)
+
+
+def _per_size(study: StudyConfig, sweeps: list[_Sweep], m: Model) -> list[float]:
+    """Each size's variance over its bracketing chance, relative to the per-size target (<= 1 meets it)."""
     limit = (math.log(study.target.b_opt_factor) / Z80) ** 2
-    worst = 0.0
-    for sw in sweeps:
-        v, p = _var_of(sw, m.run_var)
-        worst = max(worst, (v / max(p, 1e-3)) / limit)
-    return m.inflation * worst
+    return [(v / max(p, 1e-3)) / limit for v, p in (_var_of(sw, m.run_var) for sw in sweeps)]
+
+
+def _progress(study: StudyConfig, sweeps: list[_Sweep], m: Model) -> float:
+    """What the greedy step lowers: the objective, except for a per-size target the sum over the sizes still
+    short of it (the worst size alone would not move when another size improves)."""
+    if study.target.exponent_half_width:
+        return _objective(study, sweeps, m)
+    return m.inflation * sum(max(r, 1.0) for r in _per_size(study, sweeps, m))
 
 
 def _add(sw: _Sweep, study: StudyConfig, batch: int, why: str, m: Model, lr_factor: float = 1.0) -> None:
@@ -305,13 +318,14 @@ def _mandatory(sw: _Sweep, study: StudyConfig, m: Model) -> None:
         for b in _lattice(study, st.ln_b, study.design.spacing, lo, hi):
             _add(sw, study, b, "initial sweep", m)
     elif st.status in ("<=", "=", "~"):
-        below = [b for b in _lattice(study, math.log(done[0]), study.design.spacing, math.log(done[0]) - 2 * step,
-                                    math.log(done[0])) if b < done[0]]
+        # two new batches beyond the edge, half a step apart: the nearest may be the optimum, the next brackets it
+        below = [b for b in _lattice(study, math.log(done[0]), math.sqrt(study.design.spacing),
+                                     math.log(done[0]) - step, math.log(done[0])) if b < done[0]]
         for b in below[-2:]:
             _add(sw, study, b, "extend below: the optimum was at the low edge", m)
     if st.status in (">=", "=", "~"):
-        above = [b for b in _lattice(study, math.log(done[-1]), study.design.spacing, math.log(done[-1]),
-                                    math.log(done[-1]) + 2 * step) if b > done[-1]]
+        above = [b for b in _lattice(study, math.log(done[-1]), math.sqrt(study.design.spacing), math.log(done[-1]),
+                                     math.log(done[-1]) + step) if b > done[-1]]
         for b in above[:2]:
             _add(sw, study, b, "extend above: the optimum was at the high edge", m)
     if st.status == "bracketed" and study.lr.rule != "fixed" and not st.lr_tested and study.lr.sweep_factors:
@@ -330,8 +344,11 @@ def _candidates(sw: _Sweep, study: StudyConfig) -> list[tuple[str, list[int]]]:
         out.append(("another seed at the batches nearest the optimum", near))
     if len(have) < study.design.max_batches_per_size:
         between = [b for b in _lattice(study, st.ln_b, math.exp(step / 2), st.ln_b - step, st.ln_b + step) if b not in have]
-        if between:
-            out.append(("batches between the sweep's points near the optimum", between[:2]))
+        below = [b for b in between if b < math.exp(st.ln_b)]
+        above = [b for b in between if b > math.exp(st.ln_b)]
+        pick = below[-1:] + above[:1]  # the nearest new batch on each side of the optimum
+        if pick:
+            out.append(("batches between the sweep's points near the optimum", pick))
         if have:
             below = _lattice(study, math.log(have[0]), study.design.spacing, math.log(have[0]) - step * 1.5,
                             math.log(have[0]) - step * 0.5)
@@ -349,9 +366,9 @@ def _greedy(study: StudyConfig, sweeps: list[_Sweep], m: Model, price, budget: f
     <= 1) or the budget is spent; returns the cost of the points added."""
     spent = 0.0
     for _ in range(400):
-        now = _objective(study, sweeps, m)
-        if now <= 1.0:
+        if _objective(study, sweeps, m) <= 1.0:
             break
+        now = _progress(study, sweeps, m)
         best = None
         for sw in sweeps:
             for why, batches in _candidates(sw, study):
@@ -360,7 +377,7 @@ def _greedy(study: StudyConfig, sweeps: list[_Sweep], m: Model, price, budget: f
                     continue
                 trial = _Sweep(state=sw.state, x=sw.x + [math.log(b) for b in batches], r=sw.r + [1.0] * len(batches),
                                cost=sw.cost, new=sw.new)
-                after = _objective(study, [trial if s is sw else s for s in sweeps], m)
+                after = _progress(study, [trial if s is sw else s for s in sweeps], m)
                 gain = (now - after) / max(cost, 1e-12) if math.isfinite(now) else (math.inf if math.isfinite(after) else 0)
                 if gain > 0 and (best is None or gain > best[0]):
                     best = (gain, sw, why, batches, cost)

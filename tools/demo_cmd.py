@@ -94,7 +94,8 @@ def _ramp_plan(plan: Path, out: Path) -> Path | None:
     mid = models[len(models) // 2]
     rows = np.flatnonzero(table["model"] == mid)
     low, top = (rows[np.argmin(table["global_batch"][rows])], rows[np.argmax(table["global_batch"][rows])])
-    small = int(table["global_batch"][low])
+    gran = int(float(table["micro_batch"][top]) * float(table["dp"][top]))  # every stair a multiple of it
+    small = max(gran, -(-int(table["global_batch"][low]) // gran) * gran)
     samples = int(table["tokens"][top]) // int(table["seq_len"][top])
     row = {k: v[top:top + 1].copy() for k, v in table.items()}
     row["ramp"] = np.array([f"{small},{small},{samples // 3}"], dtype=object)
@@ -138,7 +139,8 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
     _train_plan(_ramp_plan(plans / "wave1.csv", out), runs, prefix, study.base, parallel)
     print("== 4/6 design wave 2 from the logs of wave 1, and train it")
     waves = [str(plans / "wave1.csv")]
-    if design(STUDY, overrides, logdir=str(runs), out=str(plans / "wave2.csv")) is not None:
+    wave2 = design(STUDY, overrides, logdir=str(runs), out=str(plans / "wave2.csv"))
+    if wave2 is not None and wave2.points:
         _train_plan(plans / "wave2.csv", runs, prefix, study.base, parallel)
         waves.append(str(plans / "wave2.csv"))
     print("== 5/6 analyse the logs with the study's priors, fit the batch laws")

@@ -164,6 +164,8 @@ def design(study_name: str, overrides=(), *, logdir: str | None = None, out: str
     naive = compare(study, basin, m) if study.compare_grid and not logdir else None
     table = _plan_table(study, wave, {k: cache[k] for k in {(p.model, p.batch) for p in wave.points}})
     print_wave(study, wave, m, spent=spent, done=done, naive=naive, cost=cost, table=table)
+    if not wave.points:
+        print("no runs planned: no addition lowers the predicted uncertainty within the study's limits")
     if out and wave.points:
         base = load_run_config(study.base) if study.base else None
         predicted = {k: v for k, v in wave.predicted.items() if k in ("sizes", "exponent", "sims")}

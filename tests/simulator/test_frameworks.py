@@ -149,7 +149,8 @@ def test_a_grid_is_priced_for_the_trainer_and_its_plan_records_the_kernels(monke
     from batchlaw.simulator.plan import spec_from_row
 
     monkeypatch.setattr(frameworks, "te_installed", lambda: True)
-    g = load_grid("batch-sweep-180m-4b", ["grid.models=['gpt-180m']", "grid.global_batch=[256]"])
+    # the shipped grid names batchlaw-te (its cluster has TE); "batchlaw" resolves from what is installed
+    g = load_grid("batch-sweep-180m-4b", ["grid.models=['gpt-180m']", "grid.global_batch=[256]", "framework=batchlaw"])
     te = run_grid(g)
     assert set(te["framework"]) == {"batchlaw-te"} and te["flash_attention"].all()
     monkeypatch.setattr(frameworks, "te_installed", lambda: False)
