@@ -446,12 +446,10 @@ def plan_wave(study: StudyConfig, states: list[SizeState], m: Model, price, *, s
                  f" design.max_batches_per_size = {study.design.max_batches_per_size} at any budget (they buy"
                  f" {_what(study, min(o for o, _ in free))})")
         what = _what(study, obj)
-        if first:
-            budget_text = (f"the budget of {study.budget_gpu_hours:,.0f} GPU-hours buys" if study.budget_gpu_hours
-                           else "no budget buys more than")
-            raise ValueError(f"{_target_field(study)}: {budget_text} {what} at best (predicted); {needs}"
-                             " (raise budget_gpu_hours, design.max_seeds or design.max_batches_per_size, or loosen"
-                             " the target)")
+        if first and study.budget_gpu_hours:  # a stated budget that cannot buy the target: refused before any run
+            raise ValueError(f"{_target_field(study)}: the budget of {study.budget_gpu_hours:,.0f} GPU-hours buys {what}"
+                             f" at best (predicted); {needs} (raise budget_gpu_hours, design.max_seeds or"
+                             " design.max_batches_per_size, or loosen the target)")
         left_text = f"the remaining budget ({budget:,.0f} GPU-hours) buys" if math.isfinite(budget) else "any budget buys"
         notes.append(f"{left_text} {what} at best; {needs}")
     points = [p for sw in sweeps for p in sw.new]

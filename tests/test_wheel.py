@@ -94,6 +94,29 @@ def test_the_loop_from_outside_the_checkout(installed):
     assert refused.returncode == 2 and "ran on cpu" in refused.stderr and not (work / "h.toml").exists()
 
 
+def test_design_and_next_wave_from_outside_the_checkout(installed, tmp_path):
+    """Issue 19: design and design --next work from a wheel, on the shipped studies and on a user's TOML, and
+    submit --dry-run prints the line design printed. The submit of the shipped grid without data works too
+    (issue 20: the dry run notes the missing data instead of failing)."""
+    b, work, env = installed["bin"], installed["work"], installed["env"]
+    fast = ["--set", "design.simulations=8", "--set", "budget_gpu_hours=0"]
+    out = _run([str(b / "batchlaw"), "design", "batch-sweep-180m-4b", "--out", "wave1.csv", *fast], work, env)
+    line = next(x for x in out.splitlines() if x.startswith("plan: "))
+    dry = _run([str(b / "batchlaw"), "submit", "wave1.csv", "--time", "72:00:00", "--dry-run"], work, env)
+    assert line in dry
+    mine = work / "my-study.toml"
+    mine.write_text('name = "mine"\nsystem = "cpu-gloo"\ngpus_per_node = 1\nbase = "tiny-cpu"\nmax_nodes = 1\n'
+                    '[sizes]\nmodels = ["demo-xs", "demo-s", "demo-m"]\ntokens_per_param = 2\n'
+                    '[target]\nb_opt_factor = 2\n[prior]\nbasin = "demo-walk-basin"\n'
+                    '[lr]\nrule = "fixed"\nvalue = 0.05\non_purpose = true\n'
+                    '[design]\nnodes = [1]\ntp = [1]\npp = [1]\nmicro_batch = [2]\nmin_batch = 4\n')
+    (work / "none").mkdir()
+    nxt = _run([str(b / "batchlaw"), "design", str(mine), "--next", "none", *fast], work, env)
+    assert "the first wave: no runs yet" in nxt and "plan: " in nxt
+    grid_dry = _run([str(b / "batchlaw"), "submit", "batch-sweep-180m-4b", "--time", "04:00:00", "--dry-run"], work, env)
+    assert "plan: " in grid_dry
+
+
 def test_user_config_path(installed):
     b, work, env = installed["bin"], installed["work"], installed["env"]
     mine = work / "my-configs" / "models"

@@ -30,10 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _runs(logdir: str, study, sizes) -> tuple[list[dict], float, list[str]]:
     """(observations of the study's completed runs, GPU-hours they used, notes on runs left out)."""
     from batchlaw.tools.analysis import _budget, _lr
-    from batchlaw.tools.logs import load_runs
+    from batchlaw.tools.logs import find_logs, load_runs
 
     planned = {s.model: s.tokens for s in sizes}
     obs, spent, notes, other = [], 0.0, [], 0
+    if not find_logs(logdir):
+        return obs, spent, [f"{logdir} holds no run logs yet: this is the first wave"]
     for r in load_runs(logdir):
         if r.status != "completed":
             continue
