@@ -66,7 +66,8 @@ def test_first_wave_centres_each_size_on_the_prior_with_the_rule_lr():
     with pytest.raises(ValueError) as exc:
         plan_wave(replace(study, budget_gpu_hours=50.0), states, m, _price)
     msg = str(exc.value)
-    assert msg.startswith("target.exponent_half_width = 0.05: the budget of 50 GPU-hours buys") and "\n" not in msg
+    want = f"target.exponent_half_width = {study.target.exponent_half_width:g}: the budget of 50 GPU-hours buys"
+    assert msg.startswith(want) and "\n" not in msg
 
 
 def _runs(states, batches_of, loss_of, seed=1234, lr_of=None):
