@@ -22,6 +22,7 @@ its own ``se^2``, and refits; the vertex is kept between the separably worse nei
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,7 +214,8 @@ def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape:
         noise: the between-seed noise (its posterior draws enter the interval).
         shape: the basin's shape (None: a symmetric parabola, no ridge).
         bootstrap: replicates of the interval.
-        seed: of the bootstrap's per-run noise.
+        seed: of the bootstrap's per-run noise (mixed with the sweep's own batches, LRs and losses, so that
+            sweeps located with one seed draw independent per-run noise).
         common_seed: of what every sweep of a study shares (the seed noise's level, the basin's shape): sweeps
             located with the same ``common_seed`` draw the same values in replicate ``r``, so the laws across
             sizes can pair draw ``r`` of every size (``sizelaw``) and a shape error shared by all sizes moves
@@ -257,7 +259,10 @@ def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape:
         return Optimum(b=float(np.exp(p[0])), lo=np.nan, hi=np.nan, bracketed=True, bound="", method="",
                        lr=float(np.exp(p[1])) if two_d else np.nan, lr_varied=two_d, curve=curve,
                        resid_ss=resid_ss, resid_dof=float(dof), best_loss=best_loss)
-    rng, common = np.random.default_rng(seed), np.random.default_rng(common_seed)
+    # the per-run noise of one sweep is its own: mixing the sweep's data into the seed keeps two sweeps located
+    # with one seed (every size of a study) from drawing the same noise, which would move their vertices together
+    rng = np.random.default_rng([seed, zlib.crc32(np.ascontiguousarray(np.stack([x, y, loss])).tobytes())])
+    common = np.random.default_rng(common_seed)
     v = se[None, :] ** 2 + noise.draw_var(common, size=bootstrap)[:, None]
     draws = np.empty(bootstrap)
     block = 25 if (shape.ratio_sd or shape.ridge_sd) else 100
