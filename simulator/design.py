@@ -387,8 +387,9 @@ def _try(study, states, m, price, budget) -> tuple[float, float, list[_Sweep]]:
 def plan_wave(study: StudyConfig, states: list[SizeState], m: Model, price, *, spent: float = 0.0) -> Wave:
     """The next wave: mandatory runs, then the greedy trade-off, within what is left of the budget.
 
-    For an exponent target in the first wave, every subset of three or more sizes is weighed and the cheapest
-    that meets the target is taken (a size whose runs cost more than the precision they add is left out).
+    For an exponent target, every subset of three or more sizes that keeps the sizes with runs is weighed and
+    the cheapest that meets the target is taken (a size whose runs cost more than the precision they add is left
+    out; a size left out of an earlier wave stays out unless it is needed).
 
     Args:
         price: ``price(model, batch) -> GPU-hours`` of one run.
@@ -400,8 +401,11 @@ def plan_wave(study: StudyConfig, states: list[SizeState], m: Model, price, *, s
     budget = study.budget_gpu_hours - spent if study.budget_gpu_hours else math.inf
     first = all(s.status == "prior" for s in states)
     subsets = [states]
-    if first and study.target.exponent_half_width and len(states) > 3:
-        subsets = [list(c) for k in range(3, len(states) + 1) for c in combinations(states, k)]
+    fresh = [s for s in states if s.status == "prior" and not s.done]  # sizes without runs may be left out
+    if fresh and study.target.exponent_half_width and len(states) > 3:
+        kept = len(states) - len(fresh)
+        subsets = [[s for s in states if s not in fresh or s in c]
+                   for k in range(max(3 - kept, 0), len(fresh) + 1) for c in combinations(fresh, k)]
     tried = [(_try(study, sub, m, price, budget), sub) for sub in subsets]
     met = [t for t in tried if t[0][0] <= 1.0]
     (obj, cost, sweeps), sub = min(met, key=lambda t: t[0][1]) if met else min(tried, key=lambda t: t[0][0])
