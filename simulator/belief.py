@@ -71,13 +71,16 @@ def prior_states(study: StudyConfig, basin: Any) -> list[SizeState]:
 
 
 def observed_states(study: StudyConfig, basin: Any, m: Model, runs: Sequence[Mapping[str, Any]],
-                    *, bootstrap: int = 200) -> tuple[list[SizeState], NoiseModel, dict[str, Any]]:
+                    *, bootstrap: int = 200, prior: Sequence[SizeState] | None = None
+                    ) -> tuple[list[SizeState], NoiseModel, dict[str, Any]]:
     """(states, learned noise, each size's ``optimum.Optimum``) after the runs so far.
 
     Args:
         runs: completed runs, each with ``model``, ``batch``, ``lr``, ``seed``, ``loss``, ``se``.
+        prior: the states before any run (default ``prior_states(study, basin)``: the study's models); given,
+            any sizes can be studied (e.g. the (N, D) cells of published runs, which have no model config).
     """
-    states = prior_states(study, basin)
+    states = list(prior) if prior is not None else prior_states(study, basin)
     by_model: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
         by_model.setdefault(str(r["model"]), []).append(r)

@@ -415,8 +415,9 @@ def _try(study, states, m, price, budget) -> tuple[float, float, list[_Sweep]]:
 def plan_wave(study: StudyConfig, states: list[SizeState], m: Model, price, *, spent: float = 0.0) -> Wave:
     """The next wave: mandatory runs, then the greedy trade-off, within what is left of the budget.
 
-    For an exponent target in the first wave, every subset of three or more sizes is weighed and the cheapest
-    that meets the target is taken (a size whose runs cost more than the precision they add is left out).
+    For an exponent target, every subset of three or more sizes that keeps the sizes with runs is weighed and
+    the cheapest that meets the target is taken (a size whose runs cost more than the precision they add is left
+    out; a size left out of an earlier wave stays out unless it is needed).
 
     Args:
         price: ``price(model, batch) -> GPU-hours`` of one run.
@@ -428,8 +429,11 @@ def plan_wave(study: StudyConfig, states: list[SizeState], m: Model, price, *, s
     budget = study.budget_gpu_hours - spent if study.budget_gpu_hours else math.inf
     first = all(s.status == "prior" for s in states)
     subsets = [states]
-    if first and study.target.exponent_half_width and len(states) > 3:
-        subsets = [list(c) for k in range(3, len(states) + 1) for c in combinations(states, k)]
+    fresh = [s for s in states if s.status == "prior" and not s.done]  # sizes without runs may be left out
+    if fresh and study.target.exponent_half_width and len(states) > 3:
+        kept = len(states) - len(fresh)
+        subsets = [[s for s in states if s not in fresh or s in c]
+                   for k in range(max(3 - kept, 0), len(fresh) + 1) for c in combinations(fresh, k)]
     tried = [(_try(study, sub, m, price, budget), sub) for sub in subsets]
     met = [t for t in tried if t[0][0] <= 1.0]
     (obj, cost, sweeps), sub = min(met, key=lambda t: t[0][1]) if met else min(tried, key=lambda t: t[0][0])
@@ -537,9 +541,23 @@ def target_met(study: StudyConfig, states: list[SizeState], optima: dict[str, An
         if not law.fitted:
             return False, law.reason
         ok = law.half_width <= t.exponent_half_width
-        return ok, (f"B_opt(N) exponent {law.exponent:.3f}, 80% interval {law.exponent_ci[0]:.3f} .. "
-                    f"{law.exponent_ci[1]:.3f} (+-{law.half_width:.3f}, target +-{t.exponent_half_width:g})")
+        why = (f"B_opt(N) exponent {law.exponent:.3f}, 80% interval {law.exponent_ci[0]:.3f} .. "
+               f"{law.exponent_ci[1]:.3f} (+-{law.half_width:.3f}, target +-{t.exponent_half_width:g})")
+        return _lr_checked(study, bracketed, ok, why)
     if len(bracketed) < len(states):
         return False, f"{len(states) - len(bracketed)} size(s) not bracketed yet"
     worst = max(math.sqrt(optima[s.model].hi / optima[s.model].lo) for s in bracketed)
-    return worst <= t.b_opt_factor, f"the widest B_opt interval is x/{worst:.3f} (target x/{t.b_opt_factor:g})"
+    why = f"the widest B_opt interval is x/{worst:.3f} (target x/{t.b_opt_factor:g})"
+    return _lr_checked(study, bracketed, worst <= t.b_opt_factor, why)
+
+
+def _lr_checked(study: StudyConfig, bracketed: list[SizeState], ok: bool, why: str) -> tuple[bool, str]:
+    """A target met along an LR rule the data never tested is not met: a sweep at one LR per size locates the
+    optimum *given that LR*, and its interval says nothing of the rule's error (an LR 2x off moves B_opt by
+    ``basin.Basin.b_opt_ratio(ln 2)``, a factor 1.3 at Step Law's shape). The LR sweep that tests the rule at
+    each bracketed size (``lr.sweep_factors``; ``_mandatory``) comes first, unless the LR is fixed."""
+    untested = [s.model for s in bracketed if not s.lr_tested]
+    if not ok or study.lr.rule == "fixed" or not study.lr.sweep_factors or not untested:
+        return ok, why
+    return False, (f"{why}, but along an LR rule not yet tested at {', '.join(untested)}: an LR sweep there comes"
+                   " first (the optimum along an untested rule is biased by the rule's error)")

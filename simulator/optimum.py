@@ -22,6 +22,7 @@ its own ``se^2``, and refits; the vertex is kept between the separably worse nei
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,7 +223,8 @@ def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape:
         noise: the between-seed noise (its posterior draws enter the interval).
         shape: the basin's shape (None: a symmetric parabola, no ridge).
         bootstrap: replicates of the interval.
-        seed: of the bootstrap's per-run noise.
+        seed: of the bootstrap's per-run noise (mixed with the sweep's own batches, LRs and losses, so that
+            sweeps located with one seed draw independent per-run noise).
         fit_window: (None: the shape's) the basin is quadratic only near its floor (within about 0.05 nats at Step Law's scale:
             docs/design.md), so the curve is fitted on the runs within this many nats of the best configuration's
             mean loss (at least three batches); a run far up the rim (a step-starved large batch, 1-2 nats worse)
@@ -277,7 +279,10 @@ def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape:
         return Optimum(b=float(np.exp(p[0])), lo=np.nan, hi=np.nan, bracketed=True, bound="", method="",
                        lr=float(np.exp(p[1])) if two_d else np.nan, lr_varied=two_d, curve=curve,
                        resid_ss=resid_ss, resid_dof=float(dof), best_loss=best_loss)
-    rng, common = np.random.default_rng(seed), np.random.default_rng(common_seed)
+    # the per-run noise of one sweep is its own: mixing the sweep's data into the seed keeps two sweeps located
+    # with one seed (every size of a study) from drawing the same noise, which would move their vertices together
+    rng = np.random.default_rng([seed, zlib.crc32(np.ascontiguousarray(np.stack([x, y, loss])).tobytes())])
+    common = np.random.default_rng(common_seed)
     v = se[None, :] ** 2 + noise.draw_var(common, size=bootstrap)[:, None]
     draws = np.empty(bootstrap)
     block = 25 if (shape.ratio_sd or shape.ridge_sd) else 100
