@@ -295,7 +295,10 @@ def _add(sw: _Sweep, study: StudyConfig, batch: int, why: str, m: Model, lr_fact
 
 
 def study_seed(study: StudyConfig) -> int:
-    """The first seed of every configuration: the base run's (runs.toml ``train.seed``), else 1234."""
+    """The first seed of every configuration: ``design.first_seed``, else the base run's (runs.toml
+    ``train.seed``), else 1234."""
+    if study.design.first_seed:
+        return study.design.first_seed
     if study.base:
         from batchlaw.simulator.runconfig import load_run_config
 

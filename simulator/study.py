@@ -17,7 +17,8 @@ Sections (every key has a default except ``sizes.models``; unknown keys are refu
   that a fixed LR far from the law biases B_opt), and ``sweep_factors`` (the LR sweep the planner may put
   around the rule at the batches that decide B_opt);
 - ``[design]``: ``spacing`` (factor between neighbouring batches), ``max_batches_per_size``,
-  ``max_seeds``, ``layouts`` (tp and pp values the planner may use), ``nodes`` (node counts it may use).
+  ``max_seeds``, ``layouts`` (tp and pp values the planner may use), ``nodes`` (node counts it may use),
+  ``first_seed`` (the training seed of every configuration's first run).
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ class DesignConfig:
     """Simulated studies behind each printed prediction."""
     seed: int = 0
     """Seed of the planner's simulations (the same study file plans the same waves)."""
+    first_seed: int = 0
+    """Training seed of every configuration's first run (0: the base run's ``train.seed``, else 1234); the
+    next seeds of a configuration count up from it."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -221,6 +225,8 @@ def check_study(s: StudyConfig) -> None:
         raise ValueError(f"design.spacing = {d.spacing!r}: must be > 1 (2 = batches a factor 2 apart)")
     if d.max_batches_per_size < 3:
         raise ValueError(f"design.max_batches_per_size = {d.max_batches_per_size}: a bracket needs at least 3")
+    if d.first_seed < 0:
+        raise ValueError(f"design.first_seed = {d.first_seed}: a training seed >= 1 (0: the base run's train.seed)")
     if d.max_seeds < 1 or d.simulations < 8:
         raise ValueError(f"design.max_seeds = {d.max_seeds}, design.simulations = {d.simulations}: need >= 1 and >= 8")
     for name in ("nodes", "tp", "pp"):

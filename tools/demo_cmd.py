@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     retire(parser, "--out", "--out-dir DIR (the demo writes a folder)")
     parser.add_argument("--quick", action="store_true", help="smaller budget (tests and smoke checks)")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at a time (each one CPU rank)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="first training seed of every configuration (0: the study's, 1234); another seed shows"
+                             " how much the answer moves with the data order and the initialisation")
 
 
 def _progress(i: int, n: int, text: str) -> None:
@@ -117,7 +120,7 @@ def _train_plan(plan: Path, runs_dir: Path, prefix: Path | None, base: str, para
     run_jobs(plan_demo_runs(table, runs_dir, prefix, base), _torchrun, jobs=parallel, progress=_progress)
 
 
-def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
+def demo(out: Path, *, quick: bool = False, parallel: int = 2, seed: int = 0) -> Path:
     """Run the loop; returns the report path."""
     from batchlaw.simulator.study import load_study
     from batchlaw.tools.analyze_cmd import analyze
@@ -127,6 +130,8 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     # --quick (tests): a quarter of the tokens, a looser target (short runs are noisier), fewer simulations
     overrides = ["sizes.tokens_per_param=0.5", "target.b_opt_factor=4", "design.simulations=8"] if quick else []
+    if seed:
+        overrides.append(f"design.first_seed={seed}")
     study = load_study(STUDY, overrides)
     plans = out / "plans"
     runs = out / "runs"
@@ -154,5 +159,7 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    demo(Path(args.out_dir), quick=args.quick, parallel=args.jobs)
+    if args.seed < 0:
+        raise ValueError(f"--seed = {args.seed}: a training seed >= 1 (0: the study's)")
+    demo(Path(args.out_dir), quick=args.quick, parallel=args.jobs, seed=args.seed)
     return 0

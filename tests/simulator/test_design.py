@@ -31,13 +31,25 @@ def test_a_study_it_cannot_answer_is_refused_in_one_line(tmp_path):
            "lr.law=''": "rule = 'law' names no law",
            "target.exponent_half_width=0": "give exponent_half_width",
            "design.spacing=1": "design.spacing = 1",
-           "sizes.models=['gpt-180m','gpt-180m','gpt-4b']": "listed twice"}
+           "sizes.models=['gpt-180m','gpt-180m','gpt-4b']": "listed twice",
+           "design.first_seed=-3": "design.first_seed = -3"}
     for override, words in bad.items():
         with pytest.raises(ValueError) as exc:
             load_study(SEED_STUDY, [override])
         assert words in str(exc.value) and "\n" not in str(exc.value), override
     with pytest.raises(ValueError, match="unknown key"):
         load_study(SEED_STUDY, ["prior.b_opt_sdd=1"])
+
+
+def test_first_seed_sets_every_configurations_first_training_seed():
+    for sets, first in (([], 1234), (["design.first_seed=77"], 77)):  # 1234: the shipped study's base run
+        study = load_study(SEED_STUDY, ["budget_gpu_hours=0", "design.simulations=8", *sets])
+        basin, m = model_of(study)
+        wave = plan_wave(study, prior_states(study, basin), m, _price)
+        by_config = {}
+        for p in wave.points:
+            by_config.setdefault((p.model, p.batch, p.lr), []).append(p.seed)
+        assert by_config and all(sorted(v) == list(range(first, first + len(v))) for v in by_config.values())
 
 
 def test_information_shrinks_with_seeds_and_a_one_sided_sweep_locates_nothing():
