@@ -23,7 +23,7 @@ its own ``se^2``, and refits; the vertex is kept between the separably worse nei
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -196,7 +196,7 @@ def _per_config(x, y, loss, var):
     return ub, mean[best], mvar[best], float(mean.min())
 
 
-def _near_floor(x, loss, ub, best, limit: float) -> np.ndarray:
+def _near_floor(x, loss, limit: float) -> np.ndarray | None:
     """The runs the curve is fitted on: those within the window of the floor (None when fewer than three batches
     are: the basin cannot be fitted without leaning on runs up the rim)."""
     near = loss <= limit
@@ -255,7 +255,7 @@ def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape:
         return Optimum(b=float(np.exp(ub[i])), lo=np.nan, hi=np.nan, bracketed=False, bound=bound, method="",
                        lr_varied=two_d, best_loss=best_loss)
     box = ((ub[jl], ub[jr]), (y.min() - 1.0, y.max() + 1.0))
-    near = _near_floor(x, loss, ub, best, best_loss + (shape.fit_window if fit_window is None else fit_window))
+    near = _near_floor(x, loss, best_loss + (shape.fit_window if fit_window is None else fit_window))
     if near is None:  # bracketed, but too few runs near the floor to fit: the bracket is all the data say
         return Optimum(b=float(np.exp(ub[i])), lo=float(np.exp(ub[jl])), hi=float(np.exp(ub[jr])), bracketed=True,
                        bound="", method="bracket (fewer than 3 batches within the fit window of the floor)",
@@ -264,9 +264,7 @@ def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape:
     two_d = any(len(np.unique(y[x == v])) > 1 for v in np.unique(x))
     slope = 0.0 if two_d or np.ptp(y) == 0 else float(np.polyfit(x, y, 1)[0])  # the LR rule's path in ln B
     if not two_d:
-        shape = Shape(ratio=shape.along(slope)[0].ratio, ratio_sd=shape.ratio_sd, lr_ratio=shape.lr_ratio,
-                      ridge=shape.ridge, ridge_above=shape.ridge_above, c_over_a=shape.c_over_a,
-                      ridge_sd=shape.ridge_sd, fit_window=shape.fit_window)
+        shape = replace(shape, ratio=shape.along(slope)[0].ratio)
     p, coef = (v[0] for v in _fit_many(x, y, loss[None, :], 1.0 / var[None, :], shape, two_d, box))
     fitted = _columns(x, y, p[None, :], shape, two_d)[0] @ coef
     n_par = 5 if two_d else 3
