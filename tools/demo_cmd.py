@@ -89,8 +89,7 @@ def _ramp_plan(plan: Path, out: Path) -> Path | None:
     first third of its tokens (``train.ramp``: a Megatron staircase), planned like the rest."""
     import numpy as np
 
-    from batchlaw.simulator.plan import read_plan, write_plan
-    from batchlaw.simulator.plan import base_of
+    from batchlaw.simulator.plan import base_of, read_plan, write_plan
 
     table, doc = read_plan(plan)
     models = sorted(set(table["model"]), key=lambda m: float(table["num_params"][table["model"] == m][0]))
@@ -112,12 +111,13 @@ def _torchrun(run_dir: Path) -> list[str]:
             "batchlaw.plugin.train", str(run_dir / "run.toml")]
 
 
-def _train_plan(plan: Path, runs_dir: Path, prefix: Path | None, base: str, parallel: int) -> None:
+def _train_plan(plan: Path, runs_dir: Path, base: str, parallel: int) -> None:
+    """Train every run of a plan on the demo's synthetic data (no indexed corpus), ``parallel`` at a time."""
     from batchlaw.simulator.plan import read_plan
     from batchlaw.tools.jobs import run_jobs
 
     table, _ = read_plan(plan)
-    run_jobs(plan_demo_runs(table, runs_dir, prefix, base), _torchrun, jobs=parallel, progress=_progress)
+    run_jobs(plan_demo_runs(table, runs_dir, None, base), _torchrun, jobs=parallel, progress=_progress)
 
 
 def demo(out: Path, *, quick: bool = False, parallel: int = 2, seed: int = 0) -> Path:
@@ -139,15 +139,14 @@ def demo(out: Path, *, quick: bool = False, parallel: int = 2, seed: int = 0) ->
     design(STUDY, overrides, out=str(plans / "wave1.csv"))
     print("== 2/6 the data: the trainer's synthetic task (a learnable walk over the vocabulary; docs/design.md says"
           " why not the Python-source corpus of `batchlaw data build --demo`)")
-    prefix = None
     print("== 3/6 train wave 1 and one batch-ramp run (the submit planner; megatron-core, gloo, CPU)")
-    _train_plan(plans / "wave1.csv", runs, prefix, study.base, parallel)
-    _train_plan(_ramp_plan(plans / "wave1.csv", out), runs, prefix, study.base, parallel)
+    _train_plan(plans / "wave1.csv", runs, study.base, parallel)
+    _train_plan(_ramp_plan(plans / "wave1.csv", out), runs, study.base, parallel)
     print("== 4/6 design wave 2 from the logs of wave 1, and train it")
     waves = [str(plans / "wave1.csv")]
     wave2 = design(STUDY, overrides, logdir=str(runs), out=str(plans / "wave2.csv"))
     if wave2 is not None and wave2.points:
-        _train_plan(plans / "wave2.csv", runs, prefix, study.base, parallel)
+        _train_plan(plans / "wave2.csv", runs, study.base, parallel)
         waves.append(str(plans / "wave2.csv"))
     print("== 5/6 analyse the logs with the study's priors, fit the batch laws")
     report = analyze(runs, out / "report", extrapolate=1e6, study=STUDY, plans=waves)
