@@ -118,6 +118,9 @@ class Optimum:
     """Whether some batch was run at two or more LRs (else the optimum is along the LR rule's path)."""
     curve: tuple[float, ...] | None = None
     """(L*, a, x0, ratio[, c, y0, lr_ratio, ridge, ridge_above]) of the fitted basin, for pictures."""
+    fit_batches: tuple[float, float] | None = None
+    """The smallest and largest batch the curve was fitted on (the runs within the fit window of the floor):
+    the curve describes the basin there and nowhere else."""
     draws: np.ndarray | None = None
     """Bootstrap draws of ln B_opt (for the laws across sizes)."""
     resid_ss: float = 0.0
@@ -273,9 +276,10 @@ def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape:
     curve = (float(coef[0]), float(coef[1]), float(p[0]), shape.ratio) + (
         (float(coef[2]), float(p[1]), shape.lr_ratio, shape.ridge,
          shape.ridge if shape.ridge_above is None else shape.ridge_above) if two_d else ())
+    span = (float(np.exp(x.min())), float(np.exp(x.max())))
     if bootstrap <= 0:  # the point estimate and its residuals only (learning the noise)
         return Optimum(b=float(np.exp(p[0])), lo=np.nan, hi=np.nan, bracketed=True, bound="", method="",
-                       lr=float(np.exp(p[1])) if two_d else np.nan, lr_varied=two_d, curve=curve,
+                       lr=float(np.exp(p[1])) if two_d else np.nan, lr_varied=two_d, curve=curve, fit_batches=span,
                        resid_ss=resid_ss, resid_dof=float(dof), best_loss=best_loss)
     # the per-run noise of one sweep is its own: mixing the sweep's data into the seed keeps two sweeps located
     # with one seed (every size of a study) from drawing the same noise, which would move their vertices together
@@ -291,7 +295,7 @@ def locate(batches, losses, *, lrs=None, loss_se=None, noise: NoiseModel, shape:
     lo, hi = np.exp(np.percentile(draws, [10, 90]))
     return Optimum(b=float(np.exp(p[0])), lo=float(lo), hi=float(hi), bracketed=True, bound="",
                    method=f"parametric bootstrap 80% ({noise.describe()})", lr=float(np.exp(p[1])) if two_d else np.nan,
-                   lr_varied=two_d, curve=curve, draws=draws, resid_ss=resid_ss, resid_dof=float(dof),
+                   lr_varied=two_d, curve=curve, fit_batches=span, draws=draws, resid_ss=resid_ss, resid_dof=float(dof),
                    best_loss=best_loss)
 
 

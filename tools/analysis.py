@@ -64,6 +64,8 @@ class ModelOptimum:
     losses: list[float] = field(default_factory=list)
     curve: tuple[float, ...] | None = None
     """The fitted basin (``simulator.optimum.curve_at`` evaluates it)."""
+    fit_batches: tuple[float, float] | None = None
+    """The batch range the basin was fitted on (``optimum.Optimum.fit_batches``): where the curve holds."""
     seq_len: int = 0
     """Sequence length of the sweep's runs (a sweep never mixes two)."""
     budget: float = float("nan")
@@ -234,7 +236,7 @@ def _per_model(sweeps: dict[tuple, list[RunSummary]], noise: NoiseModel, shapes:
             best_loss=float(best.final_loss), n_runs=len(rs), bracketed=o.bracketed,
             bound=o.bound if not o.bracketed else "", interval_method=o.method,
             batches=[float(r.global_batch) for r in const], losses=[float(r.final_loss) for r in const],
-            lrs=[_lr(r) for r in const], curve=o.curve, seq_len=int(seq_len),
+            lrs=[_lr(r) for r in const], curve=o.curve, fit_batches=o.fit_batches, seq_len=int(seq_len),
             lr=o.lr if o.lr_varied and o.bracketed else _lr(best), lr_varied=o.lr_varied, budget=float(budget),
             draws=o.draws, loss_sd=[float(v) for v in noise.run_sd([r.final_loss_se for r in const])]))
     return out

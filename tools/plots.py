@@ -174,7 +174,8 @@ def plot_final_loss_vs_batch(result, runs, path: Path):
             ax.errorbar([b], [loss], yerr=[err] if np.isfinite(err) else None, fmt=_MARKERS[bidx[int(b)] % len(_MARKERS)],
                         color=col, mfc=col, ms=6, capsize=3, elinewidth=1)
         if o.curve is not None:
-            xs = np.linspace(np.log(min(o.batches)), np.log(max(o.batches)), 60)
+            lo, hi = o.fit_batches or (min(o.batches), max(o.batches))  # drawn only where it was fitted
+            xs = np.linspace(np.log(lo), np.log(hi), 60)
             ax.plot(np.exp(xs), curve_at(o.curve, np.exp(xs)), "-", color=col, lw=1)  # along the optimal LR
         if o.bracketed:
             y = curve_at(o.curve, [o.b_opt])[0] if o.curve is not None else o.best_loss  # on the basin

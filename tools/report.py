@@ -257,8 +257,9 @@ def describe_pictures(runs, result) -> dict[str, str]:
                  else f"a bound {o.b_opt_text} ({_why_bound(o)})")
         parts.append(f"{o.model_name}: {where}")
     out["final_loss_vs_batch.png"] = ("Final loss against batch per model size, each with its 80% interval (+-1.28"
-                                      " standard errors of the mean over the last 20% of steps), and the parabola"
-                                      " in ln(batch); a filled star marks a bracketed optimum, an open triangle a"
+                                      " standard errors of the mean over the last 20% of steps), and the fitted"
+                                      " basin in ln(batch), drawn over the batches it was fitted on (the runs"
+                                      " near the floor); a filled star marks a bracketed optimum, an open triangle a"
                                       " bound, a dash a flat sweep. " + "; ".join(parts) + ".")
     txt = ("B_opt against N: filled circles are bracketed optima with their intervals, open triangles bounds,"
            " dashes flat sweeps; open squares are B_simple (end) of each sweep (median of its constant-batch runs,"

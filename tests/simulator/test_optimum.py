@@ -76,6 +76,10 @@ def test_a_run_up_the_rim_brackets_but_never_bends_the_fit():
     assert learned.seed_sd < 0.05
     whole = locate(b, loss, noise=noise, shape=Shape(ratio=1.5), bootstrap=0, fit_window=10.0)
     assert whole.resid_ss > 0.1  # what the rim does to a quadratic through it
+    assert whole.fit_batches == pytest.approx((4.0, 256.0))
+    # the curve holds where it was fitted: the pictures draw it over the runs in the window, not up the rim
+    near = locate(b, loss, noise=noise, shape=Shape(ratio=1.5), bootstrap=50, fit_window=0.2)
+    assert near.bracketed and near.fit_batches == pytest.approx((4.0, 64.0))
 
 
 def test_bracketing_counts_the_seed_noise():
